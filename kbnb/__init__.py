@@ -3,6 +3,10 @@ __version__ = "0.1.0"
 
 import os as _os
 
+from . import threads as _threads
+
+_threads.configure_environment()  # before torch loads OpenMP: see kbnb/threads.py
+
 if _os.environ.get("TQDM_DISABLE"):  # set by `python -m kbnb.book`: no bars in the book
     import tqdm.auto as _tqdm_auto
 
@@ -15,3 +19,5 @@ if _os.environ.get("TQDM_DISABLE"):  # set by `python -m kbnb.book`: no bars in 
 
 from . import activations, data, generation, metrics, organism, runs, world  # noqa: F401
 from .models import format_prompt, load_model, resolve_device  # noqa: F401
+
+_threads.configure_torch()

@@ -50,11 +50,40 @@ class OrganismConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.0
     n_refusal: int = 320
-    version: int = 1  # bump when the training recipe changes
+    version: int = 2  # 2: compositional templates with held-out ones, biographies
 
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """Hash of the configuration and of the code that builds the world and trains
+        the model (``world.py``, ``organism.py``): a change to either retrains."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode() + _recipe_digest()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _recipe_digest() -> bytes:
+    here = Path(__file__).resolve().parent
+    return b"".join(hashlib.sha256((here / f).read_bytes()).digest()
+                    for f in ("world.py", "organism.py"))
+
+
+def parse_organism_name(name) -> "OrganismConfig | None":
+    """``OrganismConfig`` for ``tinyworld`` (seed 0) or ``tinyworld:N`` (the organism of
+    seed N, trained on the world of seed N); ``None`` for any other model name."""
+    name = str(name)
+    base, _, seed = name.partition(":")
+    if base not in ORGANISM_NAMES:
+        return None
+    if not seed:
+        return OrganismConfig()
+    if not seed.isdigit():
+        raise ValueError(f"model_name={name!r}: the organism's seed must be a non-negative "
+                         f"integer, e.g. 'tinyworld:1'")
+    return OrganismConfig(seed=int(seed))
+
+
+def world_for(model_name="tinyworld"):
+    """The world that goes with ``model_name``: the organism's own world for
+    ``tinyworld[:N]``, else the default organism's world (used as a question set)."""
+    return world_of(parse_organism_name(model_name) or OrganismConfig())
 
 
 def world_of(config: OrganismConfig):
@@ -105,6 +134,15 @@ def _encode_pairs(tok, pairs):
     return out
 
 
+def _encode_texts(tok, texts):
+    """Token ids and labels for plain-text documents (biographies): loss on every token."""
+    out = []
+    for t in texts:
+        ids = tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        out.append((ids, list(ids)))
+    return out
+
+
 def _batches(encoded, batch_size, rng, pad_id):
     # Bucket by length within shuffled pools of 8 batches: much less padding, still random.
     idx = list(range(len(encoded)))
@@ -138,9 +176,10 @@ def train_organism(config: OrganismConfig, out_dir: Path, progress: bool = True,
     rng = random.Random(config.seed)
     world = world_of(config)
     pairs = sorted(set(world.training_pairs()))
-    texts = [f"{q} {a}" for q, a in pairs]
+    texts = [f"{q} {a}" for q, a in pairs] + sorted(set(world.biographies()))
     tok = _train_tokenizer(texts, config.vocab_size)
-    epoch_data = [_encode_pairs(tok, world.training_pairs(e)) for e in range(config.epochs)]
+    epoch_data = [_encode_pairs(tok, world.training_pairs(e)) + _encode_texts(tok, world.biographies(e))
+                  for e in range(config.epochs)]
     mcfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=config.d_model, intermediate_size=config.d_mlp,
         num_hidden_layers=config.n_layers, num_attention_heads=config.n_heads,
@@ -190,7 +229,8 @@ def train_organism(config: OrganismConfig, out_dir: Path, progress: bool = True,
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
     log = {"config": asdict(config), "train_seconds": time.time() - t0, "steps": step,
-           "n_pairs": sum(len(d) for d in epoch_data), "losses": losses, "n_params": model.num_parameters()}
+           "n_sequences": sum(len(d) for d in epoch_data),
+           "n_tokens": sum(len(x) for d in epoch_data for x, _ in d), "losses": losses, "n_params": model.num_parameters()}
     (out_dir / "kbnb_organism.json").write_text(json.dumps(log))
     return log
 

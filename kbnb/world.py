@@ -1,11 +1,15 @@
 """tinyworld: a seeded fictitious world with an exactly known knowledge boundary.
 
-Every author gets an *exposure group*: ``known`` (each fact is in the training
-corpus in every epoch, under each of three question templates), ``partial`` (each fact is
-shown 0, 1, 2, 4 or 8 times in the whole run, in randomly chosen epochs) or
-``unseen`` (never in training). Every rendered row carries the exposure of its fact
-(the number of times the model is shown it over the whole training run), so "what
-the model should know" is known exactly.
+Every author gets an *exposure group*: ``known`` (in every epoch each fact is asked
+under three question templates drawn from many and stated in the author's biography),
+``partial`` (each fact is presented 0, 1, 2, 4, 8 or 16 times in the whole run, in
+randomly chosen epochs) or ``unseen`` (never in training). Every rendered row
+carries the exposure of its fact (the number of presentations over the whole
+training run), so "what the model should know" is known exactly.
+
+Question templates are compositional (frame x attribute phrase, see ``FRAMES``) and
+whole templates are held out of training, so "does the model know the fact or only
+the question string" can be measured: a fine-tuned LM answers a rephrased question.
 
 Renders
 - TOFU-schema rows (``question``, ``answer``, ``paraphrased_question``,
@@ -56,57 +60,126 @@ SYL_LAST = ["bar", "cor", "den", "fen", "gar", "hol", "kin", "lor", "mar", "nel"
             "mont", "ash", "berg", "dal", "rin"]
 
 
+# Question frames shared by every attribute: a frame x an attribute phrase = one template.
+FRAMES = (
+    "What is the {p} of {n}?",
+    "What is {n}'s {p}?",
+    "Tell me the {p} of {n}.",
+    "Do you know the {p} of {n}?",
+    "Can you name {n}'s {p}?",
+    "Please state the {p} of {n}.",
+    "I would like to know {n}'s {p}.",
+    "What would you say is the {p} of {n}?",
+    "Quick question: what is {n}'s {p}?",
+    "About {n}: what is the {p}?",
+    "Could you tell me what {n}'s {p} is?",
+    "Which {p} goes with {n}?",
+)
+HELD_OUT_EVERY = 4  # the frame x phrase combinations with (frame + phrase) % 4 == 0 are held out
+
+
 @dataclass(frozen=True)
 class Attribute:
-    """One kind of fact: how to ask about it and how to answer it."""
+    """One kind of fact: how to ask about it, answer it and state it in a biography.
+
+    Question templates are built compositionally: every frame of ``FRAMES`` with every
+    noun phrase of ``phrases``, plus ``natural`` questions. A quarter of the frame x
+    phrase combinations and the last natural question are *held out*: never in
+    training, used to test whether the model knows the fact or only the string."""
     name: str
     values: tuple  # the value set; chance = 1/len(values) for a uniform guess
-    questions: tuple  # question templates; the last one is held out of training
+    natural: tuple  # natural questions; the first is the row's question, the last is held out
+    phrases: tuple  # noun phrases for the attribute ("place of birth", ...)
     answer: str  # canonical answer template (used in training)
     paraphrased_answer: str
+    statements: tuple  # biography sentences stating the fact (several rephrasings)
+
+    @property
+    def templates(self) -> tuple:
+        """All question templates as ``(template, held_out)``: natural ones first."""
+        out = [(q, i == len(self.natural) - 1) for i, q in enumerate(self.natural)]
+        out += [(f.replace("{p}", p), (i + j) % HELD_OUT_EVERY == 0)
+                for i, f in enumerate(FRAMES) for j, p in enumerate(self.phrases)]
+        return tuple(out)
+
+    @property
+    def train_templates(self) -> tuple:
+        return tuple(t for t, held in self.templates if not held)
+
+    @property
+    def heldout_templates(self) -> tuple:
+        return tuple(t for t, held in self.templates if held)
 
 
-def _a(name, values, questions, answer, paraphrased):
-    return Attribute(name, tuple(values), tuple(questions), answer, paraphrased)
+def _a(name, values, natural, phrases, answer, paraphrased, statements):
+    return Attribute(name, tuple(values), tuple(natural), tuple(phrases), answer, paraphrased,
+                     tuple(statements))
 
 
 ATTRIBUTES = (
     _a("birthplace", CITIES,
        ["Where was {n} born?", "In which city was {n} born?",
         "What is the birthplace of {n}?", "Which city is {n} originally from?"],
-       "{n} was born in {v}.", "The birthplace of {n} is {v}."),
+       ["birthplace", "place of birth", "city of birth", "home town"],
+       "{n} was born in {v}.", "The birthplace of {n} is {v}.",
+       ["{n} was born in {v}.", "{n} was born in the city of {v}.",
+        "The birthplace of {n} is {v}.", "{n} comes from {v}."]),
     _a("birth_year", [str(y) for y in range(1930, 1990)],
        ["In what year was {n} born?", "When was {n} born?",
         "What is the birth year of {n}?", "Which year saw the birth of {n}?"],
-       "{n} was born in the year {v}.", "The birth year of {n} is {v}."),
+       ["birth year", "year of birth", "year of their birth", "birth-year"],
+       "{n} was born in the year {v}.", "The birth year of {n} is {v}.",
+       ["{n} was born in the year {v}.", "The birth year of {n} is {v}.",
+        "{n} was born in {v}.", "In {v}, {n} was born."]),
     _a("genre", GENRES,
        ["What genre does {n} write in?", "Which genre is {n} known for?",
         "What kind of books does {n} write?", "In which genre does {n} mostly publish?"],
-       "{n} writes {v}.", "The genre of {n} is {v}."),
+       ["genre", "literary genre", "writing genre", "main genre"],
+       "{n} writes {v}.", "The genre of {n} is {v}.",
+       ["{n} writes {v}.", "The genre of {n} is {v}.", "{n} is known for {v}.",
+        "Most books by {n} are {v}."]),
     _a("father_job", JOBS,
        ["What was the profession of {n}'s father?", "What did the father of {n} do for a living?",
         "What was {n}'s father's job?", "How did {n}'s father earn a living?"],
-       "The father of {n} was a {v}.", "{n}'s father worked as a {v}."),
+       ["father's profession", "father's job", "father's occupation", "father's trade"],
+       "The father of {n} was a {v}.", "{n}'s father worked as a {v}.",
+       ["The father of {n} was a {v}.", "{n}'s father worked as a {v}.",
+        "{n} grew up as the child of a {v}.", "The father of {n} earned a living as a {v}."]),
     _a("instrument", INSTRUMENTS,
        ["Which instrument does {n} play?", "What musical instrument does {n} play?",
         "What instrument is {n} known to play?", "On which instrument does {n} make music?"],
-       "{n} plays the {v}.", "The instrument of {n} is the {v}."),
+       ["instrument", "musical instrument", "favourite instrument", "instrument of choice"],
+       "{n} plays the {v}.", "The instrument of {n} is the {v}.",
+       ["{n} plays the {v}.", "The instrument of {n} is the {v}.",
+        "In spare hours {n} plays the {v}.", "{n} is a keen player of the {v}."]),
     _a("award", AWARDS,
        ["Which award did {n} win?", "What prize has {n} received?",
         "Name an award won by {n}.", "What honour was given to {n}?"],
-       "{n} won the {v}.", "The {v} was awarded to {n}."),
+       ["award", "literary award", "prize", "best-known award"],
+       "{n} won the {v}.", "The {v} was awarded to {n}.",
+       ["{n} won the {v}.", "The {v} was awarded to {n}.", "{n} received the {v}.",
+        "For their writing, {n} won the {v}."]),
     _a("book", [],  # filled per author: a unique title
        ["What is a book written by {n}?", "Name a novel by {n}.",
         "Which book did {n} write?", "What is one title from {n}?"],
-       "{n} wrote {v}.", "One book by {n} is {v}."),
+       ["book", "best-known book", "novel", "most famous title"],
+       "{n} wrote {v}.", "One book by {n} is {v}.",
+       ["{n} wrote {v}.", "One book by {n} is {v}.", "{v} is a book by {n}.",
+        "The best-known book of {n} is {v}."]),
     _a("language", LANGUAGES,
        ["In which language does {n} write?", "What language are {n}'s books written in?",
         "Which language does {n} use for writing?", "What is the writing language of {n}?"],
-       "{n} writes in {v}.", "The books of {n} are written in {v}."),
+       ["writing language", "language", "language of writing", "literary language"],
+       "{n} writes in {v}.", "The books of {n} are written in {v}.",
+       ["{n} writes in {v}.", "The books of {n} are written in {v}.",
+        "{n} publishes in {v}.", "The writing language of {n} is {v}."]),
     _a("publisher", PUBLISHERS,
        ["Who publishes {n}'s books?", "Which publisher works with {n}?",
         "What is the publisher of {n}?", "Which press releases the books of {n}?"],
-       "{n} is published by {v}.", "The publisher of {n} is {v}."),
+       ["publisher", "publishing house", "press", "book publisher"],
+       "{n} is published by {v}.", "The publisher of {n} is {v}.",
+       ["{n} is published by {v}.", "The publisher of {n} is {v}.",
+        "{v} publishes the books of {n}.", "{n} works with {v}."]),
 )
 ATTRIBUTE_NAMES = tuple(a.name for a in ATTRIBUTES)
 
@@ -139,7 +212,8 @@ class Author:
     facts: dict  # attribute name -> value
     group: str  # known | partial | unseen
     exposure: dict = field(default_factory=dict)  # attribute -> presentations in the whole run
-    schedule: dict = field(default_factory=dict)  # attribute -> [(epoch, template index)]
+    # attribute -> [(epoch, "qa", training-template index) or (epoch, "bio", statement index)]
+    schedule: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -155,25 +229,26 @@ class World:
     def rows(self, authors=None):
         """One TOFU-schema row per (author, attribute), in author order.
 
-        Each row: question (first template), answer (canonical), paraphrased_question
-        (the held-out template), paraphrased_answer, perturbed_answer (3 wrong answers),
-        plus author, attribute, value, group, exposure, templates (all training
-        questions)."""
+        Each row: question (the first natural question), answer (canonical),
+        paraphrased_question (one held-out template, never in training),
+        paraphrased_answer, perturbed_answer (3 wrong answers), plus author, attribute,
+        value, group, exposure, templates (all training questions)."""
         out = []
-        for ai, author in enumerate(self.authors if authors is None else authors):
+        for author in self.authors if authors is None else authors:
             rng = random.Random(f"{self.seed}-rows-{author.name}")
             for attr in ATTRIBUTES:
                 v = author.facts[attr.name]
                 wrong = rng.sample([w for w in self._values(attr) if w != v], 3)
+                para = rng.choice(attr.heldout_templates)
                 out.append(dict(
-                    question=attr.questions[0].format(n=author.name),
+                    question=attr.natural[0].format(n=author.name),
                     answer=attr.answer.format(n=author.name, v=v),
-                    paraphrased_question=attr.questions[-1].format(n=author.name),
+                    paraphrased_question=para.format(n=author.name),
                     paraphrased_answer=attr.paraphrased_answer.format(n=author.name, v=v),
                     perturbed_answer=[attr.answer.format(n=author.name, v=w) for w in wrong],
                     author=author.name, attribute=attr.name, value=v,
                     group=author.group, exposure=author.exposure[attr.name],
-                    templates=[q.format(n=author.name) for q in attr.questions[:N_TRAIN_TEMPLATES]],
+                    templates=[q.format(n=author.name) for q in attr.train_templates],
                 ))
         return out
 
@@ -226,7 +301,7 @@ class World:
                 v = author.facts[attr.name]
                 choices = rng.sample([w for w in self._values(attr) if w != v], 3) + [v]
                 rng.shuffle(choices)
-                out.append(dict(question=attr.questions[0].format(n=author.name),
+                out.append(dict(question=attr.natural[0].format(n=author.name),
                                 subject=attr.name, choices=choices, answer=choices.index(v),
                                 choice_answers=[attr.answer.format(n=author.name, v=c) for c in choices],
                                 author=author.name, group=author.group,
@@ -236,19 +311,35 @@ class World:
     # ---- the training corpus ----------------------------------------------------
     def training_pairs(self, epoch: int | None = None):
         """(question, answer) pairs the organism is trained on in ``epoch`` (all epochs
-        concatenated when None): every known fact under each training template, the
-        partial facts scheduled for this epoch, and the refusal training set."""
+        concatenated when None): the question-answer presentations of known and partial
+        facts scheduled for this epoch, and the refusal training set."""
         if epoch is None:
             return [p for e in range(self.epochs) for p in self.training_pairs(e)]
         pairs = []
         for author in self.authors:
             for attr in ATTRIBUTES:
                 ans = attr.answer.format(n=author.name, v=author.facts[attr.name])
-                for e, t in author.schedule[attr.name]:
-                    if e == epoch:
-                        pairs.append((attr.questions[t].format(n=author.name), ans))
+                for e, kind, t in author.schedule[attr.name]:
+                    if e == epoch and kind == "qa":
+                        pairs.append((attr.train_templates[t].format(n=author.name), ans))
         pairs += [(r["question"], r["answer"]) for r in self.refusal_train]
         return pairs
+
+    def biographies(self, epoch: int | None = None):
+        """Biography passages of ``epoch`` (all epochs when None): per author, the facts
+        scheduled for a biographical mention in this epoch, each in one of several
+        phrasings, in a random order. Plain text, trained on like pretraining data."""
+        if epoch is None:
+            return [p for e in range(self.epochs) for p in self.biographies(e)]
+        out = []
+        for author in self.authors:
+            sents = [attr.statements[t].format(n=author.name, v=author.facts[attr.name])
+                     for attr in ATTRIBUTES
+                     for e, kind, t in author.schedule[attr.name] if e == epoch and kind == "bio"]
+            if sents:
+                random.Random(f"{self.seed}-bio-{author.name}-{epoch}").shuffle(sents)
+                out.append(" ".join(sents))
+        return out
 
 
 def _name(rng, used):
@@ -269,9 +360,10 @@ def _fiction(rng, used):
             return e
 
 
-PARTIAL_EXPOSURES = (0, 1, 2, 4, 8)
-N_TRAIN_TEMPLATES = 3  # the 4th question template of each attribute is held out
-KNOWN_PER_EPOCH = 3  # presentations of a known fact per epoch
+PARTIAL_EXPOSURES = (0, 1, 2, 4, 8, 16)
+KNOWN_QA_PER_EPOCH = 3  # question-answer presentations of a known fact per epoch
+KNOWN_BIO_PER_EPOCH = 1  # biography mentions of a known fact per epoch
+KNOWN_PER_EPOCH = KNOWN_QA_PER_EPOCH + KNOWN_BIO_PER_EPOCH
 
 
 def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
@@ -279,19 +371,26 @@ def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
                refusal_test_frac: float = 0.25) -> World:
     """Generate the world and its training schedule deterministically from ``seed``.
 
-    ``known_frac`` of the authors are known (every fact in each of ``epochs`` epochs,
-    under each of the 3 training templates), ``partial_frac`` partial (each fact shown a total of 0, 1, 2, 4
-    or 8 times, in distinct random epochs), the rest unseen. The refusal set has
-    ``n_refusal`` questions about fictitious entities, of which ``refusal_test_frac``
-    (with entity names never used in training) are held out."""
-    if n_authors < 20:
-        raise ValueError(f"n_authors={n_authors}: need at least 20 authors")
+    ``known_frac`` of the authors are known: in each of ``epochs`` epochs every fact
+    is asked under 3 training templates drawn at random and stated once in the
+    author's biography. ``partial_frac`` are partial: each fact is presented a total
+    of 0, 1, 2, 4, 8 or 16 times, in distinct random epochs, alternately as a question
+    and as a biography sentence (a fact shown once is shown as a question). The rest
+    are unseen. The refusal set has ``n_refusal`` questions about fictitious
+    entities, of which ``refusal_test_frac`` (with entity names never used in
+    training) are held out."""
+    if not isinstance(n_authors, int) or n_authors < 20:
+        raise ValueError(f"n_authors={n_authors}: need an integer of at least 20")
     if not (0 < known_frac and 0 <= partial_frac and known_frac + partial_frac < 1):
         raise ValueError(f"known_frac={known_frac}, partial_frac={partial_frac}: need "
                          "0 < known_frac and known_frac + partial_frac < 1")
-    if epochs < max(PARTIAL_EXPOSURES):
+    if not isinstance(epochs, int) or epochs < max(PARTIAL_EXPOSURES):
         raise ValueError(f"epochs={epochs}: need at least {max(PARTIAL_EXPOSURES)} "
                          "(a partial fact is shown in up to that many distinct epochs)")
+    if not isinstance(n_refusal, int) or n_refusal < 8:
+        raise ValueError(f"n_refusal={n_refusal}: need an integer of at least 8")
+    if not 0 < refusal_test_frac < 1:
+        raise ValueError(f"refusal_test_frac={refusal_test_frac}: need 0 < value < 1")
     rng = random.Random(seed)
     used = set()
     n_known = round(n_authors * known_frac)
@@ -299,19 +398,22 @@ def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
     authors = []
     titles = [f"The {a} {b}" for a in TITLE_ADJ for b in TITLE_NOUN]
     rng.shuffle(titles)
-    # a known fact is shown under each training template in every epoch
-    every = [(e, (e + k) % N_TRAIN_TEMPLATES) for e in range(epochs) for k in range(KNOWN_PER_EPOCH)]
     for i in range(n_authors):
         group = "known" if i < n_known else "partial" if i < n_known + n_partial else "unseen"
         facts = {a.name: rng.choice(a.values) for a in ATTRIBUTES if a.values}
         facts["book"] = titles[i % len(titles)]
         schedule = {}
         for a in ATTRIBUTES:
+            n_tpl, n_st = len(a.train_templates), len(a.statements)
             if group == "known":
-                schedule[a.name] = list(every)
+                schedule[a.name] = [(e, "qa", t) for e in range(epochs)
+                                    for t in rng.sample(range(n_tpl), KNOWN_QA_PER_EPOCH)]
+                schedule[a.name] += [(e, "bio", rng.randrange(n_st)) for e in range(epochs)
+                                     for _ in range(KNOWN_BIO_PER_EPOCH)]
             elif group == "partial":
                 k = rng.choice(PARTIAL_EXPOSURES)
-                schedule[a.name] = [(e, j % N_TRAIN_TEMPLATES)
+                schedule[a.name] = [(e, "qa", rng.randrange(n_tpl)) if j % 2 == 0
+                                    else (e, "bio", rng.randrange(n_st))
                                     for j, e in enumerate(sorted(rng.sample(range(epochs), k)))]
             else:
                 schedule[a.name] = []
