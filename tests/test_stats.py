@@ -1,0 +1,248 @@
+"""kbnb.stats: intervals that cover, comparisons that detect, sentences that say so."""
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from kbnb import stats as S
+
+DRAWS = 400
+# 95% of DRAWS intervals should contain the truth; a binomial(400, 0.95) lies in
+# [0.90, 0.99] with probability > 0.9999, so a miss here is a broken interval.
+LO, HI = 0.90, 0.99
+
+
+def _paired_null(rng, n=30):
+    """n items with a shared item effect and the same mean under both methods."""
+    item = rng.normal(0, 1, n)
+    return item + rng.normal(0, 0.5, n), item + rng.normal(0, 0.5, n)
+
+
+# ---- (a) coverage ---------------------------------------------------------------------
+
+def test_paired_bootstrap_interval_covers_zero_at_95_percent_under_no_effect():
+    rng = np.random.default_rng(2024)
+    hits = []
+    for i in range(DRAWS):
+        a, b = _paired_null(rng)
+        r = S.paired_compare(a, b, n_boot=2000, seed=i)
+        assert r.ci_method == "paired bootstrap over questions" and r.n == 30
+        hits.append(r.ci95[0] <= 0 <= r.ci95[1])
+    rate = np.mean(hits)
+    assert LO <= rate <= HI, f"coverage {rate:.3f}"
+    # and the verdict is almost never "shown" when nothing is there
+    assert 1 - rate < 0.10
+
+
+def test_t_interval_covers_with_three_seeds_where_the_bootstrap_does_not():
+    """Why ci95 takes the t interval for few seeds: with 3 values the percentile
+    bootstrap covers the true mean far less often than it claims."""
+    rng = np.random.default_rng(7)
+    t_hits, boot_hits = [], []
+    for i in range(DRAWS):
+        x = rng.normal(0.7, 0.05, 3)
+        t = S.ci95(x, over="seeds")
+        bt = S.ci95(x, method="bootstrap", n_boot=1000, seed=i, over="seeds")
+        assert t["ci_method"] == "t interval over seeds"
+        assert bt["ci_method"] == "bootstrap over seeds"
+        t_hits.append(t["ci95"][0] <= 0.7 <= t["ci95"][1])
+        boot_hits.append(bt["ci95"][0] <= 0.7 <= bt["ci95"][1])
+    assert LO <= np.mean(t_hits) <= HI, np.mean(t_hits)
+    assert np.mean(boot_hits) < 0.85, np.mean(boot_hits)
+
+
+def test_binary_items_bootstrap_coverage():
+    """Per-question 0/1 outcomes (the common case with one seed), p = 0.8, 100 items."""
+    rng = np.random.default_rng(11)
+    hits = [(lambda h: h["ci95"][0] <= 0.8 <= h["ci95"][1])(
+        S.headline(per_item=rng.random(100) < 0.8, n_boot=2000, seed=i)) for i in range(DRAWS)]
+    assert LO <= np.mean(hits) <= HI, np.mean(hits)
+
+
+# ---- (b) a large effect is detected ---------------------------------------------------
+
+def test_large_effect_is_shown_and_said():
+    rng = np.random.default_rng(3)
+    a = (rng.random(99) < 0.3).astype(float)          # over-refusal of the baseline
+    b = a.copy()
+    b[np.flatnonzero(a)[:20]] = 0                     # the new method fixes 20 of them
+    r = S.paired_compare(a, b)
+    assert r.shown and r.direction == "lower" and r.test == "sign test"
+    assert r.diff == pytest.approx(-20 / 99)
+    assert r.ci95[1] < 0 and r.p_value < 1e-4
+    v = S.verdict("over-refusal", r, better="lower", subject="CRaFT", baseline="Cor-RAIT")
+    assert v.status == "PASS"
+    assert v.sentence.startswith("CRaFT lowers over-refusal by 0.202 relative to Cor-RAIT (95% CI ")
+    assert "paired bootstrap over 99 questions; sign test p < 0.001" in v.sentence
+    assert v.sentence.endswith("the effect is shown.")
+    # the same data judged against the opposite hope is a MISS
+    w = S.verdict("over-refusal", r, better="higher")
+    assert w.status == "MISS" and "opposite" in w.sentence
+
+
+def test_no_effect_is_unclear_and_says_so():
+    rng = np.random.default_rng(5)
+    a, b = _paired_null(rng, 50)
+    v = S.check("accuracy", b, a, subject="CRaFT")
+    assert v.status == "UNCLEAR" and not v.result.shown
+    assert v.sentence.endswith("the data cannot tell whether there is an effect.")
+    assert "shown" not in v.sentence
+
+
+def test_interval_and_test_must_agree():
+    """5 questions flipped one way, none the other: the bootstrap interval excludes 0 but
+    the exact sign test gives p = 2/32; nothing is claimed."""
+    a = np.zeros(99)
+    b = a.copy()
+    b[:5] = 1
+    r = S.paired_compare(a, b)
+    assert r.ci95[0] > 0 and r.p_value == pytest.approx(0.0625)
+    assert not r.shown
+    v = S.verdict("accuracy", r)
+    assert v.status == "UNCLEAR" and "does not reject" in v.sentence
+
+
+def test_check_against_a_fixed_target_and_with_a_statistic():
+    rng = np.random.default_rng(9)
+    v = S.check("exact match", rng.normal(0.95, 0.02, 40), 0.9)
+    assert v.status == "PASS" and v.sentence.startswith("Exact match is 0.0")
+    assert "higher than 0.900" in v.sentence
+
+    def ap(y, s):  # average precision, numpy only
+        order = np.argsort(-s, kind="stable")
+        y = y[order]
+        prec = np.cumsum(y) / np.arange(1, len(y) + 1)
+        return float((prec * y).sum() / y.sum()) if y.sum() else float("nan")
+
+    y = (rng.random(200) < 0.5).astype(float)
+    good, bad = y + rng.normal(0, 0.5, 200), y + rng.normal(0, 5, 200)
+    v = S.check("AP", (y, good), (y, bad), statistic=ap, n_boot=500, subject="R-Tuning",
+                baseline_name="the untuned model")
+    assert v.status == "PASS" and v.result.test == "paired bootstrap test"
+    assert v.sentence.startswith("R-Tuning raises AP by ")
+    assert v.result.diff == pytest.approx(ap(y, good) - ap(y, bad))
+    h = S.headline(per_item=(y, good), statistic=ap, n_boot=500)
+    assert h["mean"] == pytest.approx(ap(y, good)) and h["n"] == 200
+    assert h["ci95"][0] < h["mean"] < h["ci95"][1]
+
+
+# ---- (c) p-values are scipy's ---------------------------------------------------------
+
+def test_p_values_equal_scipy():
+    rng = np.random.default_rng(1)
+    a = (rng.random(80) < 0.5).astype(float)
+    b = (rng.random(80) < 0.65).astype(float)
+    d = b - a
+    r = S.paired_compare(a, b, test="sign")
+    k, n = int((d > 0).sum()), int((d != 0).sum())
+    assert r.p_value == st.binomtest(k, n, 0.5).pvalue
+    assert S.paired_compare(a, b).p_value == r.p_value          # auto → sign for 0/1
+
+    x, y = rng.normal(0, 1, 40), rng.normal(0.3, 1, 40)
+    r = S.paired_compare(x, y)
+    assert r.test == "Wilcoxon signed-rank test"
+    assert r.p_value == st.wilcoxon(y, x).pvalue
+    r = S.paired_compare(x, y, test="t", method="t")
+    assert r.p_value == pytest.approx(st.ttest_rel(y, x).pvalue, rel=1e-12)
+    # t interval with the t test: shown exactly when p < 0.05
+    for i in range(30):
+        s0, s1 = rng.normal(0, 1, 4), rng.normal(1, 1, 4)
+        c = S.paired_compare(s0, s1, over="seeds")
+        assert c.test == "paired t test" and c.ci_method == "paired t interval over seeds"
+        assert c.shown == (c.p_value < 0.05)
+
+
+# ---- (d) the t interval by hand --------------------------------------------------------
+
+def test_t_interval_for_three_seeds_by_hand():
+    x = [0.81, 0.86, 0.90]
+    m = sum(x) / 3
+    s = math.sqrt(sum((v - m) ** 2 for v in x) / 2)
+    half = st.t.ppf(0.975, 2) * s / math.sqrt(3)
+    h = S.headline(per_seed=x)
+    assert h["mean"] == pytest.approx(m, abs=1e-15)
+    assert h["ci95"] == pytest.approx([m - half, m + half], abs=1e-12)
+    assert h["values"] == x and h["n"] == 3 and h["ci_method"] == "t interval over seeds"
+    assert S.format_mean_ci(h) == f"{m:.3f} ± {half:.3f}"
+    assert S.format_mean_ci(h, 2, style="interval") == f"{m:.2f} ({m - half:.2f} to {m + half:.2f})"
+
+
+def test_one_seed_falls_back_to_questions_and_is_deterministic():
+    items = [1, 0, 1, 1, 1, 0, 1, 1] * 5
+    h = S.headline(per_seed=[np.mean(items)], per_item=items)
+    assert h["ci_method"] == "bootstrap over questions" and h["n"] == 40
+    assert h == S.headline(per_item=items)
+    x = np.random.default_rng(0).normal(size=40)
+    assert S.ci95(x, seed=3) == S.ci95(x, seed=3) != S.ci95(x, seed=4)
+    assert S.headline(per_item=items[:10])["ci_method"] == "t interval over questions"
+
+
+# ---- (e) bad inputs name the parameter ---------------------------------------------------
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: S.ci95([]), "values is empty"),
+    (lambda: S.ci95([0.5]), "values has 1 value"),
+    (lambda: S.ci95([0.5, float("nan"), 0.7]), r"values contains 1 NaN.*index 1"),
+    (lambda: S.ci95([[1, 2], [3, 4]]), "values must be a flat list"),
+    (lambda: S.ci95(["a", "b"]), "values must be a list of numbers"),
+    (lambda: S.ci95([1, 2, 3], method="bca"), "method='bca'"),
+    (lambda: S.ci95([1, 2, 3], n_boot=10), "n_boot=10"),
+    (lambda: S.headline(), "per_seed"),
+    (lambda: S.headline(per_seed=[0.9]), "per_item"),
+    (lambda: S.headline(per_seed=[0.9], per_item=[1, 0, 1, 0]), r"per_seed=\[0.9\].*per_item"),
+    (lambda: S.paired_compare([1, 2, 3], [1, 2]), "a has 3 values but b has 2"),
+    (lambda: S.paired_compare([], [1, 2]), "a is empty"),
+    (lambda: S.paired_compare([1, 2], [1, float("inf")]), "b contains 1 NaN/inf"),
+    (lambda: S.paired_compare([1, 2, 3], [2, 3, 4], test="mcnemar"), "test='mcnemar'"),
+    (lambda: S.check("x", [1, 2, 3], [2, 3, 4], better="bigger"), "better='bigger'"),
+    (lambda: S.verdict("x", S.paired_compare([1, 2, 3], [2, 3, 5]), better="up"), "better='up'"),
+    (lambda: S.verdict("x", {"diff": 1.0}), "result is missing"),
+    (lambda: S.format_mean_ci({"mean": 1.0}), "h must be a headline"),
+])
+def test_bad_inputs_name_the_parameter(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ---- (f) the headline shape in metrics.json --------------------------------------------
+
+def test_headline_shape_accepts_a_good_section_and_survives_json():
+    rng = np.random.default_rng(0)
+    a, b = (rng.random(60) < 0.5).astype(float), (rng.random(60) < 0.9).astype(float)
+    section = S.headline_section({
+        "accuracy": S.headline(per_seed=np.array([0.7, 0.72, 0.69])),
+        "over_refusal": S.headline(per_item=a),
+        "accuracy_gain": S.paired_compare(a, b)})
+    doc = json.loads(json.dumps({"params": {"seed": 0}, "metrics": {"headline": section}}))
+    assert S.check_headline_shape(doc) == section
+    assert S.check_headline_shape(doc["metrics"]) == section
+    assert S.check_headline_shape(section) == section
+    assert section["accuracy_gain"]["ci_method"] == "paired bootstrap over questions"
+
+
+@pytest.mark.parametrize("breakage, match", [
+    (lambda h: h.pop("ci95"), r"headline\['acc'\] is missing \['ci95'\]"),
+    (lambda h: h.update(ci95=[0.9]), r"\['ci95'\] must be \[lo, hi\]"),
+    (lambda h: h.update(ci95=[0.9, 0.8]), "lo > hi"),
+    (lambda h: h.update(mean=float("nan")), r"\['mean'\] must be a finite number"),
+    (lambda h: h.update(mean="0.8"), r"\['mean'\] must be a finite number"),
+    (lambda h: h.update(n=1), r"\['n'\] must be an integer"),
+    (lambda h: h.update(values=[0.8, 0.9]), r"\['values'\] must be a list of n=3"),
+    (lambda h: h.update(ci_method="over seeds"), r"\['ci_method'\]"),
+])
+def test_headline_shape_rejects_malformed(breakage, match):
+    h = S.ci95([0.8, 0.85, 0.9], over="seeds")
+    breakage(h)
+    with pytest.raises(ValueError, match=match):
+        S.check_headline_shape({"metrics": {"headline": {"acc": h}}})
+
+
+def test_headline_shape_rejects_missing_or_empty_section():
+    with pytest.raises(ValueError, match="no 'headline' section"):
+        S.check_headline_shape({"params": {}, "metrics": {"ap": 0.8}})
+    with pytest.raises(ValueError, match="empty"):
+        S.check_headline_shape({"metrics": {"headline": {}}})
+    with pytest.raises(ValueError, match=r"headline\['ap'\] must be a dict"):
+        S.check_headline_shape({"ap": 0.8})
