@@ -227,6 +227,18 @@ def test_evaluate_unlearning_checks_its_sets(tiny):
     assert res["mia_auc"] is None and res["privleak"] is None
 
 
+def test_answer_token_stats_agree_with_response_logprobs(tiny):
+    model, tok = tiny
+    rows = SETS["forget"] + SETS["holdout"]
+    st = M.answer_token_stats(model, tok, rows, batch_size=3)
+    pairs = [format_example(tok, r["question"], r["answer"]) for r in rows]
+    lp = response_logprobs(model, tok, [p for p, _ in pairs], [c for _, c in pairs], reduce="sum")
+    for s, want, (_, c) in zip(st, lp.tolist(), pairs):
+        assert len(s["logprobs"]) == len(tok(c, add_special_tokens=False)["input_ids"])
+        assert s["logprobs"].sum() == pytest.approx(want, rel=1e-4)
+        assert np.all(s["var"] > -1e-6) and np.all(s["mu"] <= 1e-6)
+
+
 # ---- unlearning methods -------------------------------------------------------------------------
 
 def test_registry_rejects_unknown_methods_and_parameters(tiny):
