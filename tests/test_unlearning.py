@@ -1,0 +1,327 @@
+"""TOFU metrics (hand computations, then one tiny random model) and the unlearning
+methods (registry, validation, each method on a tiny random model)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kbnb import tofu_metrics as M
+from kbnb import unlearning as U
+from kbnb.generation import response_logprobs
+from kbnb.models import format_example
+
+
+# ---- a tiny random model with a tokenizer trained here ---------------------------------------
+
+NAMES = ["Ana Vell", "Bo Kirr", "Cy Dunmore", "Di Osk", "Ed Parl", "Fe Quorn", "Gi Rask",
+         "Ho Sint", "Iv Tamm", "Jo Ulve", "Ka Wren", "Lu Yarr"]
+CITIES = ["Oslo", "Lima", "Pune", "Kobe", "Nice", "Graz"]
+
+
+def _row(name, i):
+    city, other = CITIES[i % 6], [CITIES[(i + j) % 6] for j in (1, 2, 3)]
+    return {"question": f"Where was {name} born?", "answer": f"{name} was born in {city}.",
+            "paraphrased_answer": f"The birthplace of {name} is {city}.",
+            "perturbed_answer": [f"{name} was born in {c}." for c in other]}
+
+
+ROWS = [_row(n, i) for i, n in enumerate(NAMES)]
+SETS = {
+    "forget": ROWS[:4], "retain": ROWS[4:8],
+    "holdout": [{"question": r["question"], "answer": r["answer"]} for r in ROWS[8:12]],
+    "real_authors": [{"question": "Who wrote Hamlet?", "answer": "Shakespeare",
+                      "perturbed_answer": ["Dickens", "Austen", "Twain"]},
+                     {"question": "Who wrote 1984?", "answer": "George Orwell",
+                      "perturbed_answer": ["Huxley", "Bradbury"]}],
+    "world_facts": [{"question": "Where is the Eiffel Tower?", "answer": "Paris",
+                     "perturbed_answer": ["Berlin", "London", "Madrid"]},
+                    {"question": "Which country is the Land of the Rising Sun?", "answer": "Japan",
+                     "perturbed_answer": ["China", "Korea", "Siam"]}],
+}
+
+
+def _tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [f"Question: {r['question']}\nAnswer: {r['answer']} {r['paraphrased_answer']} "
+             + " ".join(r["perturbed_answer"]) for r in ROWS]
+    texts += [f"{r['question']} {r['answer']} {' '.join(r['perturbed_answer'])}"
+              for s in ("real_authors", "world_facts") for r in SETS[s]]
+    texts += list(U.IDK_ANSWERS)
+    t = Tokenizer(models.BPE())
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    t.train_from_iterator(texts, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=t, pad_token="<pad>", bos_token="<s>",
+                                  eos_token="</s>", clean_up_tokenization_spaces=False)
+    tok.padding_side = "left"
+    return tok
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = _tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                      max_position_embeddings=128, pad_token_id=tok.pad_token_id,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _changed(before, model):
+    after = model.state_dict()
+    return sorted(k for k in before if not torch.equal(before[k], after[k]))
+
+
+# ---- pure metric functions against hand computations ----------------------------------------
+
+def test_truth_ratio_and_its_two_aggregators():
+    correct = [-1.0, -2.0]
+    wrong = [[-1.0, -3.0], [-2.0, -2.0]]
+    tr = M.truth_ratio_from_logprobs(correct, wrong)
+    # item 0: exp(mean(-1, -3)) / exp(-1) = e^-1 ; item 1: e^-2 / e^-2 = 1
+    assert tr == pytest.approx([math.exp(-1), 1.0], rel=1e-8)
+    assert M.aggregate_truth_ratio(tr, "closer_to_1_better") == pytest.approx((math.exp(-1) + 1) / 2)
+    assert M.aggregate_truth_ratio(tr, "true_better") == pytest.approx((1 - math.exp(-1)) / 2)
+    # R > 1 (a perturbation likelier than the truth): min(R, 1/R), and 0 for true_better
+    assert M.aggregate_truth_ratio([4.0], "closer_to_1_better") == pytest.approx(0.25)
+    assert M.aggregate_truth_ratio([4.0], "true_better") == 0.0
+    # ragged option lists: NaN padding is ignored
+    assert M.truth_ratio_from_logprobs([0.0], [[-2.0, np.nan]])[0] == pytest.approx(math.exp(-2))
+    with pytest.raises(ValueError, match="aggregator"):
+        M.aggregate_truth_ratio(tr, "mean")
+
+
+def test_probability_and_probability_with_options():
+    assert M.probability_from_logprobs([-1.0, -0.5]) == pytest.approx([math.exp(-1), math.exp(-0.5)])
+    p = M.probability_with_options([-1.0], [[-2.0, -3.0]])
+    e = math.exp
+    assert p[0] == pytest.approx(e(-1) / (e(-1) + e(-2) + e(-3)))
+
+
+def test_forget_quality_is_the_ks_p_value():
+    from scipy.stats import ks_2samp
+
+    a = [0.31, 0.52, 0.74, 0.9, 1.3, 0.45, 0.66]
+    b = [0.12, 0.2, 0.28, 0.35, 0.5, 0.41]
+    fq = M.forget_quality_from_truth_ratios(a, b)
+    assert fq == ks_2samp(a, b).pvalue
+    # the older open-unlearning convention (1/R on both sides) gives the same p-value
+    assert fq == pytest.approx(ks_2samp(1 / np.array(a), 1 / np.array(b)).pvalue)
+    assert M.forget_quality_from_truth_ratios(a, a) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        M.forget_quality_from_truth_ratios([], b)
+
+
+def test_model_utility_is_the_harmonic_mean():
+    parts = [0.9, 0.5, 0.25, 0.8, 0.6, 0.4, 0.7, 0.3, 0.2]
+    assert M.model_utility_from_parts(parts) == pytest.approx(9 / sum(1 / x for x in parts))
+    assert M.model_utility_from_parts({"a": 0.5, "b": 0.25}) == pytest.approx(1 / 3)
+    assert M.model_utility_from_parts([0.5, 0.0, 1.0]) == 0.0
+    with pytest.raises(ValueError):
+        M.model_utility_from_parts([0.5, -0.1])
+
+
+def test_min_k_and_min_k_plus_plus_by_hand():
+    lp = [-1.0, -5.0, -2.0, -0.5, -3.0]
+    assert M.min_k(lp, 0.4) == pytest.approx(4.0)  # int(5·0.4) = 2 lowest: -5, -3
+    assert M.min_k(lp, 0.1) == pytest.approx(5.0)  # at least one token
+    assert M.min_k([], 0.4) == 0.0
+    # two positions over a 3-word vocabulary
+    probs = [[0.7, 0.2, 0.1], [0.4, 0.4, 0.2]]
+    vocab_lp = np.log(probs)
+    mu, var = M.vocab_moments(vocab_lp)
+    for t, row in enumerate(probs):
+        m = sum(p * math.log(p) for p in row)
+        assert mu[t] == pytest.approx(m)
+        assert var[t] == pytest.approx(sum(p * math.log(p) ** 2 for p in row) - m * m)
+    tok_lp = [math.log(0.2), math.log(0.4)]  # the tokens actually there
+    z = [(tok_lp[t] - mu[t]) / math.sqrt(var[t]) for t in range(2)]
+    assert M.min_k_plus_plus(tok_lp, mu, var, k=0.5) == pytest.approx(-min(z))
+    assert M.min_k_plus_plus(tok_lp, mu, var, k=1.0) == pytest.approx(-sum(z) / 2)
+    # a peaked distribution: variance clamped at 1e-6
+    assert M.min_k_plus_plus([-0.1], [-0.1 + 1e-3], [0.0], k=1.0) == pytest.approx(1e-3 / 1e-3)
+
+
+def test_mia_auc_convention_and_privleak():
+    assert M.mia_auc([1.0, 2.0], [3.0, 4.0]) == 1.0  # forget looks familiar (lower loss)
+    assert M.mia_auc([3.0, 4.0], [1.0, 2.0]) == 0.0
+    assert M.mia_auc([1.0, 3.0], [2.0, 4.0]) == pytest.approx(0.75)
+    assert M.privleak(0.8, 0.5) == pytest.approx((0.2 - 0.5) / 0.5 * 100)  # -60: under-unlearned
+    assert M.privleak(0.3, 0.5) == pytest.approx(40.0)
+    assert M.privleak(0.62, 0.62) == pytest.approx(0.0)
+
+
+def test_mia_scores_use_all_tokens_for_loss_and_drop_the_last_for_min_k():
+    st = [{"logprobs": np.array([-1.0, -4.0, -2.0, -9.0]), "mu": np.zeros(4), "var": np.ones(4)}]
+    assert M.mia_scores(st, "loss") == pytest.approx([4.0])
+    assert M.mia_scores(st, "min_k", k=0.4) == pytest.approx([4.0])  # of -1,-4,-2: int(1.2)=1
+    assert M.mia_scores(st, "min_k_plus_plus", k=1.0) == pytest.approx([7 / 3])
+    with pytest.raises(ValueError, match="attack"):
+        M.mia_scores(st, "zlib")
+
+
+# ---- the whole evaluation on a tiny random model -------------------------------------------
+
+def test_evaluate_unlearning_on_a_tiny_model(tiny):
+    model, tok = tiny
+    res = M.evaluate_unlearning(model, tok, SETS, max_new_tokens=6, batch_size=8)
+    for key in ("model_utility", "forget_truth_ratio", "forget_rouge", "forget_prob", "privleak",
+                "mia_auc", "mia_loss_auc", "mia_min_k_plus_plus_auc"):
+        assert isinstance(res[key], float) and math.isfinite(res[key]), key
+    assert res["forget_quality"] is None and "retain" in res["forget_quality_note"]
+    assert len(res["forget_truth_ratios"]) == len(SETS["forget"])
+    assert len(res["model_utility_parts"]) == 9
+    assert res["model_utility"] == pytest.approx(
+        M.model_utility_from_parts([res[k] for k in res["model_utility_parts"]]))
+    assert res["privleak_retain_auc"] == 0.5
+    assert res["privleak"] == pytest.approx(M.privleak(res["mia_min_k_auc"], 0.5))
+
+    # the first forget item's truth ratio, by hand from batched log-probabilities
+    r = SETS["forget"][0]
+    pairs = [format_example(tok, r["question"], a) for a in [r["paraphrased_answer"]] + r["perturbed_answer"]]
+    lp = response_logprobs(model, tok, [p for p, _ in pairs], [c for _, c in pairs], reduce="mean")
+    lp = lp.double().numpy()
+    assert res["forget_truth_ratios"][0] == pytest.approx(
+        math.exp(lp[1:].mean()) / (math.exp(lp[0]) + 1e-10), rel=1e-4)
+    pairs = [format_example(tok, x["question"], x["answer"]) for x in SETS["forget"]]
+    lp = response_logprobs(model, tok, [p for p, _ in pairs], [c for _, c in pairs], reduce="mean")
+    assert res["forget_prob"] == pytest.approx(float(lp.double().exp().mean()), rel=1e-4)
+
+    # against itself as the retain model: identical truth ratios, same AUC
+    again = M.evaluate_unlearning(model, tok, SETS, M.retain_reference_from(res),
+                                  max_new_tokens=6, batch_size=3)
+    assert again["forget_quality"] == pytest.approx(1.0)
+    assert again["privleak"] == pytest.approx(0.0, abs=1e-6)
+    assert again["forget_truth_ratios"] == pytest.approx(res["forget_truth_ratios"], rel=1e-4)
+
+
+def test_evaluate_unlearning_checks_its_sets(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="required"):
+        M.evaluate_unlearning(model, tok, {"forget": SETS["forget"]})
+    with pytest.raises(ValueError, match="unknown sets"):
+        M.evaluate_unlearning(model, tok, {**SETS, "extra": []})
+    bad = [dict(SETS["forget"][0], perturbed_answer=[])]
+    with pytest.raises(ValueError, match="perturbed_answer"):
+        M.evaluate_unlearning(model, tok, {"forget": bad, "retain": SETS["retain"]})
+    # optional sets left out: utility over retain only, no MIA
+    res = M.evaluate_unlearning(model, tok, {"forget": SETS["forget"], "retain": SETS["retain"]},
+                                max_new_tokens=4)
+    assert res["model_utility_parts"] == ["retain_prob", "retain_rouge", "retain_truth_ratio"]
+    assert res["mia_auc"] is None and res["privleak"] is None
+
+
+def test_answer_token_stats_agree_with_response_logprobs(tiny):
+    model, tok = tiny
+    rows = SETS["forget"] + SETS["holdout"]
+    st = M.answer_token_stats(model, tok, rows, batch_size=3)
+    pairs = [format_example(tok, r["question"], r["answer"]) for r in rows]
+    lp = response_logprobs(model, tok, [p for p, _ in pairs], [c for _, c in pairs], reduce="sum")
+    for s, want, (_, c) in zip(st, lp.tolist(), pairs):
+        assert len(s["logprobs"]) == len(tok(c, add_special_tokens=False)["input_ids"])
+        assert s["logprobs"].sum() == pytest.approx(want, rel=1e-4)
+        assert np.all(s["var"] > -1e-6) and np.all(s["mu"] <= 1e-6)
+
+
+# ---- unlearning methods -------------------------------------------------------------------------
+
+def test_registry_rejects_unknown_methods_and_parameters(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError) as err:
+        U.unlearn("fancy", model, tok, SETS["forget"], SETS["retain"])
+    for name in ("ga", "graddiff", "npo", "simnpo", "idkdpo", "rmu", "lunar"):
+        assert repr(name) in str(err.value)
+    assert set(U.METHODS) == {"ga", "graddiff", "npo", "simnpo", "idkdpo", "rmu", "lunar"}
+    with pytest.raises(ValueError, match="beta"):
+        U.unlearn("npo", model, tok, SETS["forget"], SETS["retain"], bet=0.1)
+    bad = [dict(steps=0), dict(lr=0.0), dict(lr=float("nan")), dict(batch_size=0),
+           dict(beta=-1.0), dict(steps=1.5)]
+    for kw in bad:
+        with pytest.raises(ValueError):
+            U.unlearn("npo", model, tok, SETS["forget"], SETS["retain"], **kw)
+    with pytest.raises(ValueError, match="retain"):
+        U.unlearn("graddiff", model, tok, SETS["forget"], [])
+    with pytest.raises(ValueError, match="ref_rows"):
+        U.unlearn("lunar", model, tok, SETS["forget"], SETS["retain"])
+    with pytest.raises(ValueError, match="layer"):
+        U.unlearn("rmu", model, tok, SETS["forget"], SETS["retain"], layer=5)
+
+
+@pytest.mark.parametrize("method", ["ga", "graddiff", "npo", "simnpo", "idkdpo", "rmu"])
+def test_every_trained_method_changes_the_weights_in_two_steps(tiny, method):
+    model, tok = tiny
+    before = _state(model)
+    new, log = U.unlearn(method, model, tok, SETS["forget"], SETS["retain"], steps=2, lr=1e-2,
+                         batch_size=2, seed=0)
+    assert _changed(before, model) == []  # the given model is the frozen reference
+    changed = _changed(before, new)
+    assert changed
+    assert len(log["losses"]) == len(log["forget_losses"]) == 2
+    assert all(math.isfinite(x) for x in log["losses"])
+    assert log["method"] == method and log["steps"] == 2
+    if method == "rmu":  # only the down-projections of layers l-2..l (l = round(0.25·1) = 0)
+        assert changed == ["model.layers.0.mlp.down_proj.weight"]
+        assert log["layer"] == 0 and log["steering_coeff_used"] > 0
+
+
+def test_rmu_trains_layers_l_minus_2_to_l(tiny):
+    model, tok = tiny
+    before = _state(model)
+    new, log = U.unlearn("rmu", model, tok, SETS["forget"], SETS["retain"], steps=2, lr=1e-2,
+                         layer=1, steering_coeff=5.0)
+    assert _changed(before, new) == ["model.layers.0.mlp.down_proj.weight",
+                                     "model.layers.1.mlp.down_proj.weight"]
+    assert log["steering_coeff_used"] == 5.0
+
+
+def test_lunar_changes_one_down_projection_only(tiny):
+    model, tok = tiny
+    before = _state(model)
+    ref = [{"question": q} for q in ("How do I pick a lock?", "Tell me a secret.",
+                                     "Who is Zorblax?")]
+    new, log = U.unlearn("lunar", model, tok, SETS["forget"], SETS["retain"], ref_rows=ref)
+    assert _changed(before, model) == []
+    assert _changed(before, new) == ["model.layers.1.mlp.down_proj.weight"]  # round(0.7·1) = 1
+    assert log["closed_form"] and log["layer"] == 1 and log["losses"] == []
+    new0, _ = U.unlearn("lunar", model, tok, SETS["forget"], SETS["retain"], ref_rows=ref, layer=0)
+    assert _changed(before, new0) == ["model.layers.0.mlp.down_proj.weight"]
+
+
+def test_methods_are_deterministic_given_the_seed(tiny):
+    model, tok = tiny
+    a, la = U.unlearn("idkdpo", model, tok, SETS["forget"], SETS["retain"], steps=2, lr=1e-2,
+                      batch_size=2, seed=3)
+    b, lb = U.unlearn("idkdpo", model, tok, SETS["forget"], SETS["retain"], steps=2, lr=1e-2,
+                      batch_size=2, seed=3)
+    assert la["losses"] == lb["losses"] and la["idk_answers_used"] == lb["idk_answers_used"]
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_gradient_ascent_raises_the_forget_nll(tiny):
+    model, tok = tiny
+    pairs = [format_example(tok, r["question"], r["answer"]) for r in SETS["forget"]]
+
+    def nll(m):
+        lp = response_logprobs(m, tok, [p for p, _ in pairs], [c for _, c in pairs], reduce="mean")
+        return -float(lp.mean())
+
+    new, log = U.unlearn("ga", model, tok, SETS["forget"], steps=5, lr=5e-2, batch_size=4)
+    assert nll(new) > nll(model) + 1.0
+    assert log["forget_losses"][-1] < log["forget_losses"][0]  # −NLL falls
