@@ -142,8 +142,36 @@ def block_device(model, layer: int) -> torch.device:
     return next(model.parameters()).device
 
 
+def as_btd(x: torch.Tensor, shape) -> torch.Tensor:
+    """``x`` as ``[B, T, d]``: OPT's MLP runs on flattened ``[B*T, d]`` tokens, which
+    are viewed back with the block's input ``shape`` ``(B, T)``."""
+    if x.dim() == 2 and shape is not None and x.shape[0] == shape[0] * shape[1]:
+        return x.view(shape[0], shape[1], -1)
+    return x
+
+
+@contextmanager
+def track_shape(model, layer: int):
+    """Records ``(B, T)`` of block ``layer``'s input hidden states in the yielded dict
+    (``"shape"``) at every forward pass, for hooks on modules that see flattened tokens."""
+    state = {}
+
+    def pre(m, args, kwargs):
+        h = args[0] if args else kwargs.get("hidden_states")
+        if torch.is_tensor(h) and h.dim() == 3:
+            state["shape"] = tuple(h.shape[:2])
+
+    h = get_layers(model)[check_layer(model, layer)].register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        yield state
+    finally:
+        h.remove()
+
+
 def _reduce(x, mask, position):
-    """x ``[B, T, d]``, mask ``[B, T]`` → ``[B, d]`` (mean/last) or x itself (all)."""
+    """x ``[B, T, d]`` (or flattened ``[B*T, d]``), mask ``[B, T]`` → ``[B, d]``
+    (mean/last) or ``[B, T, d]`` (all)."""
+    x = as_btd(x, tuple(mask.shape))
     mask = mask.to(x.device)
     if position == "mean":
         m = mask.unsqueeze(-1).to(x.dtype)
@@ -217,13 +245,15 @@ def steer(model, layer: int, vector: torch.Tensor, module: str | None = None,
 
     def fn(m, args, out):
         x = out[0] if isinstance(out, tuple) else out
-        if prompt_only and x.shape[1] == 1:
+        x3 = as_btd(x, state.get("shape"))
+        if prompt_only and x3.dim() == 3 and x3.shape[1] == 1:
             return out
-        x = x + vector.to(x.device, x.dtype)
+        x = (x3 + vector.to(x.device, x.dtype)).view_as(x)
         return (x,) + tuple(out[1:]) if isinstance(out, tuple) else x
 
-    h = mod.register_forward_hook(fn)
-    try:
-        yield
-    finally:
-        h.remove()
+    with track_shape(model, layer) as state:
+        h = mod.register_forward_hook(fn)
+        try:
+            yield
+        finally:
+            h.remove()

@@ -165,17 +165,19 @@ def steer_last(model, layer: int, vector: torch.Tensor):
     mod = A.get_module(model, layer)
 
     def fn(m, args, out):
-        if out.shape[1] == 1:  # a generated token
+        x = A.as_btd(out, state.get("shape"))  # OPT's MLP sees flattened [B*T, d] tokens
+        if x.dim() != 3 or x.shape[1] == 1:  # a generated token
             return out
-        out = out.clone()
-        out[:, -1] += vector.to(out.device, out.dtype)
-        return out
+        x = x.clone()
+        x[:, -1] += vector.to(x.device, x.dtype)
+        return x.view_as(out)
 
-    h = mod.register_forward_hook(fn)
-    try:
-        yield
-    finally:
-        h.remove()
+    with A.track_shape(model, layer) as state:
+        h = mod.register_forward_hook(fn)
+        try:
+            yield
+        finally:
+            h.remove()
 
 
 def steer_like_edit(model, layer: int, vector: torch.Tensor, rows: str = "last"):
