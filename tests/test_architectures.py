@@ -536,3 +536,28 @@ def test_qwen_tokenizer_letters_joining_and_sure(qwen_tok):
         assert want(float(torch.sigmoid(lp)[0]))
         ps = rtuning.sure_probability(m, tok, [p], ["4"])  # the chapter's path (key/value cache)
         torch.testing.assert_close(ps, torch.sigmoid(lp), atol=1e-5, rtol=1e-5)
+
+
+# ---- device_map and quantized loading ---------------------------------------------------------
+def test_device_map_and_8bit_loading(saved):
+    ref_model, tok = load(saved, "llama")
+    prompts = _prompts(tok)
+    answers = [" Alice", " Bob", " no", " yes"]
+    ref = G.response_logprobs(ref_model, tok, prompts, answers)
+    model, tok = kbnb.load_model(str(saved["llama"]), device="cpu", dtype="float32",
+                                 device_map="auto")
+    torch.testing.assert_close(G.response_logprobs(model, tok, prompts, answers), ref,
+                               atol=1e-4, rtol=1e-4)
+    assert A.block_device(model, 1).type == "cpu"
+    with pytest.raises(ValueError, match="load_in_4bit=True and load_in_8bit=True"):
+        kbnb.load_model(str(saved["llama"]), load_in_4bit=True, load_in_8bit=True)
+    try:
+        q, _ = kbnb.load_model(str(saved["llama"]), device="cpu", load_in_8bit=True)
+    except ValueError as err:  # bitsandbytes without a CPU backend here
+        pytest.skip(f"8-bit loading unavailable: {err}")
+    assert type(A.get_module(q, 0)).__name__ == "Linear8bitLt"
+    lp = G.response_logprobs(q, tok, prompts, answers)
+    assert torch.isfinite(lp).all()
+    from kbnb import lunar
+    with pytest.raises(TypeError, match="quantized.*load_in_4bit/load_in_8bit"):
+        lunar._linear_weight(A.get_module(q, 0))
