@@ -36,6 +36,10 @@ def generate(model, tok, prompts, max_new_tokens: int = 32, batch_size: int = 32
     _check_positive("num_samples", num_samples)
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r}: must be an integer >= 0")
+    if do_sample and not temperature > 0:
+        raise ValueError(f"temperature={temperature!r}: must be > 0 when sampling")
+    if do_sample and not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p!r}: must be in (0, 1]")
     if num_samples > 1 and not do_sample:
         raise ValueError("num_samples > 1 needs do_sample=True (greedy samples are identical)")
     outs = []

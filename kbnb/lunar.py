@@ -97,6 +97,12 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
 
     check_choice("dataset", dataset, DATASETS)
     check_choice("forget_split", forget_split, FORGET_SPLITS)
+    for name, v in (("n_retain", n_retain), ("n_eval", n_eval), ("n_ref", n_ref)):
+        if v is None and name == "n_ref":
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}={v!r}: must be an integer >= 1"
+                             + (" or None (all)" if name == "n_ref" else ""))
     if dataset == "tinyworld":
         from .world import REFUSALS
         if world is None:
@@ -415,6 +421,11 @@ def solve_sgd(Z: torch.Tensor, Y: torch.Tensor, W0: torch.Tensor, lr: float = 1e
     shuffled batches of ``batch_size`` token rows, MSE loss, learning rate times
     ``gamma`` after each epoch. Returns ``(W [d_out, d_in], mse after each epoch)``.
     With ``target_mse`` it stops after the first epoch that reaches it (benchmark)."""
+    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}={v!r}: must be an integer >= 1")
+    if not lr > 0:
+        raise ValueError(f"lr={lr!r}: must be > 0")
     g = torch.Generator().manual_seed(seed)
     W = torch.nn.Parameter(W0.detach().clone().float())
     opt = torch.optim.AdamW([W], lr=lr, weight_decay=weight_decay)

@@ -331,6 +331,14 @@ def query(model, tok, prompts, rows=None, scoring: str = "letter", n_samples: in
       stripped. Cloze: options drawn from ``softmax(ℓ / temperature)``, as letters.
     """
     check_choice("scoring", scoring, SCORINGS[1:])
+    if not isinstance(n_samples, int) or n_samples < 0:
+        raise ValueError(f"n_samples={n_samples!r}: must be an integer >= 0")
+    if n_samples > 0 and not temperature > 0:
+        raise ValueError(f"temperature={temperature!r}: must be > 0")
+    if not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k={top_k!r}: must be an integer >= 0 (0: no top-k cut)")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
     gen = torch.Generator().manual_seed(seed)
     if scoring == "cloze":
         if rows is None or len(rows) != len(prompts):

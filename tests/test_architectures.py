@@ -441,6 +441,15 @@ def test_zero_valued_parameters_are_rejected(saved):
         rait.rehearsal_indices([0.0, 1.0], [0.0, 1.0], threshold=0)
     with pytest.raises(ValueError, match="batch_size=0"):
         npo.unlearn(model, tok, [{"question": "q", "answer": "a"}], "q", ["a"], batch_size=0)
+    with pytest.raises(ValueError, match="n_retain=0"):
+        lunar.load_sets("tinyworld", n_retain=0)
+    with pytest.raises(ValueError, match="epochs=0"):
+        lunar.solve_sgd(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(2, 2), epochs=0)
+    with pytest.raises(ValueError, match="temperature=0"):
+        G.generate(model, tok, p, do_sample=True, temperature=0)
+    from kbnb import rtuning
+    with pytest.raises(ValueError, match="batch_size=0"):
+        rtuning.query(model, tok, p, scoring="letter", batch_size=0)
 
 
 def test_rehearsal_falls_back_to_gold_without_a_correct_sample(saved):
