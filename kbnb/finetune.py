@@ -19,15 +19,15 @@ from .encoding import encode_batch, model_inputs
 
 
 class _SeededOrder(torch.utils.data.Sampler):
-    """Example indices in a new seeded shuffle each epoch (``random.Random(seed)``)."""
+    """Example indices in a new seeded shuffle each epoch: one list shuffled in place
+    by ``random.Random(seed)`` at the start of every epoch."""
 
     def __init__(self, n: int, seed: int):
-        self.n, self.rng = n, random.Random(seed)
+        self.n, self.rng, self.idx = n, random.Random(seed), list(range(n))
 
     def __iter__(self):
-        idx = list(range(self.n))
-        self.rng.shuffle(idx)
-        return iter(idx)
+        self.rng.shuffle(self.idx)
+        return iter(list(self.idx))
 
     def __len__(self):
         return self.n

@@ -570,3 +570,38 @@ def test_device_map_and_8bit_loading(saved):
     from kbnb import lunar
     with pytest.raises(TypeError, match="quantized.*load_in_4bit/load_in_8bit"):
         lunar._linear_weight(A.get_module(q, 0))
+
+
+def test_accelerate_finetune_equals_a_hand_loop(saved):
+    """The accelerate-based loop gives the plain loop's numbers (same seeded order, AdamW,
+    warm-up/decay schedule, clipping)."""
+    import copy
+    import math
+
+    from kbnb.finetune import finetune
+    model, tok = load(saved, "llama")
+    prompts = _prompts(tok) * 2
+    comps = [kbnb.models.format_example(tok, q, a)[1]
+             for q, a in zip(QUESTIONS * 2, ["Alice.", "Bob.", "Carol.", "Dan."] * 2)]
+    tuned, losses = finetune(model, tok, prompts, comps, epochs=2, batch_size=3, lr=1e-3,
+                             seed=5, progress=False)
+    m = copy.deepcopy(model).train()
+    params = [p for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    steps = 2 * math.ceil(len(prompts) / 3)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10)) * max(0.0, 1 - s / steps) + 1e-3)
+    rng, idx, ref = random.Random(5), list(range(len(prompts))), []
+    for _ in range(2):
+        rng.shuffle(idx)
+        for s in range(0, len(idx), 3):
+            b = idx[s:s + 3]
+            batch = E.encode_batch(tok, [prompts[i] for i in b], [comps[i] for i in b])
+            loss = m(**E.model_inputs(m, batch, labels=True)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            ref.append(loss.item())
+    assert losses == pytest.approx(ref, abs=1e-6)
