@@ -17,7 +17,7 @@ if _os.environ.get("TQDM_DISABLE"):  # set by `python -m kbnb.book`: no bars in 
 
     _tqdm_auto.tqdm = _QuietTqdm
 
-from . import activations, data, generation, metrics, organism, runs, stats, world  # noqa: F401
+from . import activations, data, encoding, generation, metrics, organism, runs, stats, world  # noqa: F401
 from .models import format_prompt, load_model, resolve_device  # noqa: F401
 
 _threads.configure_torch()

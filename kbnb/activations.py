@@ -11,10 +11,22 @@ from contextlib import contextmanager
 import torch
 from tqdm.auto import tqdm
 
-# paths of the stack of blocks in common architectures, and their MLP output modules
+from .encoding import encode_batch, model_inputs
+
+# paths of the stack of blocks in common architectures: Llama, Mistral, Qwen2, Gemma, Phi,
+# Phi-3 (model.layers), OPT (model.decoder.layers), GPT-2, GPT-J, Falcon, Bloom
+# (transformer.h), GPT-NeoX (gpt_neox.layers), MPT (transformer.blocks)
 _LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers",
-                "model.language_model.layers", "transformer.blocks", "layers")
-_MLP_OUT = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "mlp.fc2", "feed_forward.w2")
+                "model.language_model.layers", "transformer.blocks", "transformer.layers",
+                "model.transformer.h", "layers", "h", "blocks")
+# MLP output projections, relative to a block, by architecture: Llama/Mistral/Qwen2/
+# Gemma/Phi-3/MPT-style down_proj, GPT-2 c_proj (Conv1D), GPT-NeoX/Falcon/Bloom
+# dense_4h_to_h, Phi mlp.fc2, GPT-J mlp.fc_out, OPT fc2 (on the block itself), MPT
+# ffn.down_proj. Anything else: the rule in ``mlp_out_name``.
+_MLP_OUT = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "mlp.fc2", "mlp.fc_out",
+            "ffn.down_proj", "feed_forward.w2", "feed_forward.down_proj", "fc2")
+_MLP_CONTAINERS = ("mlp", "ffn", "feed_forward", "mlp_block", "feedforward")
+_OVERRIDE_ATTR = "_kbnb_mlp_module"
 
 
 def _get(obj, path):
@@ -25,14 +37,31 @@ def _get(obj, path):
     return obj
 
 
+def _unwrap(model):
+    get = getattr(model, "get_base_model", None)  # a peft model
+    return get() if callable(get) else getattr(model, "module", model)
+
+
+def is_projection(module) -> bool:
+    """``nn.Linear`` (bitsandbytes' quantized linears included) or GPT-2's ``Conv1D``."""
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+
+
 def get_layers(model) -> torch.nn.ModuleList:
-    """The model's list of transformer blocks."""
+    """The model's list of transformer blocks: a known path, else the longest
+    ``ModuleList`` whose length is the config's number of layers."""
+    model = _unwrap(model)
     for path in _LAYER_PATHS:
         layers = _get(model, path)
-        if isinstance(layers, torch.nn.ModuleList):
+        if isinstance(layers, torch.nn.ModuleList) and len(layers):
             return layers
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    found = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n]
+    if n and found:
+        return found[0]
     raise ValueError(f"cannot find the transformer blocks of {type(model).__name__}; "
-                     f"looked for {', '.join(_LAYER_PATHS)}")
+                     f"looked for {', '.join(_LAYER_PATHS)} and a ModuleList of "
+                     f"config.num_hidden_layers blocks")
 
 
 def n_layers(model) -> int:
@@ -42,25 +71,60 @@ def n_layers(model) -> int:
 def check_layer(model, layer: int, name: str = "layer") -> int:
     """``layer`` if valid (negative counts from the end), else a clear ValueError."""
     L = n_layers(model)
-    if not isinstance(layer, int) or not -L <= layer < L:
+    if not isinstance(layer, int) or isinstance(layer, bool) or not -L <= layer < L:
         raise ValueError(f"{name}={layer} but the model has {L} layers (0–{L - 1})")
     return layer % L
 
 
+def set_mlp_module(model, module: str | None) -> None:
+    """Make ``module`` (a submodule path relative to a block, e.g. ``"mlp.down_proj"``)
+    the MLP output projection every kbnb function uses for ``model`` (what the LUNAR
+    and attacks notebooks' ``module`` parameter does). ``None`` or ``""`` goes back to
+    automatic discovery. The choice travels with deep copies of the model."""
+    if not module:
+        if hasattr(model, _OVERRIDE_ATTR):
+            delattr(model, _OVERRIDE_ATTR)
+        return
+    block = get_layers(model)[0]
+    m = _get(block, module)
+    if not isinstance(m, torch.nn.Module):
+        raise ValueError(f"module={module!r} not found in the first block "
+                         f"({type(block).__name__}); its submodules: "
+                         f"{', '.join(n for n, _ in block.named_modules() if n)}")
+    object.__setattr__(model, _OVERRIDE_ATTR, module)
+
+
 def mlp_out_name(model) -> str:
-    """Name (relative to a block) of the MLP's output projection, e.g. ``mlp.down_proj``."""
+    """Name (relative to a block) of the MLP's output projection, e.g. ``mlp.down_proj``.
+
+    The ``module`` override (:func:`set_mlp_module`) if set; else a known name
+    (``_MLP_OUT``); else the last ``Linear``/``Conv1D`` registered inside the block's
+    MLP submodule (``mlp``, ``ffn``, ``feed_forward``...)."""
+    override = getattr(model, _OVERRIDE_ATTR, None)
+    if override:
+        return override
     block = get_layers(model)[0]
     for name in _MLP_OUT:
-        if isinstance(_get(block, name), torch.nn.Module):
+        if is_projection(_get(block, name)):
             return name
+    for cname in _MLP_CONTAINERS:
+        container = getattr(block, cname, None)
+        if isinstance(container, torch.nn.Module):
+            projs = [n for n, m in container.named_modules() if n and is_projection(m)]
+            if projs:
+                return f"{cname}.{projs[-1]}"
     raise ValueError(f"cannot find the MLP output projection in {type(block).__name__}; "
-                     f"pass module=... (one of the block's submodules)")
+                     f"pass module=... (the LUNAR and attacks notebooks' `module` parameter, "
+                     f"or kbnb.activations.set_mlp_module(model, name)) naming one of the "
+                     f"block's submodules: {', '.join(n for n, _ in block.named_modules() if n)}")
 
 
 def get_module(model, layer: int, module: str | None = None) -> torch.nn.Module:
-    module = module or mlp_out_name(model)
+    """The submodule ``module`` (``None`` or ``""``: the MLP output projection,
+    :func:`mlp_out_name`) of block ``layer``; ``"block"`` for the block itself."""
     block = get_layers(model)[check_layer(model, layer)]
-    if module in ("", "block"):
+    module = module or mlp_out_name(model)
+    if module == "block":
         return block
     m = _get(block, module)
     if m is None:
@@ -68,8 +132,47 @@ def get_module(model, layer: int, module: str | None = None) -> torch.nn.Module:
     return m
 
 
+def block_device(model, layer: int) -> torch.device:
+    """The device of block ``layer``'s weights (blocks may sit on different devices
+    with ``device_map``)."""
+    block = get_layers(model)[check_layer(model, layer)]
+    for p in block.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return next(model.parameters()).device
+
+
+def as_btd(x: torch.Tensor, shape) -> torch.Tensor:
+    """``x`` as ``[B, T, d]``: OPT's MLP runs on flattened ``[B*T, d]`` tokens, which
+    are viewed back with the block's input ``shape`` ``(B, T)``."""
+    if x.dim() == 2 and shape is not None and x.shape[0] == shape[0] * shape[1]:
+        return x.view(shape[0], shape[1], -1)
+    return x
+
+
+@contextmanager
+def track_shape(model, layer: int):
+    """Records ``(B, T)`` of block ``layer``'s input hidden states in the yielded dict
+    (``"shape"``) at every forward pass, for hooks on modules that see flattened tokens."""
+    state = {}
+
+    def pre(m, args, kwargs):
+        h = args[0] if args else kwargs.get("hidden_states")
+        if torch.is_tensor(h) and h.dim() == 3:
+            state["shape"] = tuple(h.shape[:2])
+
+    h = get_layers(model)[check_layer(model, layer)].register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        yield state
+    finally:
+        h.remove()
+
+
 def _reduce(x, mask, position):
-    """x ``[B, T, d]``, mask ``[B, T]`` → ``[B, d]`` (mean/last) or x itself (all)."""
+    """x ``[B, T, d]`` (or flattened ``[B*T, d]``), mask ``[B, T]`` → ``[B, d]``
+    (mean/last) or ``[B, T, d]`` (all)."""
+    x = as_btd(x, tuple(mask.shape))
+    mask = mask.to(x.device)
     if position == "mean":
         m = mask.unsqueeze(-1).to(x.dtype)
         return (x * m).sum(1) / m.sum(1).clamp(min=1)
@@ -92,6 +195,12 @@ def capture(model, tok, prompts, layers=None, module: str | None = None, kind: s
     ``[n_layers, T_i, d]`` tensors without padding."""
     if kind not in ("output", "input"):
         raise ValueError(f"kind={kind!r}: allowed 'output', 'input'")
+    if position not in ("mean", "last", "all"):
+        raise ValueError(f"position={position!r}: allowed 'mean', 'last', 'all'")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
+    if tok.padding_side != "left":
+        raise ValueError("capture needs tok.padding_side == 'left'")
     layers = list(range(n_layers(model))) if layers is None else [check_layer(model, l) for l in layers]
     store = {}
 
@@ -108,17 +217,14 @@ def capture(model, tok, prompts, layers=None, module: str | None = None, kind: s
         prompts = list(prompts)
         for s in tqdm(range(0, len(prompts), batch_size), disable=not progress, leave=False,
                       desc="activations"):
-            enc = tok(prompts[s:s + batch_size], return_tensors="pt", padding=True,
-                      add_special_tokens=False).to(model.device)
-            if tok.padding_side != "left":
-                raise ValueError("capture needs tok.padding_side == 'left'")
-            model(**enc)
-            mask = enc["attention_mask"]
+            batch = encode_batch(tok, prompts[s:s + batch_size])
+            model(**model_inputs(model, batch))
+            mask = batch["attention_mask"]
             stacked = torch.stack([_reduce(store[i], mask, position).float().cpu()
                                    for i in range(len(layers))])
             if position == "all":
                 for b in range(stacked.shape[1]):
-                    results.append(stacked[:, b][:, mask[b].bool().cpu()])
+                    results.append(stacked[:, b][:, mask[b].bool()])
             else:
                 results.append(stacked)
     finally:
@@ -139,13 +245,15 @@ def steer(model, layer: int, vector: torch.Tensor, module: str | None = None,
 
     def fn(m, args, out):
         x = out[0] if isinstance(out, tuple) else out
-        if prompt_only and x.shape[1] == 1:
+        x3 = as_btd(x, state.get("shape"))
+        if prompt_only and x3.dim() == 3 and x3.shape[1] == 1:
             return out
-        x = x + vector.to(x.device, x.dtype)
+        x = (x3 + vector.to(x.device, x.dtype)).view_as(x)
         return (x,) + tuple(out[1:]) if isinstance(out, tuple) else x
 
-    h = mod.register_forward_hook(fn)
-    try:
-        yield
-    finally:
-        h.remove()
+    with track_shape(model, layer) as state:
+        h = mod.register_forward_hook(fn)
+        try:
+            yield
+        finally:
+            h.remove()

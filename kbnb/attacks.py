@@ -123,8 +123,16 @@ def reverse_direction(model, layers, vectors, coeff: float, rows: str = "prompt"
 
 # ---- 3. 4-bit quantisation ------------------------------------------------------------
 
+def check_blocksize(blocksize) -> int:
+    if not isinstance(blocksize, int) or isinstance(blocksize, bool) or blocksize < 1:
+        raise ValueError(f"blocksize={blocksize!r}: must be an integer >= 1 (weights per "
+                         f"quantisation group; bitsandbytes NF4 takes 64, 128, ... 4096)")
+    return blocksize
+
+
 def _groups(W: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, int]:
     """Flatten ``W`` and cut it into rows of ``blocksize`` (zero-padded): ``[G, blocksize]``."""
+    check_blocksize(blocksize)
     flat = W.reshape(-1)
     pad = (-flat.numel()) % blocksize
     if pad:
@@ -189,6 +197,7 @@ def quantize_model(model, method: str = "auto", blocksize: int = 64, inplace: bo
     a copy unless ``inplace``; ``info = {"method": "bitsandbytes-nf4" | "rtn-int4" |
     "rtn-int4 (fallback: <reason>)", "blocksize", "n_weights"}``."""
     check_choice("method", method, QUANT_METHODS)
+    check_blocksize(blocksize)
     target = model if inplace else copy.deepcopy(model)
     used, reason = ("rtn-int4", None) if method == "rtn" else ("bitsandbytes-nf4", None)
     if method in ("auto", "nf4"):
@@ -279,6 +288,8 @@ def evaluate_attacks(vanilla, edited, tok, sets: dict, attacks, layers, vectors,
     from .metrics import contains_answer
 
     attacks = check_attacks(attacks)
+    if "quantize" in attacks:
+        check_blocksize(blocksize)
     layers = _as_layers(edited, layers)
     base = {"forget": sets["forget"], "retain_eval": sets["retain_eval"]}
     para, n_para = None, 0
@@ -413,7 +424,7 @@ DEFAULT_COEFF = 2.0  # LUNAR's steering coefficient when the edit is fitted here
 def lunar_edit(model, tok, sets: dict, lunar_dir="", layer="auto", coeff=None,
                activation: str = "residual", position: str = "last", rows: str = "last",
                solver: str = "closed_form", save_to=None, batch_size: int = 64,
-               progress: bool = False):
+               progress: bool = False, module: str = ""):
     """The LUNAR-edited copy of ``model`` the attacks run on.
 
     With ``lunar_dir`` the edit saved by the LUNAR chapter is loaded
@@ -421,10 +432,15 @@ def lunar_edit(model, tok, sets: dict, lunar_dir="", layer="auto", coeff=None,
     With ``lunar_dir=""`` the edit is fitted here (``kbnb.lunar.steering_vectors``,
     ``fit_lunar`` with the retain answers, closed form) at ``layer`` (``"auto"`` = the
     middle layer, ``n_layers // 2``) with ``coeff`` (None = ``DEFAULT_COEFF``), and saved
-    under ``save_to`` when given. Returns ``(edited, info)``: ``info`` holds ``layers``,
+    under ``save_to`` when given. ``module`` (the notebook's parameter) names the MLP
+    output projection relative to a block when automatic discovery cannot find it
+    (``kbnb.activations.set_mlp_module``; ``""``: automatic); it is set on ``model``
+    and the edited copy. Returns ``(edited, info)``: ``info`` holds ``layers``,
     ``vectors`` ``[n_layers, d_model]``, ``coeff``, ``rows``, ``source``."""
     from . import lunar as LU
 
+    if module:
+        A.set_mlp_module(model, module)
     if lunar_dir:
         d = find_lunar_dir(lunar_dir)
         edited, meta = LU.load_lunar(model, d, inplace=False)

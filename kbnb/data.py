@@ -56,14 +56,22 @@ def _local_or_hub(kind, split, data_dir, hub_config=None):
         raise FileNotFoundError(f"no local {kind} data: set data_dir or KBNB_DATA_DIR")
     try:
         import datasets
+    except ImportError as err:
+        raise ImportError(f"dataset={kind!r}: no local folder given (data_dir or "
+                          f"KBNB_DATA_DIR) and the `datasets` package, needed to read the "
+                          f"hub, is missing: {err}") from err
+    try:
         ds = datasets.load_dataset(_HUB[kind], hub_config or split,
                                    split="train" if kind == "tofu" else split)
-        return [dict(r) for r in ds]
     except Exception as err:
+        text = str(err).strip().splitlines()
+        cause = f"{type(err).__name__}: {text[0] if text else ''}"
         raise FileNotFoundError(
-            f"dataset={kind!r}: no local folder given (data_dir or KBNB_DATA_DIR) and the "
-            f"hub ({_HUB[kind]}) is unreachable: {type(err).__name__}. Point data_dir at a "
-            f"folder in the hub's layout, e.g. ../shared/data") from None
+            f"dataset={kind!r}: no local folder given (data_dir or KBNB_DATA_DIR), and "
+            f"reading {_HUB[kind]} (config {hub_config or split!r}) from the Hugging Face "
+            f"hub failed. Cause: {cause}. Point data_dir at a folder in the hub's layout, "
+            f"e.g. ../shared/data") from err
+    return [dict(r) for r in ds]
 
 
 def load_tofu(split: str = "forget10", data_dir=None, perturbed: bool = False) -> list[dict]:

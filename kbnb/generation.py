@@ -5,15 +5,22 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .encoding import encode_batch, encode_text, model_inputs
+
 
 def _batched(seq, n):
     for i in range(0, len(seq), n):
         yield i, seq[i:i + n]
 
 
-def _encode(tok, prompts, device):
-    enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-    return {k: v.to(device) for k, v in enc.items()}
+def _encode(tok, prompts, model):
+    """Left-padded prompts (BOS once, ``position_ids``) as forward-pass arguments."""
+    return model_inputs(model, encode_batch(tok, prompts))
+
+
+def _check_positive(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r}: must be an integer >= 1")
 
 
 @torch.no_grad()
@@ -25,6 +32,14 @@ def generate(model, tok, prompts, max_new_tokens: int = 32, batch_size: int = 32
     Returns ``list[str]`` (``num_samples == 1``) or ``list[list[str]]`` of
     ``num_samples`` samples per prompt, generated in one batched call per batch
     (the prompt is repeated ``num_samples`` times inside the batch)."""
+    _check_positive("batch_size", batch_size)
+    _check_positive("num_samples", num_samples)
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r}: must be an integer >= 0")
+    if do_sample and not temperature > 0:
+        raise ValueError(f"temperature={temperature!r}: must be > 0 when sampling")
+    if do_sample and not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p!r}: must be in (0, 1]")
     if num_samples > 1 and not do_sample:
         raise ValueError("num_samples > 1 needs do_sample=True (greedy samples are identical)")
     outs = []
@@ -38,7 +53,7 @@ def generate(model, tok, prompts, max_new_tokens: int = 32, batch_size: int = 32
         kw.update(temperature=None, top_p=None, top_k=None)
     bar = tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False)
     for _, chunk in _batched(list(prompts), per_batch):
-        enc = _encode(tok, chunk, model.device)
+        enc = _encode(tok, chunk, model)
         seqs = model.generate(**enc, **kw)
         texts = tok.batch_decode(seqs[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         texts = [t.strip() for t in texts]
@@ -61,34 +76,25 @@ def response_logprobs(model, tok, prompts, responses, batch_size: int = 32,
     ``sum`` (sequence log-probability) or ``mean`` (per token)."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    _check_positive("batch_size", batch_size)
     out = []
     it = list(zip(prompts, responses))
     for _, chunk in tqdm(list(_batched(it, batch_size)), disable=not progress, leave=False,
                          desc="scoring"):
-        ids, mask, labels = pack_prompt_response(tok, [p for p, _ in chunk],
-                                                 [r for _, r in chunk], model.device)
-        out.append(sequence_logprobs(model(input_ids=ids, attention_mask=mask).logits,
-                                     labels, reduce).float().cpu())
+        batch = encode_batch(tok, [p for p, _ in chunk], [r for _, r in chunk])
+        logits = model(**model_inputs(model, batch)).logits
+        out.append(sequence_logprobs(logits, batch["labels"].to(logits.device),
+                                     reduce).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
 def pack_prompt_response(tok, prompts, responses, device="cpu"):
     """Left-padded ``input_ids``, ``attention_mask`` and ``labels`` ([B, T] each) for
-    prompt+response; labels are -100 everywhere except on the response tokens."""
-    rows = []
-    for p, r in zip(prompts, responses):
-        p_ids = tok(p, add_special_tokens=False)["input_ids"]
-        r_ids = tok(r, add_special_tokens=False)["input_ids"]
-        rows.append((p_ids + r_ids, [-100] * len(p_ids) + r_ids))
-    T = max(len(x) for x, _ in rows)
-    ids = torch.full((len(rows), T), tok.pad_token_id, dtype=torch.long)
-    labels = torch.full((len(rows), T), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, (x, y) in enumerate(rows):
-        ids[i, T - len(x):] = torch.tensor(x)
-        labels[i, T - len(y):] = torch.tensor(y)
-        mask[i, T - len(x):] = 1
-    return ids.to(device), mask.to(device), labels.to(device)
+    prompt+response; labels are -100 everywhere except on the response tokens. The
+    prompt gets the tokenizer's BOS once (:func:`kbnb.encoding.encode_batch`, which
+    also gives the ``position_ids`` to pass with them)."""
+    b = encode_batch(tok, prompts, responses, device)
+    return b["input_ids"], b["attention_mask"], b["labels"]
 
 
 def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, reduce: str = "sum"):
@@ -108,10 +114,11 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, reduce: str = 
 @torch.no_grad()
 def next_token_logits(model, tok, prompts, batch_size: int = 32, progress: bool = False):
     """Logits of the token after each prompt, ``[N, V]`` (float32, CPU)."""
+    _check_positive("batch_size", batch_size)
     out = []
     for _, chunk in tqdm(list(_batched(list(prompts), batch_size)), disable=not progress,
                          leave=False, desc="scoring"):
-        enc = _encode(tok, chunk, model.device)
+        enc = _encode(tok, chunk, model)
         out.append(model(**enc).logits[:, -1].float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
@@ -124,7 +131,7 @@ def candidate_token_ids(tok, candidates) -> list[list[int]]:
     for c in candidates:
         ids = set()
         for variant in (c, " " + c):
-            enc = tok(variant, add_special_tokens=False)["input_ids"]
+            enc = encode_text(tok, variant)
             if len(enc) == 1:
                 ids.add(enc[0])
             # SentencePiece tokenizers prepend '▁': take the token that decodes to c

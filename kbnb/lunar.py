@@ -46,7 +46,8 @@ from tqdm.auto import tqdm
 
 from . import activations as A
 from .data import check_choice
-from .generation import _batched, generate, pack_prompt_response
+from .encoding import encode_batch, encode_prompt, join_completion, model_inputs
+from .generation import _batched, generate
 from .metrics import (deviation_score, is_refusal, mrr, refusal_quality, rouge1_recall, thr)
 from .models import format_prompt
 
@@ -96,6 +97,12 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
 
     check_choice("dataset", dataset, DATASETS)
     check_choice("forget_split", forget_split, FORGET_SPLITS)
+    for name, v in (("n_retain", n_retain), ("n_eval", n_eval), ("n_ref", n_ref)):
+        if v is None and name == "n_ref":
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}={v!r}: must be an integer >= 1"
+                             + (" or None (all)" if name == "n_ref" else ""))
     if dataset == "tinyworld":
         from .world import REFUSALS
         if world is None:
@@ -164,17 +171,19 @@ def steer_last(model, layer: int, vector: torch.Tensor):
     mod = A.get_module(model, layer)
 
     def fn(m, args, out):
-        if out.shape[1] == 1:  # a generated token
+        x = A.as_btd(out, state.get("shape"))  # OPT's MLP sees flattened [B*T, d] tokens
+        if x.dim() != 3 or x.shape[1] == 1:  # a generated token
             return out
-        out = out.clone()
-        out[:, -1] += vector.to(out.device, out.dtype)
-        return out
+        x = x.clone()
+        x[:, -1] += vector.to(x.device, x.dtype)
+        return x.view_as(out)
 
-    h = mod.register_forward_hook(fn)
-    try:
-        yield
-    finally:
-        h.remove()
+    with A.track_shape(model, layer) as state:
+        h = mod.register_forward_hook(fn)
+        try:
+            yield
+        finally:
+            h.remove()
 
 
 def steer_like_edit(model, layer: int, vector: torch.Tensor, rows: str = "last"):
@@ -184,6 +193,16 @@ def steer_like_edit(model, layer: int, vector: torch.Tensor, rows: str = "last")
     if rows == "last":
         return steer_last(model, layer, vector)
     return A.steer(model, layer, vector, prompt_only=True)
+
+
+def select_prompts(prompts, n_select: int) -> list:
+    """``n_select`` prompts spread evenly over ``prompts`` (every k-th, k = len // n),
+    for layer selection. ``n_select`` must be >= 1."""
+    if not isinstance(n_select, int) or isinstance(n_select, bool) or n_select < 1:
+        raise ValueError(f"n_select={n_select!r}: must be an integer >= 1 (forget prompts "
+                         f"generated per candidate layer)")
+    prompts = list(prompts)
+    return prompts[::max(1, len(prompts) // n_select)][:n_select]
 
 
 def score_layers(model, tok, forget_prompts, vectors, layers, refusals, coeff: float = 1.0,
@@ -197,6 +216,8 @@ def score_layers(model, tok, forget_prompts, vectors, layers, refusals, coeff: f
     refusal_rate, generations``."""
     from .embed import embed
 
+    if not len(forget_prompts):
+        raise ValueError("score_layers needs at least one forget prompt (n_select >= 1)")
     refs = embed(list(refusals), embedder)
     out = []
     for layer in tqdm(list(layers), desc="layer selection", disable=not progress, leave=False):
@@ -232,6 +253,12 @@ def default_candidates(model, n: int = 6) -> list[int]:
 def _linear_weight(module) -> torch.Tensor:
     """Weight of a projection as ``[d_out, d_in]`` (``nn.Linear``; GPT-2's Conv1D is
     stored transposed)."""
+    w = getattr(module, "weight", None)
+    if w is not None and (type(w).__name__ in ("Params4bit", "Int8Params")
+                          or not torch.is_floating_point(w)):
+        raise TypeError(f"cannot edit the quantized {type(module).__name__} ({type(w).__name__}, "
+                        f"{w.dtype}): LUNAR needs full-precision weights; load the model "
+                        f"without load_in_4bit/load_in_8bit")
     if isinstance(module, torch.nn.Linear):
         return module.weight
     if type(module).__name__ == "Conv1D":
@@ -256,7 +283,7 @@ def shared_prefix_lengths(tok, prompts, others) -> list[int]:
     """For each prompt, the number of leading tokens it shares with at least one of
     ``others``. In a causal model those positions have exactly the same activations
     in both prompts, so no edit can treat them differently."""
-    enc = lambda ps: [tuple(tok(p, add_special_tokens=False)["input_ids"]) for p in ps]
+    enc = lambda ps: [tuple(encode_prompt(tok, p)) for p in ps]
     prefixes = set()
     for ids in enc(others):
         for t in range(1, len(ids) + 1):
@@ -317,18 +344,19 @@ def build_problems(model, tok, forget_prompts, retain_prompts, vectors, layers,
     if rows == "distinct":
         skip = shared_prefix_lengths(tok, forget_prompts, retain_prompts)
     elif rows == "last":
-        skip = [len(tok(p, add_special_tokens=False)["input_ids"]) - 1 for p in forget_prompts]
+        skip = [len(encode_prompt(tok, p)) - 1 for p in forget_prompts]
     else:
         skip = None
     Zf = down_proj_inputs(model, tok, forget_prompts, layers, batch_size, skip, progress)
     if retain_answers is not None:
         eos = tok.eos_token or ""
-        retain_prompts = [p + " " + a.strip() + eos for p, a in zip(retain_prompts, retain_answers)]
+        retain_prompts = [p + join_completion(tok, p, a) + eos
+                          for p, a in zip(retain_prompts, retain_answers)]
     Zr = down_proj_inputs(model, tok, retain_prompts, layers, batch_size, None, progress)
     if keep_responses:
         eos = tok.eos_token or ""
-        texts = [p + " " + r.strip() + eos for p, r in keep_responses]
-        n_p = [len(tok(p, add_special_tokens=False)["input_ids"]) for p, _ in keep_responses]
+        texts = [p + join_completion(tok, p, r) + eos for p, r in keep_responses]
+        n_p = [len(encode_prompt(tok, p)) for p, _ in keep_responses]
         Zk = down_proj_inputs(model, tok, texts, layers, batch_size, n_p, progress)
         Zr = {l: torch.cat([Zr[l], Zk[l]]) for l in Zr}
     problems = []
@@ -393,6 +421,11 @@ def solve_sgd(Z: torch.Tensor, Y: torch.Tensor, W0: torch.Tensor, lr: float = 1e
     shuffled batches of ``batch_size`` token rows, MSE loss, learning rate times
     ``gamma`` after each epoch. Returns ``(W [d_out, d_in], mse after each epoch)``.
     With ``target_mse`` it stops after the first epoch that reaches it (benchmark)."""
+    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}={v!r}: must be an integer >= 1")
+    if not lr > 0:
+        raise ValueError(f"lr={lr!r}: must be > 0")
     g = torch.Generator().manual_seed(seed)
     W = torch.nn.Parameter(W0.detach().clone().float())
     opt = torch.optim.AdamW([W], lr=lr, weight_decay=weight_decay)
@@ -546,16 +579,15 @@ def gold_token_ranks(model, tok, prompts, answers, batch_size: int = 32,
                      progress: bool = False) -> list[torch.Tensor]:
     """Rank of each gold answer token among the vocabulary under teacher forcing
     (1 = the model's top choice), one batched forward pass per batch. Returns one
-    LongTensor per example, ``[len(answer tokens)]``. The answer is tokenized with a
-    leading space, as ``format_example`` joins it to the prompt."""
+    LongTensor per example, ``[len(answer tokens)]``. The answer follows the prompt as
+    ``format_example`` joins it (:func:`kbnb.encoding.join_completion`)."""
     out = []
-    pairs = list(zip(prompts, [" " + a.strip() for a in answers]))
+    pairs = [(p, join_completion(tok, p, a)) for p, a in zip(prompts, answers)]
     for _, chunk in tqdm(list(_batched(pairs, batch_size)), disable=not progress, leave=False,
                          desc="gold ranks"):
-        ids, mask, labels = pack_prompt_response(tok, [p for p, _ in chunk], [a for _, a in chunk],
-                                                 model.device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        lab = labels[:, 1:]
+        batch = encode_batch(tok, [p for p, _ in chunk], [a for _, a in chunk])
+        logits = model(**model_inputs(model, batch)).logits[:, :-1].float()
+        lab = batch["labels"][:, 1:].to(logits.device)
         keep = lab != -100
         gold = torch.gather(logits, 2, lab.clamp(min=0).unsqueeze(-1))
         ranks = (logits > gold).sum(-1) + 1  # [B, T-1]

@@ -45,33 +45,73 @@ def resolve_model_path(name_or_path: str, organism_config: OrganismConfig | None
     return str(name_or_path)
 
 
+def _quantization_config(load_in_4bit: bool, load_in_8bit: bool, torch_dtype):
+    if load_in_4bit and load_in_8bit:
+        raise ValueError("load_in_4bit=True and load_in_8bit=True: choose at most one")
+    if not (load_in_4bit or load_in_8bit):
+        return None
+    from transformers import BitsAndBytesConfig
+    if load_in_4bit:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_compute_dtype=torch_dtype)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def _first_line(err) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
 def load_model(name_or_path: str = "tinyworld", device: str = "auto", dtype="auto",
-               trust_remote_code: bool = False, organism_config: OrganismConfig | None = None):
+               trust_remote_code: bool = False, organism_config: OrganismConfig | None = None,
+               device_map=None, load_in_4bit: bool = False, load_in_8bit: bool = False):
     """Load ``(model, tok)`` for a hub id, a local directory, or ``"tinyworld"``.
 
     The tokenizer pads on the left (for batched generation) and has a pad token.
     Weights load from safetensors; ``trust_remote_code`` stays off unless asked for.
-    """
+
+    ``device_map`` (e.g. ``"auto"``, ``"balanced"``, or a dict; needs ``accelerate``)
+    spreads the blocks over the available GPUs (and CPU) instead of moving the whole
+    model to ``device``; kbnb then feeds inputs to the embeddings' device and reads
+    each block on its own device. ``load_in_4bit`` (NF4) / ``load_in_8bit`` quantize
+    the weights with bitsandbytes as they load (they imply ``device_map="auto"`` when
+    none is given)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, dev)
+    quant = _quantization_config(load_in_4bit, load_in_8bit, torch_dtype)
+    if quant is not None and device_map is None:
+        device_map = "auto" if dev.type == "cuda" else {"": str(dev)}
+    if device_map is not None and not isinstance(device_map, (str, dict)):
+        raise ValueError(f"device_map={device_map!r}: allowed None, 'auto', 'balanced', "
+                         f"'balanced_low_0', 'sequential', or a dict of module -> device")
     path = resolve_model_path(name_or_path, organism_config)
     local = Path(path).exists()
     if not local and (path.startswith((".", "/", "~")) or path.count("/") > 1):
         raise FileNotFoundError(f"model_name={name_or_path!r}: no such directory")
+    where = "the local directory" if local else "the Hugging Face hub id"
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=None)
-    except (OSError, ValueError) as err:
-        raise ValueError(
-            f"model_name={name_or_path!r} could not be loaded: it is not a local model "
-            f"directory, and the Hugging Face hub did not provide it (offline, or no such "
-            f"id). Allowed: 'tinyworld' (the embedded default), a local directory, or a hub "
-            f"id reachable from here. ({type(err).__name__}: {str(err).splitlines()[0]})"
-        ) from None
-    model.to(dev).eval()
+    except Exception as err:
+        hint = ("" if local else " (offline, no such id, or a gated model: check the id and "
+                "your network or HF_TOKEN)")
+        raise ValueError(f"model_name={name_or_path!r} could not be loaded: the tokenizer of "
+                         f"{where} {path!r} failed{hint}. Cause: {_first_line(err)}") from err
+    kw = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=None)
+    if device_map is not None:
+        kw["device_map"] = device_map
+    if quant is not None:
+        kw["quantization_config"] = quant
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    except Exception as err:
+        hint = "" if local else " (offline, no such id, or a gated model?)"
+        raise ValueError(f"model_name={name_or_path!r} could not be loaded: the model in "
+                         f"{where} {path!r} failed{hint}. Cause: {_first_line(err)}") from err
+    if device_map is None and quant is None:
+        model.to(dev)
+    model.eval()
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -94,6 +134,10 @@ def format_prompt(tok, question: str, system: str | None = None, answer_prefix: 
 
 
 def format_example(tok, question: str, answer: str, system: str | None = None) -> tuple[str, str]:
-    """(prompt, completion) for training: the completion ends with the EOS token."""
+    """(prompt, completion) for training: the completion is the answer after the
+    separator the chat template uses (:func:`kbnb.encoding.join_completion`: a space
+    after the organism's ``<|assistant|>`` or a plain ``Answer:``, none after a
+    template ending in a newline) and ends with the EOS token."""
+    from .encoding import join_completion
     prompt = format_prompt(tok, question, system)
-    return prompt, " " + answer.strip() + (tok.eos_token or "")
+    return prompt, join_completion(tok, prompt, answer) + (tok.eos_token or "")

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import check_choice
-from .generation import generate, pack_prompt_response, response_logprobs, sequence_logprobs
+from .encoding import encode_batch, model_inputs
+from .generation import generate, response_logprobs, sequence_logprobs
 from .models import format_example
 
 LOSSES = ("npo", "ga")
@@ -74,10 +75,13 @@ def npo_weight(delta, beta: float = 0.1):
 
 def _answer_logprobs(model, tok, prompts, completions):
     """Summed answer log-probabilities ``[B]`` (differentiable), answer token counts ``[B]``,
-    and the logits and labels they came from."""
-    ids, mask, labels = pack_prompt_response(tok, prompts, completions, model.device)
-    logits = model(input_ids=ids, attention_mask=mask).logits
-    return sequence_logprobs(logits, labels), (labels[:, 1:] != -100).sum(-1), logits, labels, (ids, mask)
+    the logits and labels they came from, and the forward-pass inputs (with
+    ``position_ids``, :func:`kbnb.encoding.model_inputs`)."""
+    batch = encode_batch(tok, prompts, completions)
+    inputs = model_inputs(model, batch)
+    logits = model(**inputs).logits
+    labels = batch["labels"].to(logits.device)
+    return sequence_logprobs(logits, labels), (labels[:, 1:] != -100).sum(-1), logits, labels, inputs
 
 
 def retain_kl(logits, ref_logits, labels) -> torch.Tensor:
@@ -133,6 +137,9 @@ def pick_responses(responses, logps, k: int = 5, exclude=()):
     decreasing log-probability. The groups are disjoint; needs ≥ 3k distinct responses.
 
     ``logps`` ``[N]`` aligned with ``responses``."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"n_per_group={k!r}: must be an integer >= 1 (answers in each of "
+                         f"the high / middle / low groups)")
     logps = [float(x) for x in logps]
     if len(logps) != len(responses):
         raise ValueError(f"{len(responses)} responses but {len(logps)} log-probabilities")
@@ -185,6 +192,10 @@ def unlearn(model, tok, forget_rows, track_question: str, track_responses, loss:
         raise ValueError(f"steps={steps!r}: must be >= 1")
     if eval_every < 1:
         raise ValueError(f"eval_every={eval_every!r}: must be >= 1")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
+    if not lr > 0:
+        raise ValueError(f"lr={lr!r}: must be > 0")
     if not forget_rows:
         raise ValueError("no forget rows")
     if retain_loss != "none" and not retain_rows:
@@ -235,13 +246,13 @@ def unlearn(model, tok, forget_rows, track_question: str, track_responses, loss:
             total = ga_loss(lp, n_tok)
         if retain_loss != "none":
             ridx = [rng.randrange(len(retain_pairs)) for _ in range(batch_size)]
-            r_lp, r_n, r_logits, r_labels, (r_ids, r_mask) = _answer_logprobs(
+            r_lp, r_n, r_logits, r_labels, r_inputs = _answer_logprobs(
                 policy, tok, [retain_pairs[i][0] for i in ridx], [retain_pairs[i][1] for i in ridx])
             if retain_loss == "nll":
                 r_loss = -r_lp.sum() / r_n.sum().clamp(min=1)
             else:
                 with torch.no_grad():
-                    ref_logits = ref(input_ids=r_ids, attention_mask=r_mask).logits
+                    ref_logits = ref(**r_inputs).logits
                 r_loss = retain_kl(r_logits, ref_logits, r_labels)
             total = total + alpha * r_loss
         opt.zero_grad(set_to_none=True)

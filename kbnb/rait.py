@@ -204,12 +204,17 @@ def rait_prompt(tok, row: dict, mode: str = "open") -> str:
 
 
 def completion(tok, text: str, mode: str = "open") -> str:
-    """Training completion: ``" " + text + EOS`` (the letter directly for ``mc``
-    van targets, as the organism and MMLU place it right after ``Answer:``)."""
+    """Training completion: ``sep + text + EOS`` (the letter directly for ``mc``
+    van targets, as the organism and MMLU place it right after ``Answer:``). ``sep``
+    is what follows the prompt: for ``open`` (a chat prompt) the chat template's
+    separator (:func:`kbnb.encoding.completion_joiner`: ``" "`` for the organism,
+    ``""`` after a template ending in a newline); for ``mc`` (``... Answer:``) ``" "``."""
+    from .encoding import completion_joiner
     eos = tok.eos_token or ""
     if mode == "mc" and text != IDK:
         return text.strip() + eos
-    return " " + text.strip() + eos
+    sep = completion_joiner(tok) if mode == "open" else " "
+    return sep + text.strip() + eos
 
 
 # ---------------------------------------------------------------- judging -----
@@ -463,6 +468,16 @@ def training_pairs(tok, rows, van, idk, mode: str = "open", prompt: str = "rait"
     return ps, cs
 
 
+def check_threshold(threshold) -> float:
+    """``rehearsal_threshold`` must lie in (0, 1]: Cor and Cer are shares, and 0 would
+    rehearse questions the model never answered correctly."""
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) \
+            or not 0 < threshold <= 1:
+        raise ValueError(f"rehearsal_threshold={threshold!r}: must be in (0, 1] (the "
+                         f"reference: 0.995)")
+    return float(threshold)
+
+
 def rehearsal_indices(cor, cer, threshold: float = 0.995, max_n: int | None = None,
                       seed: int = 0, mode: str = "open") -> np.ndarray:
     """Questions the model answers with high correctness and certainty, at most
@@ -470,6 +485,7 @@ def rehearsal_indices(cor, cer, threshold: float = 0.995, max_n: int | None = No
     (the reference's TriviaQA set: 0.995 and 0.995, i.e. all N samples right and
     alike). ``mc``: p(gold) >= threshold (the reference's MMLU set uses Cor only; it
     implies an entropy below that of (threshold, rest spread), i.e. high certainty)."""
+    check_threshold(threshold)
     cor, cer = np.asarray(cor, dtype=float), np.asarray(cer, dtype=float)
     keep = cor >= threshold if mode == "mc" else (cor >= threshold) & (cer >= threshold)
     idx = list(np.flatnonzero(keep))
@@ -494,8 +510,10 @@ def rehearse(model, tok, rows, state, mode: str = "open", threshold: float = 0.9
                          "rehearsal_threshold or raise max_questions")
     prompts, targets = [], []
     for i in idx:
-        own = rows[i]["answer"] if state["samples"] is None else \
+        own = None if state["samples"] is None else \
             most_frequent_correct(state["samples"][i], rows[i], mode)
+        if own is None:  # no sampled answer was correct: rehearse the gold answer
+            own = rows[i]["answer"]
         prompts.append(query_prompt(tok, rows[i], mode))
         targets.append(completion(tok, own, mode))
     tuned, losses = finetune(model, tok, prompts, targets, epochs=epochs, lr=lr,

@@ -47,6 +47,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import check_choice
+from .encoding import (accepts_position_ids, completion_sep, encode_batch, encode_text,
+                       input_device, model_inputs)
 from .generation import candidate_token_ids, next_token_logits
 from .models import format_prompt
 from .prompts import LETTERS, mmlu_prompt, mmlu_question
@@ -133,15 +135,18 @@ def option_texts(row: dict) -> list[str]:
     return list(row.get("choice_answers") or row["choices"])
 
 
-def answer_text(row: dict, index: int, scoring: str) -> str:
+def answer_text(row: dict, index: int, scoring: str, sep: str = " ") -> str:
     """What follows the query prompt when the model gives option ``index``: ``"B."``
-    for letter scoring (the reference writes ``{prompt}{letter}.``), ``" {option}"``
-    for cloze (a final period added if the option has none)."""
+    for letter scoring (the reference writes ``{prompt}{letter}.``), ``sep + option``
+    for cloze (a final period added if the option has none). ``sep`` is what the chat
+    template puts before the assistant's text: :func:`kbnb.encoding.completion_sep`
+    of the prompt (``" "`` for the organism, ``""`` after a template ending in a
+    newline)."""
     check_choice("scoring", scoring, SCORINGS[1:])
     if scoring == "letter":
         return f"{LETTERS[index]}."
     t = option_texts(row)[index].strip()
-    return " " + (t if t.endswith((".", "!", "?")) else t + ".")
+    return sep + (t if t.endswith((".", "!", "?")) else t + ".")
 
 
 def make_prompts(tok, rows, scoring: str, shots: dict | None = None,
@@ -240,14 +245,18 @@ def continuation_logprobs(model, tok, contexts, continuations, batch_size: int =
 
     def ids_of(c):
         if c not in cache_ids:
-            cache_ids[c] = tok(c, add_special_tokens=False)["input_ids"]
+            cache_ids[c] = encode_text(tok, c)
             if not cache_ids[c]:
                 raise ValueError(f"continuation {c!r} has no tokens")
         return cache_ids[c]
 
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
     C = len(continuations[0]) if per_context else len(continuations)
     if C == 0:
         raise ValueError("no continuations")
+    dev = input_device(model)
+    with_pos = accepts_position_ids(model)
     out = []
     for s in tqdm(range(0, len(contexts), batch_size), disable=not progress, desc=desc, leave=False):
         chunk = list(contexts[s:s + batch_size])
@@ -256,7 +265,8 @@ def continuation_logprobs(model, tok, contexts, continuations, batch_size: int =
             raise ValueError(f"every context needs the same number of continuations ({C})")
         toks = [[ids_of(c) for c in cs] for cs in conts]  # [B][C] token lists
         L = max(len(t) for ts in toks for t in ts)
-        enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        batch = encode_batch(tok, chunk)
+        enc = model_inputs(model, batch)
         o = model(**enc, use_cache=L > 1)
         first = torch.log_softmax(o.logits[:, -1].float(), -1).cpu()  # [B, V]
         B = len(chunk)
@@ -272,11 +282,16 @@ def continuation_logprobs(model, tok, contexts, continuations, batch_size: int =
                     ids[b * C + j, :len(t) - 1] = torch.tensor(t[:-1])
                     tgt[b * C + j, :len(t) - 1] = torch.tensor(t[1:])
                     mask[b * C + j, :len(t) - 1] = 1
-            mask = mask.to(model.device)
+            mask = mask.to(dev)
             full_mask = torch.cat([enc["attention_mask"].repeat_interleave(C, 0), mask], 1)
-            logits = model(input_ids=ids.to(model.device), attention_mask=full_mask,
-                           past_key_values=cache).logits.float()  # [B*C, L-1, V]
-            tgt = tgt.to(model.device)
+            kw = {}
+            if with_pos:  # continue each context's positions after its last real token
+                start = batch["attention_mask"].sum(-1).repeat_interleave(C, 0)  # [B*C]
+                kw["position_ids"] = (start[:, None] + torch.arange(L - 1)).to(dev)
+            logits = model(input_ids=ids.to(dev), attention_mask=full_mask,
+                           past_key_values=cache, **kw).logits.float()  # [B*C, L-1, V]
+            mask = mask.to(logits.device)
+            tgt = tgt.to(logits.device)
             tok_lp = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
             lp += (tok_lp * mask).sum(-1).view(B, C).cpu()
         out.append(lp)
@@ -302,7 +317,7 @@ def query(model, tok, prompts, rows=None, scoring: str = "letter", n_samples: in
     - ``probs`` ``[N, 4]``: letter scoring: ``softmax(z_A..z_D)`` with ``z_c`` the
       log-sum-exp of the next-token logits of letter c's spellings (``"A"``, ``" A"``,
       ...; :func:`kbnb.generation.candidate_token_ids`); cloze: ``softmax(ℓ_1..ℓ_4)``
-      with ``ℓ_i = log π(" " + option_i | prompt)`` (needs ``rows``);
+      with ``ℓ_i = log π(sep + option_i | prompt)`` (``sep``: :func:`kbnb.encoding.completion_sep`) (needs ``rows``);
     - ``pred`` ``[N]`` = argmax (option index); ``conf`` ``[N]`` = max (the reference's
       confidence);
     - ``answer_mass`` ``[N]``: how much the model wants to answer at all. Letter: the
@@ -316,12 +331,22 @@ def query(model, tok, prompts, rows=None, scoring: str = "letter", n_samples: in
       stripped. Cloze: options drawn from ``softmax(ℓ / temperature)``, as letters.
     """
     check_choice("scoring", scoring, SCORINGS[1:])
+    if not isinstance(n_samples, int) or n_samples < 0:
+        raise ValueError(f"n_samples={n_samples!r}: must be an integer >= 0")
+    if n_samples > 0 and not temperature > 0:
+        raise ValueError(f"temperature={temperature!r}: must be > 0")
+    if not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k={top_k!r}: must be an integer >= 0 (0: no top-k cut)")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
     gen = torch.Generator().manual_seed(seed)
     if scoring == "cloze":
         if rows is None or len(rows) != len(prompts):
             raise ValueError("scoring='cloze' needs the rows (one per prompt) for the option texts")
-        extra = [" " + f for f in FALSE_RESPONSES] if refusals else []
-        conts = [[" " + t for t in option_texts(r)] + extra for r in rows]
+        seps = [completion_sep(tok, p) for p in prompts]
+        conts = [[sp + t for t in option_texts(r)] + ([sp + f for f in FALSE_RESPONSES] if refusals else [])
+                 for r, sp in zip(rows, seps)]
+        extra = FALSE_RESPONSES if refusals else ()
         lp = continuation_logprobs(model, tok, prompts, conts, batch_size=batch_size,
                                    progress=progress, desc=desc)
         if not len(lp):
@@ -395,10 +420,10 @@ def reference_sure_tokens(tok) -> dict:
     to how ``" sure"`` and ``" unsure"`` actually tokenize after ``" I am"``."""
     out = {}
     for w in ("sure", "unsure"):
-        first = tok(w, add_special_tokens=False)["input_ids"][0]
+        first = encode_text(tok, w)[0]
         out[w] = {"reference_first_token": tok.convert_ids_to_tokens(first),
                   "tokens_after_I_am": tok.convert_ids_to_tokens(
-                      tok(" " + w, add_special_tokens=False)["input_ids"])}
+                      encode_text(tok, " " + w))}
     return out
 
 
@@ -523,7 +548,8 @@ def evaluate(model, tok, rows, prompts, method: str, scoring: str = "letter",
     if method == "unknown":
         willing = q["answer_mass"]
     else:
-        answers = [answer_text(r, i, scoring) for r, i in zip(rows, q["pred"].tolist())]
+        answers = [answer_text(r, i, scoring, completion_sep(tok, p))
+                   for r, i, p in zip(rows, q["pred"].tolist(), prompts)]
         willing = sure_probability(model, tok, prompts, answers, batch_size=batch_size,
                                    progress=progress)
     df["willing"] = willing.numpy()
