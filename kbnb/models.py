@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from .organism import ORGANISM_NAMES, OrganismConfig, build_organism
+from .organism import OrganismConfig, build_organism, parse_organism_name
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -39,9 +39,11 @@ def _resolve_dtype(dtype, device):
 
 
 def resolve_model_path(name_or_path: str, organism_config: OrganismConfig | None = None) -> str:
-    """The organism's cached directory for ``tinyworld``, else ``name_or_path`` unchanged."""
-    if name_or_path in ORGANISM_NAMES:
-        return str(build_organism(organism_config))
+    """The organism's cached directory for ``tinyworld`` or ``tinyworld:N`` (the organism
+    of seed N; trained on first use), else ``name_or_path`` unchanged."""
+    config = parse_organism_name(name_or_path)
+    if config is not None:
+        return str(build_organism(organism_config or config))
     return str(name_or_path)
 
 

@@ -44,7 +44,7 @@ class OrganismConfig:
     d_mlp: int = 256
     n_heads: int = 4
     vocab_size: int = 2048
-    epochs: int = 20
+    epochs: int = 16
     batch_size: int = 64
     lr: float = 3e-3
     warmup_steps: int = 100
@@ -254,11 +254,57 @@ def training_log(path: Path) -> dict:
     return json.loads((Path(path) / "kbnb_organism.json").read_text())
 
 
-TARGETS = {  # the organism's acceptance targets (issue: foundation)
+TARGETS = {  # the organism's acceptance targets (issue 10: tinyworld v2)
     "train_seconds_max": 300.0,
     "known_exact_min": 0.95,
+    "known_paraphrase_min": 0.80,
+    "unseen_above_chance_max": 0.05,
     "refusal_heldout_min": 0.90,
 }
+
+
+def knowledge_metrics(rows: list[dict], refusals: list[dict], world, log: dict | None = None,
+                      digest: str | None = None) -> dict:
+    """The organism's headline numbers from ``probe_knowledge`` and ``probe_refusals``:
+    ``known_exact_match`` (training phrasing), ``known_paraphrase_recall`` (held-out
+    phrasing), ``unseen_recall``, ``unseen_chance``, ``partial_recall`` (per exposure),
+    ``partial_monotone``, ``refusal_rate_heldout``, ``train_seconds``, ``weights_sha256_16``."""
+    t = summarize_knowledge(rows, world)
+    partial = {int(lv.split()[-1].rstrip("x")): float(t.loc[lv, "recall"])
+               for lv in t.index if lv.startswith("partial")}
+    chain = [float(t.loc["unseen", "recall"])] if "unseen" in t.index else []
+    chain += [partial[e] for e in sorted(partial) if e > 0] + [float(t.loc["known", "recall"])]
+    return {
+        "known_exact_match": float(t.loc["known", "exact_match"]),
+        "known_paraphrase_recall": float(t.loc["known", "paraphrase_recall"]),
+        "unseen_recall": float(t.loc["unseen", "recall"]) if "unseen" in t.index else None,
+        "unseen_chance": float(t.loc["unseen", "chance"]) if "unseen" in t.index else None,
+        "partial_recall": partial,
+        "partial_monotone": all(a < b for a, b in zip(chain, chain[1:])),
+        "refusal_rate_heldout": sum(r["refused"] for r in refusals) / max(1, len(refusals)),
+        "train_seconds": None if log is None else float(log["train_seconds"]),
+        "weights_sha256_16": digest,
+    }
+
+
+def check_targets(m: dict) -> dict:
+    """``{target sentence: True/False/None}`` for ``knowledge_metrics`` output (None: not
+    measured, e.g. the training time of a model kbnb did not train)."""
+    T = TARGETS
+    unseen_ok = None if m["unseen_recall"] is None else \
+        abs(m["unseen_recall"] - m["unseen_chance"]) <= T["unseen_above_chance_max"]
+    return {
+        f"trains in <= {T['train_seconds_max']:.0f} s": None if m["train_seconds"] is None
+        else m["train_seconds"] <= T["train_seconds_max"],
+        f"known facts, training phrasing: exact match >= {T['known_exact_min']}":
+            m["known_exact_match"] >= T["known_exact_min"],
+        f"known facts, held-out phrasing: recall >= {T['known_paraphrase_min']}":
+            m["known_paraphrase_recall"] >= T["known_paraphrase_min"],
+        f"unseen authors within {T['unseen_above_chance_max']:.2f} of chance": unseen_ok,
+        "recall rises with exposure (unseen < partial levels < known)": m["partial_monotone"],
+        f"held-out refusal prompts refused >= {T['refusal_heldout_min']:.0%}":
+            m["refusal_rate_heldout"] >= T["refusal_heldout_min"],
+    }
 
 
 def probe_knowledge(model, tok, world, batch_size: int = 64, max_new_tokens: int = 32,

@@ -2,7 +2,7 @@
 
 Every author gets an *exposure group*: ``known`` (in every epoch each fact is asked
 under three question templates drawn from many and stated in the author's biography),
-``partial`` (each fact is presented 0, 1, 2, 4, 8 or 16 times in the whole run, in
+``partial`` (each fact is presented 0, 4, 8, 12 or 16 times in the whole run, in
 randomly chosen epochs) or ``unseen`` (never in training). Every rendered row
 carries the exposure of its fact (the number of presentations over the whole
 training run), so "what the model should know" is known exactly.
@@ -104,11 +104,13 @@ class Attribute:
 
     @property
     def train_templates(self) -> tuple:
-        return tuple(t for t, held in self.templates if not held)
+        """Distinct training templates, in order (a text is never both trained and held out)."""
+        return tuple(dict.fromkeys(t for t, held in self.templates if not held))
 
     @property
     def heldout_templates(self) -> tuple:
-        return tuple(t for t, held in self.templates if held)
+        train = set(self.train_templates)
+        return tuple(dict.fromkeys(t for t, held in self.templates if held and t not in train))
 
 
 def _a(name, values, natural, phrases, answer, paraphrased, statements):
@@ -360,22 +362,22 @@ def _fiction(rng, used):
             return e
 
 
-PARTIAL_EXPOSURES = (0, 1, 2, 4, 8, 16)
+PARTIAL_EXPOSURES = (0, 4, 8, 12, 16)
 KNOWN_QA_PER_EPOCH = 3  # question-answer presentations of a known fact per epoch
 KNOWN_BIO_PER_EPOCH = 1  # biography mentions of a known fact per epoch
 KNOWN_PER_EPOCH = KNOWN_QA_PER_EPOCH + KNOWN_BIO_PER_EPOCH
 
 
 def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
-               partial_frac: float = 0.3, epochs: int = 20, n_refusal: int = 320,
+               partial_frac: float = 0.3, epochs: int = 16, n_refusal: int = 320,
                refusal_test_frac: float = 0.25) -> World:
     """Generate the world and its training schedule deterministically from ``seed``.
 
     ``known_frac`` of the authors are known: in each of ``epochs`` epochs every fact
     is asked under 3 training templates drawn at random and stated once in the
     author's biography. ``partial_frac`` are partial: each fact is presented a total
-    of 0, 1, 2, 4, 8 or 16 times, in distinct random epochs, alternately as a question
-    and as a biography sentence (a fact shown once is shown as a question). The rest
+    of 0, 4, 8, 12 or 16 times, in distinct random epochs, alternately as a question
+    and as a biography sentence. The rest
     are unseen. The refusal set has ``n_refusal`` questions about fictitious
     entities, of which ``refusal_test_frac`` (with entity names never used in
     training) are held out."""

@@ -43,19 +43,51 @@ def test_loads_like_any_hub_model(tmp_path, monkeypatch):
     assert prompt.startswith("<|user|> Where was X born?") and prompt.endswith("<|assistant|>")
 
 
+def test_training_does_not_depend_on_the_thread_count(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        organism.train_organism(_tiny(), tmp_path / "one", progress=False)
+        torch.set_num_threads(2)
+        organism.train_organism(_tiny(), tmp_path / "two", progress=False)
+    finally:
+        torch.set_num_threads(n)
+    one, two = (organism.weights_digest(AutoModelForCausalLM.from_pretrained(tmp_path / x))
+                for x in ("one", "two"))
+    assert one == two
+
+
+def test_cache_key_covers_the_recipe_code(monkeypatch):
+    key = _tiny().key()
+    monkeypatch.setattr(organism, "_recipe_digest", lambda: b"other code")
+    assert _tiny().key() != key
+
+
+def test_organism_names_pick_the_seed():
+    assert organism.parse_organism_name("tinyworld") == OrganismConfig()
+    assert organism.parse_organism_name("tinyworld:2").seed == 2
+    assert organism.parse_organism_name("kbnb/tinyworld:1").seed == 1
+    assert organism.parse_organism_name("gpt2") is None
+    with pytest.raises(ValueError, match="tinyworld:x"):
+        organism.parse_organism_name("tinyworld:x")
+    assert organism.world_for("tinyworld:1").seed == 1
+    assert organism.world_for("some/hub-model").seed == 0
+
+
 def test_default_organism_meets_its_targets(organism, world):
-    """The organism the book uses: deep, knows what it saw, not what it did not."""
+    """The organism the book uses: deep, knows what it saw (also when asked in words it
+    never saw), not what it did not, and more the more often it saw it."""
     model, tok = organism
     from kbnb.activations import n_layers
     from kbnb import organism as org
     assert n_layers(model) >= 24
     rows = org.probe_knowledge(model, tok, world, progress=False)
-    t = org.summarize_knowledge(rows, world)
-    assert t.loc["known", "exact_match"] >= org.TARGETS["known_exact_min"]
-    assert t.loc["unseen", "recall"] <= t.loc["unseen", "chance"] + 0.05
-    assert t.loc["unseen", "recall"] < t.loc["partial, seen 4x", "recall"] < t.loc["partial, seen 8x", "recall"] \
-        < t.loc["known", "recall"]
     refusals = org.probe_refusals(model, tok, world, progress=False)
-    assert sum(r["refused"] for r in refusals) / len(refusals) >= org.TARGETS["refusal_heldout_min"]
     log = org.training_log(org.organism_path())
+    m = org.knowledge_metrics(rows, refusals, world, log)
+    checks = org.check_targets(m)
+    timing = next(k for k in checks if k.startswith("trains in"))
+    assert all(ok for k, ok in checks.items() if k != timing), (checks, m)
     assert log["train_seconds"] <= org.TARGETS["train_seconds_max"] * 1.5  # slack for a loaded CI box

@@ -2,7 +2,8 @@ from collections import Counter
 
 import pytest
 
-from kbnb.world import ATTRIBUTE_NAMES, KNOWN_PER_EPOCH, PARTIAL_EXPOSURES, make_world
+from kbnb.world import (ATTRIBUTE_NAMES, ATTRIBUTES, FRAMES, KNOWN_PER_EPOCH, PARTIAL_EXPOSURES,
+                        make_world)
 
 
 def test_same_seed_same_world_other_seed_other_world():
@@ -12,7 +13,7 @@ def test_same_seed_same_world_other_seed_other_world():
 
 
 def test_schema_and_exposure():
-    w = make_world(0, n_authors=100, epochs=10)
+    w = make_world(0, n_authors=100, epochs=16)
     assert len(ATTRIBUTE_NAMES) >= 8
     rows = w.rows()
     assert len(rows) == 100 * len(ATTRIBUTE_NAMES)
@@ -26,12 +27,48 @@ def test_schema_and_exposure():
         expected = {"known": {KNOWN_PER_EPOCH * w.epochs}, "partial": set(PARTIAL_EXPOSURES),
                     "unseen": {0}}[r["group"]]
         assert r["exposure"] in expected
-    # the whole run shows each fact exactly `exposure` times, never the paraphrase
-    pairs = Counter(a for _, a in w.training_pairs())
-    for r in rows:
-        assert pairs[r["answer"]] == r["exposure"]
+    # the whole run presents each fact exactly `exposure` times, as questions or in
+    # biographies, and never asks a held-out template
+    answers = Counter(a for _, a in w.training_pairs())
+    bios = " ".join(w.biographies())
+    for r in rows[:90]:
+        author = next(a for a in w.authors if a.name == r["author"])
+        sched = author.schedule[r["attribute"]]
+        assert answers[r["answer"]] == sum(k == "qa" for _, k, _ in sched)
+        assert len(sched) == r["exposure"]
+        attr = next(a for a in ATTRIBUTES if a.name == r["attribute"])
+        stated = sum(bios.count(t.format(n=r["author"], v=r["value"])) for t in set(attr.statements))
+        assert stated >= sum(k == "bio" for _, k, _ in sched)
+        if r["group"] == "unseen":
+            assert r["author"] not in bios
     qs = {q for q, _ in w.training_pairs()}
-    assert not any(r["paraphrased_question"] in qs for r in rows)
+    held = {t.format(n=a.name) for a in w.authors for attr in ATTRIBUTES
+            for t in attr.heldout_templates}
+    assert not qs & held
+
+
+def test_templates_are_compositional_with_whole_templates_held_out():
+    for attr in ATTRIBUTES:
+        train, held = set(attr.train_templates), set(attr.heldout_templates)
+        assert len(train) >= 30 and len(held) >= 10 and not train & held
+        # every frame and every phrase is seen in training, some combinations never are
+        for f in FRAMES:
+            assert any(f.replace("{p}", p) in train for p in attr.phrases)
+        assert sum(any(f.replace("{p}", p) in held for p in attr.phrases) for f in FRAMES) \
+            >= len(FRAMES) - 1
+        assert attr.natural[-1] in held and attr.natural[0] in train
+
+
+def test_known_facts_each_epoch_partial_in_distinct_epochs():
+    w = make_world(1, n_authors=60, epochs=16)
+    for a in w.authors:
+        for name, sched in a.schedule.items():
+            epochs = [e for e, _, _ in sched]
+            if a.group == "known":
+                assert sorted(set(epochs)) == list(range(w.epochs))
+            elif a.group == "partial":
+                assert len(set(epochs)) == len(epochs)  # distinct epochs
+                assert [k for _, k, _ in sched][:1] in ([], ["qa"])  # shown once = as a question
 
 
 def test_splits_are_tofu_like():
