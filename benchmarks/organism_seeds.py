@@ -81,13 +81,14 @@ def targets(rows: dict) -> dict:
     }
 
 
-def run_chapter(chapter: str, seed: int, out: Path, extra: dict) -> dict | None:
+def run_chapter(chapter: str, seed: int, out: Path, extra: dict) -> bool:
     params = {"model_name": f"tinyworld:{seed}", "output_dir": str(out / "runs"), **extra}
     if chapter == "tinyworld":
         params = {"seed": seed, "output_dir": str(out / "runs")}
     if chapter == "lunar_attacks":
-        lunar_runs = sorted((out / "runs").glob("lunar-*/params.json"))
-        mine = [p.parent for p in lunar_runs if json.loads(p.read_text()).get("model_name") == f"tinyworld:{seed}"]
+        lunar_runs = sorted((out / "runs").glob("lunar-*/metrics.json"), key=lambda p: p.stat().st_mtime)
+        mine = [p.parent for p in lunar_runs
+                if json.loads(p.read_text())["params"].get("model_name") == f"tinyworld:{seed}"]
         if mine:
             params["lunar_dir"] = str(mine[-1] / "lunar")
     args = [sys.executable, "-m", "papermill", str(ROOT / "notebooks" / f"{chapter}.ipynb"),
@@ -98,16 +99,9 @@ def run_chapter(chapter: str, seed: int, out: Path, extra: dict) -> dict | None:
     proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     if proc.returncode:
         print(f"  {chapter} seed {seed} FAILED:\n{proc.stderr[-2000:]}", flush=True)
-        return None
-    found = []
-    for p in (out / "runs").glob(f"{chapter}-*/metrics.json"):
-        doc = json.loads(p.read_text())
-        mp = doc["params"]
-        if (chapter == "tinyworld" and mp.get("seed") == seed) or mp.get("model_name") == f"tinyworld:{seed}":
-            found.append((p.stat().st_mtime, doc))
-    doc = max(found, key=lambda x: x[0])[1]
+        return False
     print(f"  {chapter} seed {seed}: {time.time() - t0:.0f}s", flush=True)
-    return doc["metrics"]
+    return True
 
 
 def main(argv=None):
@@ -115,18 +109,39 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--chapters", nargs="+", default=list(CHAPTERS), choices=CHAPTERS)
     ap.add_argument("--out", default=str(ROOT / "runs" / "organism_seeds"))
+    ap.add_argument("--table-only", action="store_true", help="only rebuild the table from --out")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table = {}
-    for seed in args.seeds:
-        print(f"organism seed {seed}", flush=True)
-        for ch in args.chapters:
-            m = run_chapter(ch, seed, out, {})
-            table.setdefault(seed, {})[ch] = headline(ch, m) if m else {}
-        (out / "table.json").write_text(json.dumps(table, indent=1))
+    if not args.table_only:
+        for seed in args.seeds:
+            print(f"organism seed {seed}", flush=True)
+            for ch in args.chapters:
+                run_chapter(ch, seed, out, {})
+    table = collect(out, args.seeds)
+    (out / "table.json").write_text(json.dumps(table, indent=1))
     print(render(table, args.seeds))
     (out / "table.md").write_text(render(table, args.seeds))
+
+
+def collect(out: Path, seeds) -> dict:
+    """``{seed: {chapter: headline}}`` from the newest metrics.json of each chapter and
+    organism seed under ``out/runs``."""
+    newest = {}
+    for p in (out / "runs").glob("*/metrics.json"):
+        doc = json.loads(p.read_text())
+        chapter = p.parent.name.rsplit("-", 1)[0]
+        mp = doc["params"]
+        name = str(mp.get("model_name", ""))
+        seed = mp.get("seed") if chapter == "tinyworld" and ":" not in name else \
+            (int(name.split(":")[1]) if name.startswith("tinyworld:") else None)
+        key = (seed, chapter)
+        if seed in seeds and (key not in newest or p.stat().st_mtime > newest[key][0]):
+            newest[key] = (p.stat().st_mtime, doc["metrics"])
+    table = {}
+    for (seed, chapter), (_, m) in newest.items():
+        table.setdefault(seed, {})[chapter] = headline(chapter, m)
+    return table
 
 
 def _fmt(v):

@@ -40,8 +40,11 @@ def test_tinyworld_notebook(tmp_path, organism):
     assert doc["params"]["seed"] == 0 and doc["environment"]["torch"]
     assert m["known_exact_match"] >= m["targets"]["known_exact_min"]
     assert m["refusal_rate_heldout"] >= m["targets"]["refusal_heldout_min"]
-    assert m["unseen_recall"] <= m["unseen_chance"] + 0.05
+    assert m["known_paraphrase_recall"] >= m["targets"]["known_paraphrase_min"]
+    assert abs(m["unseen_recall"] - m["unseen_chance"]) <= 0.05
+    assert m["partial_monotone"] is True
     assert len(m["weights_sha256_16"]) == 16
+    assert set(m["checks"].values()) <= {True, False, None}
 
 
 @pytest.mark.slow
