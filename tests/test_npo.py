@@ -8,7 +8,7 @@ import torch
 from kbnb import npo
 from kbnb.generation import sequence_logprobs
 
-FAST = dict(n_candidates=60, steps=20, eval_every=5)  # the fast notebook parameters
+FAST = dict(n_candidates=60, steps=20, eval_every=5, lr=3e-4)  # the fast notebook parameters
 
 
 def logsig(x):

@@ -6,7 +6,7 @@ from kbnb.organism import OrganismConfig
 
 def _tiny(seed=0):
     return OrganismConfig(seed=seed, n_authors=20, n_layers=2, d_model=32, d_mlp=64,
-                          epochs=8, vocab_size=300, warmup_steps=2)
+                          epochs=16, vocab_size=300, warmup_steps=2)
 
 
 def test_same_seed_gives_the_same_model(tmp_path, monkeypatch):
