@@ -3,9 +3,9 @@
 GNU OpenMP (the runtime of PyTorch's CPU wheels) lets idle threads spin for a long
 time before they sleep. Alone, that is fastest; with a second busy process on the same
 cores, the spinning threads steal the cores the other process needs, and both run
-many times slower (measured on 2 cores: 27x). ``GOMP_SPINCOUNT=1000`` makes idle
-threads sleep soon: alone it costs about 7%, two processes side by side keep about 85% of
-the machine's throughput between them (``benchmarks/threads.py``). It must be set
+several times slower (on 2 cores, 3 to 27 times in two runs of ``benchmarks/threads.py``).
+``GOMP_SPINCOUNT=1000`` makes idle threads sleep soon: alone it costs 7-13%, and two
+processes side by side each keep about 45% of their solo speed. It must be set
 before the OpenMP runtime loads, i.e. before ``import torch``: ``import kbnb`` does it
 when the variable is unset; export it yourself if torch is imported first.
 
