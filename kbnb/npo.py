@@ -167,6 +167,23 @@ def tracked_set(groups, ground_truth: str, fixed_response: str):
 
 
 # ---- unlearning ------------------------------------------------------------------------
+def cycle_batches(n: int, batch_size: int, rng):
+    """Endless batches of indices into ``n`` rows: all rows when ``n <= batch_size``,
+    else consecutive slices of reshuffled passes (``rng.shuffle``), drawn lazily so the
+    caller may use ``rng`` in between."""
+    order = []
+    while True:
+        if n <= batch_size:
+            yield list(range(n))
+            continue
+        if len(order) < batch_size:
+            fresh = list(range(n))
+            rng.shuffle(fresh)
+            order += fresh
+        idx, order = order[:batch_size], order[batch_size:]
+        yield idx
+
+
 def unlearn(model, tok, forget_rows, track_question: str, track_responses, loss: str = "npo",
             beta: float = 0.1, retain_rows=None, retain_loss: str = "none", alpha: float = 1.0,
             lr: float = 1e-5, steps: int = 500, eval_every: int = 50, batch_size: int = 4,
@@ -227,17 +244,10 @@ def unlearn(model, tok, forget_rows, track_question: str, track_responses, loss:
         return lp.tolist()
 
     hist = {"steps": [0], "logps": [evaluate()], "losses": [], "forget_logp": [], "npo_weight": []}
-    order = []
+    batches = cycle_batches(len(pairs), batch_size, rng)
     bar = tqdm(range(1, steps + 1), desc=desc or f"{loss} unlearning", disable=not progress)
     for step in bar:
-        if len(pairs) <= batch_size:
-            idx = list(range(len(pairs)))
-        else:
-            if len(order) < batch_size:
-                fresh = list(range(len(pairs)))
-                rng.shuffle(fresh)
-                order += fresh
-            idx, order = order[:batch_size], order[batch_size:]
+        idx = next(batches)
         lp, n_tok, *_ = _answer_logprobs(policy, tok, [pairs[i][0] for i in idx],
                                          [pairs[i][1] for i in idx])
         if loss == "npo":

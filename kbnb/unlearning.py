@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 from . import activations as A
 from .generation import pack_prompt_response, response_logprobs, sequence_logprobs
 from .models import format_example
-from .npo import ga_loss, npo_loss
+from .npo import cycle_batches, ga_loss, npo_loss
 
 # TOFU's idk.jsonl is a list of such refusals; these are our own wording.
 IDK_ANSWERS = (
@@ -159,16 +159,9 @@ def _train(name, model, tok, forget_rows, retain_rows, steps, lr, seed, batch_si
     r_pairs = [format_example(tok, r["question"], r["answer"]) for r in (retain_rows or [])]
     loss_fn, extra_log = make_loss(policy, ref, f_pairs, r_pairs, rng)
     log = {"losses": [], "forget_losses": [], "retain_losses": [], **extra_log}
-    order = []
+    batches = cycle_batches(len(f_pairs), batch_size, rng)
     for _ in tqdm(range(steps), desc=f"{name} unlearning", disable=not progress, leave=False):
-        if len(f_pairs) <= batch_size:
-            idx = list(range(len(f_pairs)))
-        else:
-            if len(order) < batch_size:
-                fresh = list(range(len(f_pairs)))
-                rng.shuffle(fresh)
-                order += fresh
-            idx, order = order[:batch_size], order[batch_size:]
+        idx = next(batches)
         ridx = [rng.randrange(len(r_pairs)) for _ in range(batch_size)] if r_pairs else []
         total, f_loss, r_loss = loss_fn(idx, ridx)
         opt.zero_grad(set_to_none=True)
