@@ -1,0 +1,297 @@
+"""One helper for every chapter: run folder, seeds, headline numbers, checks, glue, figures.
+
+A chapter notebook does its science with the method's library calls and hands the
+bookkeeping to a :class:`Chapter`::
+
+    ch = Chapter("rait", params, output_dir, seeds)     # run folder, reproduce box
+    for seed in ch.seeds:
+        ...                                              # one run of the method
+        ch.record(seed, over_refusal_craft=..., over_refusal_cor=...)
+    ch.headline("over_refusal_craft")                    # mean and 95% CI over seeds
+    ch.check("craft_vs_cor", "over-refusal", new=ch.per_seed("over_refusal_craft"),
+             baseline=ch.per_seed("over_refusal_cor"), better="lower",
+             subject="CRaFT", baseline_name="Cor-RAIT")  # paired, with its verdict
+    ch.save(metrics, device=model.device)                # metrics.json: headline + checks
+    ch.glue_all()                                        # numbers and sentences for the text
+
+Intervals and verdicts come from :mod:`kbnb.stats`: with several seeds the interval is
+a t interval over seeds and a comparison is paired over seeds; with one seed the
+chapter passes per-question values and the interval is a bootstrap over questions.
+An effect counts as shown only when its 95% interval excludes no effect; otherwise the
+sentence says that the data cannot tell.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+import shlex
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import runs, stats
+
+_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+STATUS_WORDS = {"PASS": "shown", "MISS": "opposite shown", "UNCLEAR": "cannot tell"}
+
+
+def check_seeds(seeds) -> list[int]:
+    """``seeds`` as a list of distinct non-negative ints (an int is one seed).
+
+    Raises ValueError naming the parameter and what is allowed."""
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        seeds = [int(seeds)]
+    if isinstance(seeds, str):
+        try:
+            seeds = json.loads(seeds)
+        except ValueError:
+            raise ValueError(f"seeds={seeds!r}: give a list of integers, e.g. [0, 1, 2]") from None
+        return check_seeds(seeds)
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise ValueError(f"seeds={seeds!r}: give a non-empty list of integers, e.g. [0, 1, 2]")
+    out = []
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
+            raise ValueError(f"seeds={list(seeds)!r}: every seed must be a non-negative integer")
+        out.append(int(s))
+    if len(set(out)) != len(out):
+        raise ValueError(f"seeds={out}: seeds must be distinct (a repeated seed repeats a run)")
+    return out
+
+
+def _key(name: str) -> str:
+    if not isinstance(name, str) or not _KEY.match(name):
+        raise ValueError(f"name={name!r}: use letters, digits and underscores, starting "
+                         "with a letter (it becomes a glue key and a JSON key)")
+    return name
+
+
+class Chapter:
+    """Bookkeeping of one chapter run.
+
+    name: the notebook's name (``"rait"``). params: the notebook's parameters (a flat
+    dict; ``seeds`` among them or given separately). output_dir: root of the run
+    folders; results go to ``output_dir/<name>-<hash of params>/`` next to
+    ``params.json``. seeds: the seeds of the stochastic parts (see :func:`check_seeds`).
+    """
+
+    def __init__(self, name: str, params: dict, output_dir: str | Path = "runs", seeds=None,
+                 real_example: str | None = None):
+        self.name = name
+        self.seeds = check_seeds(params.get("seeds") if seeds is None else seeds)
+        self.params = {**params, "seeds": self.seeds}
+        self.out = runs.run_dir(name, self.params, output_dir)
+        self.t_start = time.time()
+        self.real_example = real_example
+        self._per_seed: dict[str, dict[int, float]] = {}
+        self.headlines: dict[str, dict] = {}
+        self.verdicts: dict[str, stats.Verdict] = {}
+        self.seconds: dict[str, float] = {}
+
+    # ---- per-seed values ----------------------------------------------------------
+
+    def record(self, seed: int, **values) -> None:
+        """Store one seed's value of each named metric (floats)."""
+        if seed not in self.seeds:
+            raise ValueError(f"seed={seed} is not one of seeds={self.seeds}")
+        for k, v in values.items():
+            v = float(v)
+            self._per_seed.setdefault(_key(k), {})[seed] = v
+
+    def per_seed(self, name: str) -> list[float]:
+        """The recorded values of ``name``, in the order of ``seeds`` (all must be there)."""
+        got = self._per_seed.get(name, {})
+        missing = [s for s in self.seeds if s not in got]
+        if missing:
+            raise ValueError(f"{name!r} has no value for seeds {missing}; record it for every seed")
+        return [got[s] for s in self.seeds]
+
+    def timed(self, label: str):
+        """Context manager adding the wall time of its block to ``seconds[label]``."""
+        ch = self
+
+        class _T:
+            def __enter__(self):
+                self.t0 = time.time()
+
+            def __exit__(self, *exc):
+                ch.seconds[label] = ch.seconds.get(label, 0.0) + time.time() - self.t0
+                return False
+
+        return _T()
+
+    # ---- headline numbers and checks ----------------------------------------------
+
+    def headline(self, name: str, per_item=None, statistic=None, items: str = "questions",
+                 label: str | None = None) -> dict:
+        """The headline ``name`` with its 95% interval, stored for ``metrics.json``.
+
+        Several seeds: the interval is over the recorded per-seed values (t interval).
+        One seed: ``per_item`` (that run's per-question values, or columns for
+        ``statistic``) gives a bootstrap over ``items``. label: how tables call it.
+        """
+        _key(name)
+        per_seed = self.per_seed(name) if name in self._per_seed else None
+        if per_seed is not None and len(per_seed) >= 2:
+            h = stats.headline(per_seed=per_seed)
+        else:
+            if per_item is None:
+                raise ValueError(f"headline {name!r}: one seed and no per_item values; with a "
+                                 "single seed pass the run's per-question values")
+            h = stats.headline(per_seed=per_seed, per_item=per_item, statistic=statistic,
+                               items=items)
+        if label:
+            h["label"] = label
+        self.headlines[name] = h
+        return h
+
+    def check(self, name: str, effect: str, new, baseline, better: str = "higher", *,
+              subject: str | None = None, baseline_name: str | None = None, unit: str = "",
+              digits: int = 3, **compare) -> stats.Verdict:
+        """A claim as a paired comparison with its verdict (:func:`kbnb.stats.check`).
+
+        new, baseline: paired values (one per seed, or per question for one seed), or
+        a fixed target number as ``baseline``. ``over`` defaults to ``"seeds"`` when
+        there is one value per seed, else ``"questions"``.
+        """
+        _key(name)
+        if "over" not in compare:
+            n = len(new[0]) if isinstance(new, tuple) else np.size(new)
+            compare["over"] = "seeds" if n == len(self.seeds) and n > 1 else "questions"
+        v = stats.check(effect, new, baseline, better=better, unit=unit, subject=subject,
+                        baseline_name=baseline_name, digits=digits, **compare)
+        self.verdicts[name] = v
+        return v
+
+    def status_counts(self) -> dict:
+        out = {"PASS": 0, "MISS": 0, "UNCLEAR": 0}
+        for v in self.verdicts.values():
+            out[v.status] += 1
+        return out
+
+    def summary(self) -> str:
+        """One sentence on all checks, e.g. "2 of 3 effects are shown; for 1 the data
+        cannot tell." """
+        c, n = self.status_counts(), len(self.verdicts)
+        if n == 0:
+            return "This run makes no checked claim."
+        parts = [f"{c['PASS']} of {n} expected effects {'is' if c['PASS'] == 1 else 'are'} shown"]
+        if c["UNCLEAR"]:
+            parts.append(f"for {c['UNCLEAR']} the data cannot tell")
+        if c["MISS"]:
+            parts.append(f"{c['MISS']} {'goes' if c['MISS'] == 1 else 'go'} the opposite way")
+        return "; ".join(parts) + "."
+
+    # ---- output --------------------------------------------------------------------
+
+    def table(self, names=None, digits: int = 3):
+        """Headlines as a table: mean ± half-width, the interval, n and the method."""
+        import pandas as pd
+        names = list(self.headlines) if names is None else list(names)
+        rows = []
+        for k in names:
+            h = self.headlines[k]
+            rows.append({"metric": h.get("label", k), "mean ± 95% CI": stats.format_mean_ci(h, digits),
+                         "interval": f"[{h['ci95'][0]:.{digits}f}, {h['ci95'][1]:.{digits}f}]",
+                         "n": h["n"], "over": h["ci_method"]})
+        return pd.DataFrame(rows).set_index("metric")
+
+    def checks_table(self):
+        import pandas as pd
+        return pd.DataFrame([{"check": k, "result": STATUS_WORDS[v.status], "statement": v.sentence}
+                             for k, v in self.verdicts.items()]).set_index("check")
+
+    def save(self, metrics: dict | None = None, device=None) -> Path:
+        """Write ``metrics.json`` next to ``params.json``: the chapter's own metrics plus
+        ``headline`` (every headline with its interval), ``checks`` (status, sentence,
+        difference and interval of each claim), ``per_seed``, ``seeds`` and ``seconds``."""
+        m = dict(metrics or {})
+        if self.headlines:
+            m["headline"] = stats.headline_section(self.headlines)
+        m["checks"] = {k: {"status": v.status, "sentence": v.sentence,
+                           **(v.result.as_dict() if v.result is not None else {})}
+                       for k, v in self.verdicts.items()}
+        m["per_seed"] = {k: [d[s] for s in self.seeds if s in d] for k, d in self._per_seed.items()}
+        m["seeds"] = self.seeds
+        m["seconds"] = {**m.get("seconds", {}), **self.seconds, "total": time.time() - self.t_start}
+        return runs.save_metrics(self.out / "metrics.json", m, self.params, device=device)
+
+    def glue_all(self, digits: int = 3) -> None:
+        """Glue every headline (``name``: the mean, ``name_ci``: "mean ± hw",
+        ``name_lo``/``name_hi``), every check (``name``: its sentence, ``name_status``),
+        ``checks_summary``, ``n_seeds`` and ``seeds_text``, for ``{glue:text}``."""
+        from myst_nb import glue
+        for k, h in self.headlines.items():
+            glue(k, _round(h["mean"], digits), display=False)
+            glue(k + "_ci", stats.format_mean_ci(h, digits), display=False)
+            glue(k + "_lo", _round(h["ci95"][0], digits), display=False)
+            glue(k + "_hi", _round(h["ci95"][1], digits), display=False)
+        for k, v in self.verdicts.items():
+            glue(k, v.sentence, display=False)
+            glue(k + "_status", STATUS_WORDS[v.status], display=False)
+        glue("checks_summary", self.summary(), display=False)
+        glue("n_seeds", len(self.seeds), display=False)
+        glue("seeds_text", ", ".join(map(str, self.seeds)), display=False)
+
+    def figure(self, name: str, fig, dpi: int = 120) -> Path:
+        """Save ``fig`` as ``<run folder>/<name>.png``, glue it under ``name`` and close
+        it, so that it appears once: where the text places it with ``glue:figure``."""
+        import matplotlib.pyplot as plt
+        from myst_nb import glue
+        path = self.out / f"{_key(name)}.png"
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        glue(name, fig, display=False)
+        plt.close(fig)
+        return path
+
+    def reproduce(self):
+        """The "reproduce this page" box: the papermill command with these parameters,
+        versions, device and threads, and how to run it on a real model."""
+        from IPython.display import HTML
+        return HTML(reproduce_html(self.name, self.params, self.real_example))
+
+
+def _round(x: float, digits: int) -> float:
+    return round(float(x), digits)
+
+
+def papermill_command(name: str, params: dict) -> str:
+    """The exact command that re-runs notebook ``name`` with ``params``."""
+    args = []
+    for k, v in params.items():
+        if isinstance(v, (list, dict, tuple)):
+            args.append(f"-y {shlex.quote(json.dumps({k: v}))}")
+        elif isinstance(v, bool) or v is None or isinstance(v, (int, float)):
+            args.append(f"-p {k} {v!r}")  # papermill reads True, False, None, ints, floats
+        else:
+            args.append(f"-p {k} {shlex.quote(str(v))}")
+    return f"papermill notebooks/{name}.ipynb runs/{name}.ipynb \\\n    " + " \\\n    ".join(args)
+
+
+def reproduce_html(name: str, params: dict, real_example: str | None = None) -> str:
+    import platform
+
+    import torch
+    import transformers
+
+    from . import __version__
+    dev = params.get("device", "auto")
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    env = (f"kbnb {__version__}, Python {platform.python_version()}, torch {torch.__version__}, "
+           f"transformers {transformers.__version__}; device {dev}, {torch.get_num_threads()} "
+           f"CPU threads")
+    real = real_example or (f"papermill notebooks/{name}.ipynb runs/{name}-real.ipynb "
+                            "-p model_name Qwen/Qwen2.5-0.5B-Instruct -p device cuda")
+    return ("<details class='kbnb-reproduce'><summary><b>Reproduce this page</b> "
+            f"({html.escape(env)})</summary>\n"
+            "<p>From the repository root, after <code>make env</code>:</p>"
+            f"<pre>{html.escape(papermill_command(name, params))}</pre>"
+            "<p>On a real model and data set (any Hugging Face causal LM; "
+            "<code>data_dir</code> or <code>$KBNB_DATA_DIR</code> holds the data):</p>"
+            f"<pre>{html.escape(real)}</pre>"
+            "<p>Results land in <code>output_dir/" + html.escape(name) +
+            "-&lt;hash of the parameters&gt;/</code>, next to <code>params.json</code>.</p>"
+            "</details>")

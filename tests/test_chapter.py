@@ -1,0 +1,68 @@
+"""kbnb.chapter: seeds, headlines over seeds and questions, paired checks, metrics.json."""
+import json
+
+import numpy as np
+import pytest
+
+from kbnb import chapter, stats
+from kbnb.chapter import Chapter, check_seeds
+
+
+def test_check_seeds():
+    assert check_seeds(3) == [3]
+    assert check_seeds([0, 1, 2]) == [0, 1, 2]
+    assert check_seeds("[4, 5]") == [4, 5]
+    for bad in ([], [0, 0], [-1], [0.5], "x", None, [True]):
+        with pytest.raises(ValueError, match="seeds"):
+            check_seeds(bad)
+
+
+def test_headline_over_seeds_and_check(tmp_path):
+    ch = Chapter("demo", {"model_name": "m", "seeds": [0, 1, 2]}, tmp_path)
+    for s, (a, b) in zip(ch.seeds, [(0.30, 0.10), (0.32, 0.12), (0.29, 0.08)]):
+        ch.record(s, base=a, new=b)
+    h = ch.headline("new", label="new method")
+    assert h["n"] == 3 and h["ci_method"] == "t interval over seeds"
+    assert h["ci95"][0] < np.mean([0.10, 0.12, 0.08]) < h["ci95"][1]
+    v = ch.check("new_vs_base", "error", ch.per_seed("new"), ch.per_seed("base"), better="lower",
+                 subject="new", baseline_name="base")
+    assert v.status == "PASS" and "over 3 seeds" in v.sentence
+    # a noisy difference is not called shown
+    ch.record(0, a2=0.1, b2=0.3)
+    ch.record(1, a2=0.3, b2=0.1)
+    ch.record(2, a2=0.2, b2=0.21)
+    v2 = ch.check("noisy", "error", ch.per_seed("b2"), ch.per_seed("a2"), better="lower")
+    assert v2.status == "UNCLEAR" and "cannot tell" in v2.sentence
+    assert ch.summary() == "1 of 2 expected effects is shown; for 1 the data cannot tell."
+    path = ch.save({"other": 1})
+    doc = json.loads(path.read_text())
+    stats.check_headline_shape(doc)
+    assert doc["metrics"]["checks"]["noisy"]["status"] == "UNCLEAR"
+    assert doc["metrics"]["per_seed"]["new"] == [0.10, 0.12, 0.08]
+    assert doc["params"]["seeds"] == [0, 1, 2]
+    assert (path.parent / "params.json").exists()
+    assert list(ch.table().index) == ["new method"]
+
+
+def test_one_seed_needs_per_item(tmp_path):
+    ch = Chapter("demo", {"seeds": [0]}, tmp_path)
+    ch.record(0, acc=0.5)
+    with pytest.raises(ValueError, match="per_item"):
+        ch.headline("acc")
+    h = ch.headline("acc", per_item=[1, 0, 1, 0] * 10)
+    assert h["ci_method"] == "bootstrap over questions" and h["n"] == 40
+    with pytest.raises(ValueError, match="no value for seeds"):
+        Chapter("demo", {"seeds": [0, 1]}, tmp_path).per_seed("acc")
+    with pytest.raises(ValueError, match="not one of seeds"):
+        ch.record(7, acc=1.0)
+    with pytest.raises(ValueError, match="glue key"):
+        ch.headline("bad name", per_item=[1, 0])
+
+
+def test_reproduce_box_lists_parameters():
+    cmd = chapter.papermill_command("rait", {"model_name": "tinyworld", "seeds": [0, 1], "lr": 3e-4,
+                                             "lora": False})
+    assert "-p model_name tinyworld" in cmd and "-y '{\"seeds\": [0, 1]}'" in cmd
+    assert "-p lr 0.0003" in cmd and "-p lora False" in cmd
+    html = chapter.reproduce_html("rait", {"model_name": "tinyworld", "device": "auto"})
+    assert "Reproduce this page" in html and "torch" in html and "threads" in html
