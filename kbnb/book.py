@@ -3,8 +3,16 @@
 ``python -m kbnb.book --params book/params.yml`` runs every notebook listed in
 ``_toc.yml`` (as ``book/chapters/<name>``) from its source ``notebooks/<name>.ipynb``
 with the parameters in the YAML file, then ``jupyter-book build . -W -n --keep-going``.
-A notebook is executed again only when its source, its parameters or the ``kbnb``
-library changed (the hash is stored in the executed copy's metadata).
+
+* **Cache.** A notebook is executed again only when its source, its parameters, the
+  ``kbnb`` library or a chapter it depends on changed (the hash is stored in the
+  executed copy's metadata, with the run folder its results went to).
+* **Dependencies** live here, in :data:`DEPENDS`, and nowhere else: a chapter that
+  builds on another receives that chapter's run folder as a parameter (the attacks
+  chapter attacks the LUNAR chapter's selected edit), and the results page reads
+  every chapter's ``metrics.json``. Chapters run in dependency order.
+* ``--only X`` executes X (and what depends on it); the HTML is built only when
+  every other executed chapter is current, so a stale copy is never published.
 """
 from __future__ import annotations
 
@@ -20,6 +28,13 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# chapter -> {upstream chapter: the parameter that receives the upstream's run folder};
+# "*" = every other chapter in _toc.yml (the results page reads all of them)
+DEPENDS = {
+    "lunar_attacks": {"lunar": "lunar_dir"},
+    "results": {"*": None},
+}
 
 
 def toc_chapters(root: Path = ROOT) -> list[str]:
@@ -50,24 +65,83 @@ def library_hash() -> str:
     return h.hexdigest()
 
 
-def run_hash(source: Path, params: dict) -> str:
+def run_hash(source: Path, params: dict, extra: str = "") -> str:
     h = hashlib.sha256(source.read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(library_hash().encode())
+    h.update(extra.encode())
     return h.hexdigest()[:16]
 
 
-def _stored_hash(path: Path) -> str | None:
+def _stored(path: Path) -> dict:
+    """The ``kbnb`` metadata of an executed copy (hash, params, run_dir, seconds), or {}."""
     try:
-        return json.loads(path.read_text())["metadata"].get("kbnb", {}).get("hash")
+        return json.loads(path.read_text())["metadata"].get("kbnb", {}) or {}
     except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _stored_hash(path: Path) -> str | None:
+    return _stored(path).get("hash")
+
+
+def upstream(name: str, names: list[str]) -> dict:
+    """``{upstream chapter: parameter or None}`` for ``name`` among ``names`` (from DEPENDS)."""
+    dep = DEPENDS.get(name, {})
+    if "*" in dep:
+        return {n: None for n in names if n != name}
+    return {n: p for n, p in dep.items() if n in names}
+
+
+def in_order(names: list[str]) -> list[str]:
+    """``names`` with every chapter after the chapters it depends on (else _toc.yml order)."""
+    done, out = set(), []
+
+    def visit(n, stack=()):
+        if n in done:
+            return
+        if n in stack:
+            raise ValueError(f"DEPENDS has a cycle through {n}")
+        for u in upstream(n, names):
+            visit(u, stack + (n,))
+        done.add(n)
+        out.append(n)
+
+    for n in names:
+        visit(n)
+    return out
+
+
+def _find_run_dir(name: str, params: dict, root: Path, since: float) -> str | None:
+    """The run folder a chapter execution wrote: ``<output_dir>/<name>-*/metrics.json``
+    newest and written after ``since``; as a path relative to ``root`` when inside it."""
+    base = Path(params.get("output_dir", "runs"))
+    base = base if base.is_absolute() else root / base
+    found = [p for p in base.glob(f"{name}-*/metrics.json") if p.stat().st_mtime >= since - 1]
+    if not found:
         return None
+    d = max(found, key=lambda p: p.stat().st_mtime).parent
+    try:
+        return str(d.relative_to(root))
+    except ValueError:
+        return str(d)
+
+
+def quiet_environment() -> None:
+    """Progress bars and library chatter are for interactive use; in the published book
+    they are noise on stderr. Set (unless the user set them) before a kernel starts."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
 
 def execute(name: str, params: dict, out_dir: Path, root: Path = ROOT, force: bool = False,
-            timeout: int = 1800) -> bool:
+            timeout: int = 1800, extra_hash: str = "") -> bool:
     """Execute ``notebooks/<name>.ipynb`` into ``out_dir/<name>.ipynb`` with papermill.
-    Returns False when the cached copy is current and nothing ran."""
+
+    extra_hash: the hashes of the chapters this one depends on (a change there makes
+    this copy stale). Returns False when the cached copy is current and nothing ran."""
     import nbformat
     import papermill as pm
 
@@ -75,7 +149,7 @@ def execute(name: str, params: dict, out_dir: Path, root: Path = ROOT, force: bo
     if not source.exists():
         raise FileNotFoundError(f"_toc.yml lists book/chapters/{name} but {source} is missing")
     target = out_dir / f"{name}.ipynb"
-    key = run_hash(source, params)
+    key = run_hash(source, params, extra_hash)
     if not force and target.exists() and _stored_hash(target) == key:
         print(f"[kbnb.book] {name}: unchanged, not executed again")
         return False
@@ -83,19 +157,34 @@ def execute(name: str, params: dict, out_dir: Path, root: Path = ROOT, force: bo
     t0 = time.time()
     print(f"[kbnb.book] {name}: executing with {params}", flush=True)
     tmp = out_dir / f".{name}.running.ipynb"
-    # progress bars are for interactive use; in the published book they are noise
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    quiet_environment()
     pm.execute_notebook(str(source), str(tmp), parameters=params, cwd=str(root),
                         kernel_name="python3", progress_bar=False, log_output=False,
                         execution_timeout=timeout)
     nb = nbformat.read(tmp, as_version=4)
-    nb.metadata["kbnb"] = {"hash": key, "params": params, "seconds": round(time.time() - t0, 1)}
+    nb.metadata["kbnb"] = {"hash": key, "params": params, "seconds": round(time.time() - t0, 1),
+                           "run_dir": _find_run_dir(name, params, root, t0)}
     nbformat.write(nb, target)
     tmp.unlink()
     print(f"[kbnb.book] {name}: done in {time.time() - t0:.0f}s", flush=True)
     return True
+
+
+def chapter_params(name: str, params: dict, names: list[str], out_dir: Path) -> tuple[dict, str]:
+    """A chapter's papermill parameters with its upstream run folders filled in (unless
+    the YAML sets them), and the hash of its upstream chapters' executed copies."""
+    p = dict(params.get(name) or {})
+    extra = []
+    for u, param in upstream(name, names).items():
+        meta = _stored(out_dir / f"{u}.ipynb")
+        extra.append(f"{u}:{meta.get('hash')}")
+        if param and param not in p:
+            if not meta.get("run_dir"):
+                raise SystemExit(f"[kbnb.book] {name} needs the run folder of {u} (parameter "
+                                 f"{param}), but book/chapters/{u}.ipynb has none: execute {u} "
+                                 f"first (python -m kbnb.book --only {u} {name})")
+            p[param] = meta["run_dir"]
+    return p, ";".join(extra)
 
 
 def load_params(path: Path) -> dict:
@@ -128,10 +217,34 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"{args.params} names notebooks not in _toc.yml: {sorted(unknown)} "
                          f"(allowed: {names})")
-    for name in names:
-        if args.only and name not in args.only:
+    if args.only:
+        bad = sorted(set(args.only) - set(names))
+        if bad:
+            raise SystemExit(f"--only {' '.join(bad)}: not in _toc.yml (allowed: {', '.join(names)})")
+    out_dir = root / "book" / "chapters"
+    selected = set(args.only or names)
+    stale = []
+    for name in in_order(names):
+        if any(u in selected for u in upstream(name, names)) and args.only:
+            selected.add(name)  # a chapter that builds on a re-executed one runs again too
+        if name in selected:
+            p, extra = chapter_params(name, params, names, out_dir)
+            execute(name, p, out_dir, root=root, force=args.force, extra_hash=extra)
             continue
-        execute(name, params.get(name) or {}, root / "book" / "chapters", root=root, force=args.force)
+        try:
+            p, extra = chapter_params(name, params, names, out_dir)
+        except SystemExit:
+            stale.append(name)
+            continue
+        source = root / "notebooks" / f"{name}.ipynb"
+        if _stored_hash(out_dir / f"{name}.ipynb") != run_hash(source, p, extra):
+            stale.append(name)
+    if stale and not args.no_html:
+        raise SystemExit(
+            "[kbnb.book] not building the HTML: the executed copies of "
+            + ", ".join(stale) + " are missing or stale (their source, parameters, the library "
+            "or a chapter they depend on changed). Re-run without --only, add them to --only, "
+            "or pass --no-html to execute only.")
     if not args.no_html:
         index = build_html(root)
         print(f"[kbnb.book] built {index}")

@@ -89,6 +89,8 @@ class Chapter:
         self.headlines: dict[str, dict] = {}
         self.verdicts: dict[str, stats.Verdict] = {}
         self.seconds: dict[str, float] = {}
+        self._check_data: dict[str, dict] = {}
+        self.figures: dict[str, Path] = {}
 
     # ---- per-seed values ----------------------------------------------------------
 
@@ -165,6 +167,24 @@ class Chapter:
         self.verdicts[name] = v
         return v
 
+    def check_interval(self, name: str, effect: str, h: dict, p_value: float, test: str,
+                       better: str = "higher", null: float = 0.0, digits: int = 3,
+                       subject: str | None = None) -> stats.Verdict:
+        """A claim about one headline (e.g. a correlation) against ``null``: shown when its
+        95% interval excludes ``null`` on the ``better`` side and ``p_value`` < 0.05.
+
+        h: a headline dict (stored too); p_value and test: the test of ``null``."""
+        _key(name)
+        self.headlines[name] = h
+        res = {"diff": h["mean"] - null, "ci95": [h["ci95"][0] - null, h["ci95"][1] - null],
+               "p_value": float(p_value), "test": test, "n": h["n"], "ci_method": h["ci_method"]}
+        base = None if null == 0 else f"{null:.{digits}f}"
+        v = stats.verdict(effect, res, better=better, subject=subject, baseline=base,
+                          digits=digits)
+        self.verdicts[name] = v
+        self._check_data[name] = res
+        return v
+
     def status_counts(self) -> dict:
         out = {"PASS": 0, "MISS": 0, "UNCLEAR": 0}
         for v in self.verdicts.values():
@@ -211,7 +231,8 @@ class Chapter:
         if self.headlines:
             m["headline"] = stats.headline_section(self.headlines)
         m["checks"] = {k: {"status": v.status, "sentence": v.sentence,
-                           **(v.result.as_dict() if v.result is not None else {})}
+                           **(v.result.as_dict() if v.result is not None
+                              else self._check_data.get(k, {}))}
                        for k, v in self.verdicts.items()}
         m["per_seed"] = {k: [d[s] for s in self.seeds if s in d] for k, d in self._per_seed.items()}
         m["seeds"] = self.seeds
@@ -235,16 +256,17 @@ class Chapter:
         glue("n_seeds", len(self.seeds), display=False)
         glue("seeds_text", ", ".join(map(str, self.seeds)), display=False)
 
-    def figure(self, name: str, fig, dpi: int = 120) -> Path:
+    def figure(self, name: str, fig, dpi: int = 120) -> None:
         """Save ``fig`` as ``<run folder>/<name>.png``, glue it under ``name`` and close
-        it, so that it appears once: where the text places it with ``glue:figure``."""
+        it, so that it appears once: where the text places it with ``glue:figure``.
+        (Returns nothing, so that the cell shows nothing.)"""
         import matplotlib.pyplot as plt
         from myst_nb import glue
         path = self.out / f"{_key(name)}.png"
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
         glue(name, fig, display=False)
         plt.close(fig)
-        return path
+        self.figures[name] = path
 
     def reproduce(self):
         """The "reproduce this page" box: the papermill command with these parameters,
