@@ -105,7 +105,6 @@ def _fmt(v):
 
 
 def render(table: dict, seeds) -> str:
-    import statistics
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
     lines = [f"{time.strftime('%Y-%m-%d')}, commit {commit}", "",
