@@ -63,6 +63,23 @@ def test_tinyworld_notebook_rejects_a_bad_dataset(tmp_path):
         run_notebook("tinyworld", tmp_path, dataset="mmlu")
 
 
+HIDDEN = {"hide-input", "remove-input", "remove-cell"}
+MAX_LINE = 92  # characters of code that fit the book's page without a scroll bar
+
+
+def test_visible_code_fits_the_page():
+    """Code a reader sees (cells not hidden behind a toggle) has lines that fit the page."""
+    long = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] != "code" or HIDDEN & set(cell["metadata"].get("tags", [])):
+                continue
+            for line in "".join(cell["source"]).splitlines():
+                if len(line) > MAX_LINE:
+                    long.append(f"{path.name} cell {i}: {len(line)} chars: {line[:60]}...")
+    assert not long, "\n".join(long)
+
+
 def _published_problems(nb) -> list[str]:
     """Outputs a reader must not see: errors, stderr, warnings, figures shown in a cell."""
     bad = []
