@@ -126,6 +126,14 @@ class Chapter:
 
     # ---- headline numbers and checks ----------------------------------------------
 
+    def _new_name(self, name: str, kind: str) -> None:
+        """Headlines and checks share one glue namespace: a name is either, once."""
+        _key(name)
+        other = self.verdicts if kind == "headline" else self.headlines
+        if name in other:
+            raise ValueError(f"{name!r} is already a {'check' if kind == 'headline' else 'headline'}; "
+                             "give the headline and the check different names")
+
     def headline(self, name: str, per_item=None, statistic=None, items: str = "questions",
                  label: str | None = None) -> dict:
         """The headline ``name`` with its 95% interval, stored for ``metrics.json``.
@@ -134,7 +142,7 @@ class Chapter:
         One seed: ``per_item`` (that run's per-question values, or columns for
         ``statistic``) gives a bootstrap over ``items``. label: how tables call it.
         """
-        _key(name)
+        self._new_name(name, "headline")
         per_seed = self.per_seed(name) if name in self._per_seed else None
         if per_seed is not None and len(per_seed) >= 2:
             h = stats.headline(per_seed=per_seed)
@@ -158,7 +166,7 @@ class Chapter:
         a fixed target number as ``baseline``. ``over`` defaults to ``"seeds"`` when
         there is one value per seed, else ``"questions"``.
         """
-        _key(name)
+        self._new_name(name, "check")
         if "over" not in compare:
             n = len(new[0]) if isinstance(new, tuple) else np.size(new)
             compare["over"] = "seeds" if n == len(self.seeds) and n > 1 else "questions"
@@ -169,13 +177,16 @@ class Chapter:
 
     def check_interval(self, name: str, effect: str, h: dict, p_value: float, test: str,
                        better: str = "higher", null: float = 0.0, digits: int = 3,
-                       subject: str | None = None) -> stats.Verdict:
+                       subject: str | None = None, headline: str | None = None) -> stats.Verdict:
         """A claim about one headline (e.g. a correlation) against ``null``: shown when its
         95% interval excludes ``null`` on the ``better`` side and ``p_value`` < 0.05.
 
-        h: a headline dict (stored too); p_value and test: the test of ``null``."""
-        _key(name)
-        self.headlines[name] = h
+        h: a headline dict, stored under ``headline`` (a name other than ``name``) when
+        given; p_value and test: the test of ``null``."""
+        self._new_name(name, "check")
+        if headline is not None:
+            self._new_name(headline, "headline")
+            self.headlines[headline] = h
         res = {"diff": h["mean"] - null, "ci95": [h["ci95"][0] - null, h["ci95"][1] - null],
                "p_value": float(p_value), "test": test, "n": h["n"], "ci_method": h["ci_method"]}
         base = None if null == 0 else f"{null:.{digits}f}"
@@ -207,15 +218,15 @@ class Chapter:
     # ---- output --------------------------------------------------------------------
 
     def table(self, names=None, digits: int = 3):
-        """Headlines as a table: mean ± half-width, the interval, n and the method."""
+        """Headlines as a table: mean ± half the 95% interval, n and how the interval was
+        made (exact bounds are in metrics.json)."""
         import pandas as pd
         names = list(self.headlines) if names is None else list(names)
         rows = []
         for k in names:
             h = self.headlines[k]
             rows.append({"metric": h.get("label", k), "mean ± 95% CI": stats.format_mean_ci(h, digits),
-                         "interval": f"[{h['ci95'][0]:.{digits}f}, {h['ci95'][1]:.{digits}f}]",
-                         "n": h["n"], "over": h["ci_method"]})
+                         "n": h["n"], "interval": h["ci_method"]})
         return pd.DataFrame(rows).set_index("metric")
 
     def checks_table(self):

@@ -66,3 +66,14 @@ def test_reproduce_box_lists_parameters():
     assert "-p lr 0.0003" in cmd and "-p lora False" in cmd
     html = chapter.reproduce_html("rait", {"model_name": "tinyworld", "device": "auto"})
     assert "Reproduce this page" in html and "torch" in html and "threads" in html
+
+
+def test_headline_and_check_names_do_not_collide(tmp_path):
+    ch = Chapter("demo", {"seeds": [0]}, tmp_path)
+    ch.headline("acc", per_item=[1, 0, 1, 1] * 10)
+    with pytest.raises(ValueError, match="already a headline"):
+        ch.check("acc", "accuracy", [1, 0, 1, 1] * 10, 0.5)
+    h = stats.headline(per_item=[0.2, 0.3, 0.1, 0.4] * 10)
+    v = ch.check_interval("rho_pos", "the correlation", h, 0.001, "Spearman test", headline="rho")
+    assert v.status == "PASS" and "rho" in ch.headlines
+    assert ch.save()  # the check's interval is stored without a Comparison object
