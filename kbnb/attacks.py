@@ -400,49 +400,64 @@ def conclusion(results: dict, threshold: float = 0.25) -> str:
     return " ".join(parts)
 
 
-def find_lunar_dir(path):
-    """The folder holding ``lunar.json`` (``kbnb.lunar.save_lunar``): ``path`` itself or
-    one of its sub-folders (a LUNAR chapter's run folder)."""
-    from pathlib import Path
-
-    p = Path(path)
-    if (p / "lunar.json").exists():
-        return p
-    found = sorted(p.glob("*/lunar.json")) if p.is_dir() else []
-    if len(found) == 1:
-        return found[0].parent
-    if not found:
-        raise FileNotFoundError(f"lunar_dir={str(path)!r} holds no saved LUNAR edit (lunar.json); "
-                                "run the LUNAR chapter first or pass lunar_dir=\"\" to fit one here")
-    raise ValueError(f"lunar_dir={str(path)!r} holds {len(found)} saved edits: "
-                     + ", ".join(str(f.parent) for f in found))
+def find_lunar_dir(path, edit: str = "", seed=None):
+    """The folder of one saved edit: ``path`` itself, the main edit (or ``edit``) of a
+    LUNAR chapter's run folder for ``seed`` (``kbnb.lunar.find_edit``), or the single
+    saved edit below ``path``."""
+    from .lunar import find_edit
+    return find_edit(path, edit, seed)
 
 
 DEFAULT_COEFF = 2.0  # LUNAR's steering coefficient when the edit is fitted here
+RECOVERY_THRESHOLD = 0.25  # an attack "recovers" knowledge when it brings back this share
+# The seed report's numbers (Llama-2-7B fine-tuned on TOFU, forget ROUGE-1 recall; the
+# reproduction's layer_skip.py, reverse_direction.py, quantization-4b.py and
+# create_paraphrase.py logs): under attack, after LUNAR, and before it.
+SEED_REPORT = {"attack_low": 0.16, "attack_high": 0.19, "lunar": 0.19, "vanilla": 0.57,
+               "source": "seed report (LUNAR reproduction), Llama-2-7B on TOFU"}
+
+
+def set_args(index: dict, dataset: str, forget_split: str, n_retain: int) -> dict:
+    """The :func:`kbnb.lunar.load_sets` arguments (without ``seed``) of the attacked edit:
+    those stored in a LUNAR run's index (the same held-out rows as that chapter), else
+    the given ones with the LUNAR chapter's other defaults."""
+    from .lunar import CHAPTER_DEFAULTS
+    if index.get("sets"):
+        a = dict(index["sets"])
+        if a.get("dataset", dataset) != dataset:
+            raise ValueError(f"dataset={dataset!r} but the LUNAR run was fitted on "
+                             f"{a['dataset']!r}")
+        return a
+    return dict(dataset=dataset, forget_split=forget_split, n_retain=n_retain,
+                n_eval=CHAPTER_DEFAULTS["n_eval"], n_ref=CHAPTER_DEFAULTS["n_ref"])
 
 
 def lunar_edit(model, tok, sets: dict, lunar_dir="", layer="auto", coeff=None,
                activation: str = "residual", position: str = "last", rows: str = "last",
                solver: str = "closed_form", save_to=None, batch_size: int = 64,
-               progress: bool = False, module: str = ""):
+               progress: bool = False, module: str = "", edit: str = "", seed: int = 0,
+               cache: dict | None = None):
     """The LUNAR-edited copy of ``model`` the attacks run on.
 
     With ``lunar_dir`` the edit saved by the LUNAR chapter is loaded
-    (``kbnb.lunar.load_lunar``); ``layer`` (int) must then be one of its layers.
-    With ``lunar_dir=""`` the edit is fitted here (``kbnb.lunar.steering_vectors``,
-    ``fit_lunar`` with the retain answers, closed form) at ``layer`` (``"auto"`` = the
-    middle layer, ``n_layers // 2``) with ``coeff`` (None = ``DEFAULT_COEFF``), and saved
-    under ``save_to`` when given. ``module`` (the notebook's parameter) names the MLP
-    output projection relative to a block when automatic discovery cannot find it
-    (``kbnb.activations.set_mlp_module``; ``""``: automatic); it is set on ``model``
-    and the edited copy. Returns ``(edited, info)``: ``info`` holds ``layers``,
-    ``vectors`` ``[n_layers, d_model]``, ``coeff``, ``rows``, ``source``."""
+    (``kbnb.lunar.load_lunar``): from a LUNAR run folder its main edit (the selected
+    layer's) or the one named ``edit`` (``"lunar_topk"``), fitted with ``seed``; ``layer``
+    (int) must then be one of its layers. With ``lunar_dir=""`` the edit is fitted here:
+    ``layer="auto"`` runs the LUNAR chapter's own recipe with its defaults
+    (``kbnb.lunar.run_lunar`` with ``CHAPTER_DEFAULTS``: steering vectors, layer
+    selection over every layer, closed-form fit; ``cache`` shares vectors and layer
+    scores across seeds); an int ``layer`` fits that layer only, with ``coeff``
+    (None = ``DEFAULT_COEFF``) and ``activation``/``position``/``rows``. The fitted edit
+    is saved under ``save_to`` when given. ``module`` names the MLP output projection
+    relative to a block when automatic discovery cannot find it
+    (``kbnb.activations.set_mlp_module``). Returns ``(edited, info)``: ``info`` holds
+    ``layers``, ``vectors`` ``[n_layers, d_model]``, ``coeff``, ``rows``, ``source``."""
     from . import lunar as LU
 
     if module:
         A.set_mlp_module(model, module)
     if lunar_dir:
-        d = find_lunar_dir(lunar_dir)
+        d = find_lunar_dir(lunar_dir, edit, seed if LU.edit_index(lunar_dir) else None)
         edited, meta = LU.load_lunar(model, d, inplace=False)
         layers = [int(l) for l in meta["layers"]]
         if layer != "auto" and A.check_layer(model, layer) not in layers:
@@ -452,20 +467,125 @@ def lunar_edit(model, tok, sets: dict, lunar_dir="", layer="auto", coeff=None,
                         "coeff": float(meta["coeff"] if coeff is None else coeff),
                         "rows": meta.get("rows", "prompt"), "source": f"loaded from {d}",
                         "meta": {k: v for k, v in meta.items() if k != "vectors"}}
-    layer = A.n_layers(model) // 2 if layer == "auto" else A.check_layer(model, layer)
-    coeff = DEFAULT_COEFF if coeff is None else float(coeff)
-    fp, rp, refp = (LU.prompts_of(tok, sets[k]) for k in ("forget", "retain", "ref"))
-    vectors = LU.steering_vectors(model, tok, refp, fp, activation=activation, position=position,
-                                  batch_size=batch_size, progress=progress)
-    edit = LU.fit_lunar(model, tok, fp, rp, vectors, [layer], coeff=coeff, solver=solver,
-                        rows=rows, retain_answers=[r["answer"] for r in sets["retain"]],
-                        compare=False, batch_size=batch_size, position=position,
-                        activation=activation, progress=progress)
-    edited = LU.apply_edit(model, edit.weights)
-    source = "fitted here"
+    if layer == "auto":
+        D = LU.CHAPTER_DEFAULTS
+        res = LU.run_lunar(model, tok, sets, layer=None, candidate_layers=D["candidate_layers"],
+                           n_select=D["n_select"], top_k=1, activation=D["activation"],
+                           position=D["position"], rows=D["rows"],
+                           coeff=D["coeff"] if coeff is None else float(coeff),
+                           solver=D["solver"], ridge=D["ridge"], batch_size=batch_size,
+                           seed=seed, compare=False, cache=cache)
+        e = res["edit"]
+        source = "fitted here as the LUNAR chapter does (selected layer)"
+    else:
+        layer = A.check_layer(model, layer)
+        coeff = DEFAULT_COEFF if coeff is None else float(coeff)
+        fp, rp, refp = (LU.prompts_of(tok, sets[k]) for k in ("forget", "retain", "ref"))
+        vectors = LU.steering_vectors(model, tok, refp, fp, activation=activation,
+                                      position=position, batch_size=batch_size,
+                                      progress=progress)
+        e = LU.fit_lunar(model, tok, fp, rp, vectors, [layer], coeff=coeff, solver=solver,
+                         rows=rows, retain_answers=[r["answer"] for r in sets["retain"]],
+                         compare=False, batch_size=batch_size, position=position,
+                         activation=activation, progress=progress, seed=seed)
+        source = f"fitted here at layer {layer}"
+    edited = LU.apply_edit(model, e.weights)
     if save_to:
-        LU.save_lunar(save_to, model, edit)
+        LU.save_lunar(save_to, model, e)
         source += f", saved to {save_to}"
-    return edited, {"layers": [layer], "vectors": edit.vectors, "coeff": coeff, "rows": rows,
-                    "source": source, "meta": {"report": edit.report, "activation": activation,
-                                                "position": position, "solver": solver}}
+    return edited, {"layers": list(e.layers), "vectors": e.vectors, "coeff": float(e.coeff),
+                    "rows": e.rows, "source": source,
+                    "meta": {"report": e.report, "activation": e.activation,
+                             "position": e.position, "solver": e.solver}}
+
+
+# ---- the chapter's bookkeeping ----------------------------------------------------------
+
+def _reference_of(results: dict, name: str) -> str:
+    return "vanilla_paraphrase" if name == "paraphrase" and "vanilla_paraphrase" in results \
+        else "vanilla"
+
+
+def record_and_check(ch, per_seed: dict, threshold: float = RECOVERY_THRESHOLD) -> list[str]:
+    """Headlines and checks of the attacks chapter on a :class:`kbnb.chapter.Chapter`.
+
+    per_seed: ``{seed: evaluate_attacks result}``. For each attack: headline
+    ``recovery_<attack>`` (share of the forgotten forget ROUGE-1 recall it brings back),
+    and check ``<attack>_holds``: the share is below ``threshold`` (the paper's claim:
+    the knowledge does not come back). Several seeds: over seeds; one seed: over the
+    forget questions. Also headlines ``forget_rouge1_lunar`` and ``forget_rouge1_vanilla``.
+    Returns the attacks recorded (those with something to recover)."""
+    import math
+
+    import numpy as np
+
+    one = len(ch.seeds) == 1
+    s0 = ch.seeds[0]
+
+    def r1(res, name):
+        return res[name]["metrics"]["rouge1_forget"]
+
+    for s, res in per_seed.items():
+        ch.record(s, forget_rouge1_vanilla=r1(res, "vanilla"), forget_rouge1_lunar=r1(res, "lunar"))
+    items = {n: per_seed[s0][n]["per_item"]["rouge1_forget"] for n in per_seed[s0]} if one else {}
+    ch.headline("forget_rouge1_vanilla", per_item=items.get("vanilla"),
+                label="vanilla: forget ROUGE-1")
+    ch.headline("forget_rouge1_lunar", per_item=items.get("lunar"),
+                label="LUNAR: forget ROUGE-1")
+    done = []
+    for a in [n for n in ATTACKS if n in per_seed[s0]]:
+        recs = {s: recovery(r1(res, a), r1(res, "lunar"), r1(res, _reference_of(res, a)))
+                for s, res in per_seed.items()}
+        if any(math.isnan(v) for v in recs.values()):
+            continue
+        label = ATTACK_LABELS[a].removeprefix("attack: ")
+        for s, v in recs.items():
+            ch.record(s, **{f"recovery_{a}": v})
+        if one:
+            cols = tuple(np.asarray(items[n], float)
+                         for n in (a, "lunar", _reference_of(per_seed[s0], a)))
+            ch.headline(f"recovery_{a}", per_item=cols,
+                        statistic=lambda x, l, v: recovery(x.mean(), l.mean(), v.mean()),
+                        label=f"{label}: share of the forgotten recall recovered")
+            x, l, v = cols
+            ch.check(f"{a}_holds", f"forget ROUGE-1 regained under {label} beyond "
+                     f"{threshold:.0%} of the forgotten recall", x - l - threshold * (v - l),
+                     0.0, better="lower", baseline_name="none")
+        else:
+            ch.headline(f"recovery_{a}", label=f"{label}: share of the forgotten recall recovered")
+            ch.check(f"{a}_holds", f"the share of the forgotten recall recovered by {label}",
+                     ch.per_seed(f"recovery_{a}"), threshold, better="lower")
+        done.append(a)
+    return done
+
+
+def mean_attack_table(per_seed: dict):
+    """:func:`attack_table` averaged over seeds (numeric columns), in the same order."""
+    import pandas as pd
+    tables = [attack_table(r) for r in per_seed.values()]
+    num = pd.concat([t.drop(columns="name") for t in tables]).groupby(level=0, sort=False).mean()
+    num.insert(0, "name", tables[0]["name"])
+    return num
+
+
+def plot_attacks(table):
+    """Bars of forget and retain ROUGE-1 per setting (``table``: :func:`mean_attack_table`)."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(11, 4))
+    names = list(table.index)
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], table["forget ROUGE-1"], width=0.4, label="forget set",
+           color="tab:red")
+    ax.bar([i + 0.2 for i in x], table["retain ROUGE-1"], width=0.4,
+           label="held-out retain set", color="tab:blue", alpha=0.6)
+    ax.axhline(table.loc["vanilla", "forget ROUGE-1"], color="k", ls=":", lw=1,
+               label="vanilla, forget set")
+    ax.axhline(table.loc["LUNAR", "forget ROUGE-1"], color="tab:red", ls="--", lw=1,
+               label="LUNAR, forget set")
+    ax.set_xticks(list(x), names, rotation=25, ha="right")
+    ax.set_ylabel("ROUGE-1 recall vs gold answer (0-1)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Forget-set ROUGE-1 under each attack on the LUNAR edit (mean over seeds)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig

@@ -602,10 +602,12 @@ def evaluate(model, tok, sets: dict, refusals, max_new_tokens: int = 32, batch_s
     ``forget`` and ``retain_eval`` (for ROUGE and DS) and may hold more (``ref``...).
 
     One batched greedy generation over all sets. Returns ``{"metrics": {...},
-    "generations": {set: [str]}}`` with, per set ``s``: ``rouge1_s`` (mean ROUGE-1
+    "generations": {set: [str]}, "per_item": {...}}`` with, per set ``s``: ``rouge1_s`` (mean ROUGE-1
     recall vs the gold answer), ``refusal_rate_s`` (keyword refusals), ``rq_s`` (mean
     largest embedding similarity to ``refusals``), ``mrr_s``/``thr_s`` (gold-token
-    ranks, teacher forcing); and ``ds`` from forget and retain_eval."""
+    ranks, teacher forcing); and ``ds`` from forget and retain_eval. ``per_item`` holds
+    the per-question values behind the means (``rouge1_s``, ``refusal_s``: 0/1), for
+    intervals over questions when there is a single seed."""
     names = list(sets)
     prompts = {n: prompts_of(tok, sets[n]) for n in names}
     flat = [p for n in names for p in prompts[n]]
@@ -615,19 +617,21 @@ def evaluate(model, tok, sets: dict, refusals, max_new_tokens: int = 32, batch_s
     for n in names:
         out[n] = gens[i:i + len(prompts[n])]
         i += len(prompts[n])
-    m = {}
+    m, per_item = {}, {}
     for n in names:
         rows = sets[n]
-        m[f"refusal_rate_{n}"] = sum(map(is_refusal, out[n])) / max(1, len(rows))
+        per_item[f"refusal_{n}"] = [float(is_refusal(g)) for g in out[n]]
+        m[f"refusal_rate_{n}"] = sum(per_item[f"refusal_{n}"]) / max(1, len(rows))
         m[f"rq_{n}"] = refusal_quality(out[n], refusals, embedder)
         if all(r.get("answer") for r in rows) and not n.startswith("ref"):
-            m[f"rouge1_{n}"] = sum(rouge1_recall(out[n], [r["answer"] for r in rows])) / len(rows)
+            per_item[f"rouge1_{n}"] = list(rouge1_recall(out[n], [r["answer"] for r in rows]))
+            m[f"rouge1_{n}"] = sum(per_item[f"rouge1_{n}"]) / len(rows)
             ranks = gold_token_ranks(model, tok, prompts[n], [r["answer"] for r in rows], batch_size)
             m[f"mrr_{n}"] = mrr(ranks)
             m[f"thr_{n}"] = thr(ranks, thr_k)
     if "rouge1_forget" in m and "rouge1_retain_eval" in m:
         m["ds"] = deviation_score(m["rouge1_forget"], m["rouge1_retain_eval"])
-    return {"metrics": m, "generations": out}
+    return {"metrics": m, "generations": out, "per_item": per_item}
 
 
 def pca_2d(X: torch.Tensor) -> torch.Tensor:
@@ -638,3 +642,313 @@ def pca_2d(X: torch.Tensor) -> torch.Tensor:
     V = Vh[:2]
     sign = torch.sign(V.gather(1, V.abs().argmax(1, keepdim=True))).squeeze(1)
     return (X @ (V * sign[:, None]).T).float()
+
+
+# ---- 7. the chapter's pipeline, shared with the attacks chapter -------------------------
+
+# The LUNAR chapter's defaults (the parameter cell of notebooks/lunar.ipynb; a test keeps
+# them equal). The attacks chapter fits its edit with these when it is given no LUNAR run.
+CHAPTER_DEFAULTS = dict(forget_split="forget05", n_retain=300, n_eval=90, n_ref=None,
+                        layer=None, candidate_layers=None, n_select=45, top_k=2,
+                        activation="residual", position="last", rows="last", coeff=2.0,
+                        solver="closed_form", ridge=1e-6)
+INDEX = "edits.json"  # in a LUNAR run folder: which edits it saved, and the main one
+MAIN_EDIT = "lunar"  # the edit of the selected layer; "lunar_topk" edits the top-k layers
+
+
+def candidate_layers_of(model, layer=None, candidate_layers=None, top_k: int = 1) -> list[int]:
+    """The layers scored for selection: ``candidate_layers`` (None: every layer), plus
+    ``layer`` when given; checked against the model's depth and ``top_k``."""
+    L = A.n_layers(model)
+    cands = list(range(L)) if candidate_layers is None else \
+        [A.check_layer(model, l, "candidate_layers") for l in candidate_layers]
+    if layer is not None:
+        layer = A.check_layer(model, layer)
+        if layer not in cands:
+            cands = sorted(cands + [layer])
+    if top_k > len(cands):
+        raise ValueError(f"top_k={top_k} but only {len(cands)} candidate layers")
+    return cands
+
+
+def run_lunar(model, tok, sets: dict, layer=None, candidate_layers=None, n_select: int = 45,
+              top_k: int = 2, activation: str = "residual", position: str = "last",
+              rows: str = "last", coeff: float = 2.0, solver: str = "closed_form",
+              ridge: float = 1e-6, batch_size: int = 64, embedder="default", seed: int = 0,
+              compare: bool = True, cache: dict | None = None) -> dict:
+    """The LUNAR chapter's recipe on one draw of the sets (one seed): steering vectors,
+    layer selection, and the edits of the selected layer and of the top-k layers.
+
+    ``cache`` (a dict kept across seeds): the vectors and the layer scores depend only
+    on the forget and reference prompts, so seeds that share them compute them once.
+    Returns ``{"vectors", "scores", "ranked", "main_layers", "topk_layers", "edit",
+    "edit_topk"}`` (two :class:`LunarEdit`; ``edit`` also carries both solvers' report
+    when ``compare``)."""
+    fp, rp, refp = (prompts_of(tok, sets[k]) for k in ("forget", "retain", "ref"))
+    cands = candidate_layers_of(model, layer, candidate_layers, top_k)
+    key = (tuple(fp), tuple(refp), activation, position, tuple(cands), n_select, coeff, rows,
+           str(embedder))
+    cache = {} if cache is None else cache
+    if key not in cache:
+        vectors = steering_vectors(model, tok, refp, fp, activation=activation,
+                                   position=position, batch_size=batch_size)
+        scores = score_layers(model, tok, select_prompts(fp, n_select), vectors, cands,
+                              sets["refusals"], coeff=coeff, rows=rows, max_new_tokens=20,
+                              batch_size=batch_size, embedder=embedder, progress=False)
+        cache[key] = (vectors, scores)
+    vectors, scores = cache[key]
+    ranked = select_layers(scores, len(scores))
+    main = [A.check_layer(model, layer)] if layer is not None else ranked[:1]
+    topk = (main + [l for l in ranked if l not in main])[:max(top_k, 1)]
+    answers = [r["answer"] for r in sets["retain"]]
+    kw = dict(coeff=coeff, solver=solver, rows=rows, retain_answers=answers, ridge=ridge,
+              batch_size=batch_size, seed=seed, position=position, activation=activation)
+    edit = fit_lunar(model, tok, fp, rp, vectors, main, compare=compare, **kw)
+    edit_topk = fit_lunar(model, tok, fp, rp, vectors, topk, compare=False, **kw)
+    return {"vectors": vectors, "scores": scores, "ranked": ranked, "main_layers": main,
+            "topk_layers": topk, "edit": edit, "edit_topk": edit_topk}
+
+
+def save_edits(folder, model, edits: dict, main: str = MAIN_EDIT, sets: dict | None = None,
+               extra: dict | None = None) -> Path:
+    """Save every edit of a LUNAR run and an index naming the main one.
+
+    edits: ``{name: {seed: LunarEdit}}``; each goes to ``folder/edits/<name>-seed<seed>/``
+    (:func:`save_lunar`). ``folder/edits.json`` holds ``{"main": main, "edits": {name:
+    {seed: sub-folder}}, "sets": sets}``; ``sets`` are the :func:`load_sets` arguments
+    (without ``seed``) the edits were fitted with, so that an attack measures on the same
+    held-out rows. Returns the index path."""
+    folder = Path(folder)
+    if main not in edits:
+        raise ValueError(f"main={main!r} is not one of the edits {sorted(edits)}")
+    index = {"main": main, "edits": {}, "sets": sets or {}}
+    for name, per_seed in edits.items():
+        index["edits"][name] = {}
+        for seed, e in per_seed.items():
+            sub = f"edits/{name}-seed{seed}"
+            save_lunar(folder / sub, model, e, extra={**(extra or {}), "edit": name,
+                                                       "seed": int(seed), "sets": sets or {}})
+            index["edits"][name][str(seed)] = sub
+    path = folder / INDEX
+    path.write_text(json.dumps(index, indent=2))
+    return path
+
+
+def find_edit(lunar_dir, edit: str = "", seed: int | None = None) -> Path:
+    """The folder of one saved edit (it holds ``lunar.json``).
+
+    lunar_dir: a LUNAR chapter's run folder (with ``edits.json``), or the folder of one
+    saved edit. edit: which edit of the run (``""``: the index's main edit, the selected
+    layer's). seed: the run's seed whose edit to take (None: the first one saved)."""
+    d = Path(lunar_dir)
+    if (d / "lunar.json").exists():
+        return d
+    if not (d / INDEX).exists():
+        found = sorted(d.glob("*/lunar.json")) if d.is_dir() else []
+        if len(found) == 1:
+            return found[0].parent
+        raise FileNotFoundError(
+            f"lunar_dir={str(lunar_dir)!r} holds no saved LUNAR edit (no {INDEX} or "
+            "lunar.json); give the LUNAR chapter's run folder, or lunar_dir=\"\" to fit one")
+    index = json.loads((d / INDEX).read_text())
+    name = edit or index["main"]
+    if name not in index["edits"]:
+        raise ValueError(f"edit={name!r}: the LUNAR run in {d} saved "
+                         f"{', '.join(map(repr, index['edits']))}")
+    per_seed = index["edits"][name]
+    key = next(iter(per_seed)) if seed is None else str(seed)
+    if key not in per_seed:
+        raise ValueError(f"seed {seed}: the LUNAR run in {d} has edits for seeds "
+                         f"{', '.join(per_seed)} only; use seeds among them")
+    return d / per_seed[key]
+
+
+def edit_index(lunar_dir) -> dict:
+    """The index of a LUNAR run folder (``{}`` for the folder of a single edit)."""
+    p = Path(lunar_dir) / INDEX
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def evaluate_seeds(model, tok, sets_by_seed: dict, refusals, names=("forget", "retain_eval",
+                   "ref_eval"), **kw) -> dict:
+    """:func:`evaluate` of one model on several seeds' sets in one batched generation:
+    a set that is the same for every seed (the forget split) is generated once.
+
+    sets_by_seed: ``{seed: sets}`` (as from :func:`load_sets`). Returns ``{seed:
+    evaluate-result}`` with each seed's own metrics (``ds`` included)."""
+    flat, where = {}, {}
+    for s, sets in sets_by_seed.items():
+        for n in names:
+            rows = sets[n]
+            shared = next((k for k, v in flat.items() if k.startswith(n + "@") and v == rows), None)
+            key = shared or f"{n}@{s}"
+            flat.setdefault(key, rows)
+            where[(s, n)] = key
+    ev = evaluate(model, tok, flat, refusals, **kw)
+    out = {}
+    for s in sets_by_seed:
+        m, gens, per = {}, {}, {}
+        for n in names:
+            key = where[(s, n)]
+            for k, v in ev["metrics"].items():
+                if k.endswith("_" + key):
+                    m[k[:-len(key)] + n] = v
+            for k, v in ev["per_item"].items():
+                if k.endswith("_" + key):
+                    per[k[:-len(key)] + n] = v
+            gens[n] = ev["generations"][key]
+        if "rouge1_forget" in m and "rouge1_retain_eval" in m:
+            m["ds"] = deviation_score(m["rouge1_forget"], m["rouge1_retain_eval"])
+        out[s] = {"metrics": m, "generations": gens, "per_item": per}
+    return out
+
+
+# ---- 8. the chapter's bookkeeping: headlines, checks, tables, figures -------------------
+
+# What the chapter expects on the organism (each becomes a paired check with its interval).
+TARGETS = {"vanilla_forget_min": 0.8, "forget_max": 0.2, "retain_min": 0.85,
+           "retain_share_min": 0.9}
+METRIC_LABELS = {"rouge1_forget": "R1 forget", "rouge1_retain_eval": "R1 retain", "ds": "DS",
+                 "rq_forget": "RQ", "mrr_forget": "MRR forget", "thr_forget": "THR forget",
+                 "mrr_retain_eval": "MRR retain", "thr_retain_eval": "THR retain",
+                 "refusal_rate_forget": "refusal forget",
+                 "refusal_rate_retain_eval": "refusal retain",
+                 "refusal_rate_ref_eval": "refusal ref"}
+
+
+def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict) -> None:
+    """Headlines and checks of the LUNAR chapter on a :class:`kbnb.chapter.Chapter`.
+
+    runs: ``{seed: run_lunar result}``; van, lun, tk: ``{seed: evaluate result}`` of the
+    vanilla, LUNAR and top-k models. Several seeds: intervals and paired checks over
+    seeds. One seed: over the questions (ROUGE-1 and refusals per question); the
+    claims that have no per-question value (DS, RQ, the solvers' MSE) are then
+    compared over seeds only, so they need two or more."""
+    T = TARGETS
+    for s in ch.seeds:
+        v, m, t = van[s]["metrics"], lun[s]["metrics"], tk[s]["metrics"]
+        rep = runs[s]["edit"].report[0]
+        ch.record(s, forget_rouge1=m["rouge1_forget"], retain_rouge1=m["rouge1_retain_eval"],
+                  refusal_forget=m["refusal_rate_forget"],
+                  selected_layer=runs[s]["main_layers"][0], ds_lunar=m["ds"],
+                  topk_forget_rouge1=t["rouge1_forget"], topk_retain_rouge1=t["rouge1_retain_eval"],
+                  van_forget=v["rouge1_forget"], van_retain=v["rouge1_retain_eval"],
+                  van_ds=v["ds"], van_rq=v["rq_forget"], rq_lunar=m["rq_forget"],
+                  retain_share_floor=T["retain_share_min"] * v["rouge1_retain_eval"],
+                  mse_cf=rep["mse_closed_form"], mse_sgd=rep["mse_sgd"])
+    one = len(ch.seeds) == 1
+    s0 = ch.seeds[0]
+
+    def item(res, key):
+        return res[s0]["per_item"][key] if one else None
+
+    ch.headline("forget_rouge1", per_item=item(lun, "rouge1_forget"),
+                label="LUNAR: forget ROUGE-1 recall")
+    ch.headline("retain_rouge1", per_item=item(lun, "rouge1_retain_eval"),
+                label="LUNAR: retain ROUGE-1 recall (held out)")
+    ch.headline("refusal_forget", per_item=item(lun, "refusal_forget"),
+                label="LUNAR: share of forget answers with a refusal phrase")
+    if not one:
+        ch.headline("selected_layer", label="selected layer")
+        ch.headline("ds_lunar", label="LUNAR: deviation score DS")
+    else:
+        ch.headline("selected_layer", per_item=[float(runs[s0]["main_layers"][0])] * 2,
+                    label="selected layer (one seed: no interval)")
+
+    def vals(res, key, seed_key):
+        return res[s0]["per_item"][key] if one else ch.per_seed(seed_key)
+
+    ch.check("vanilla_knows", "the vanilla model's forget ROUGE-1", 
+             vals(van, "rouge1_forget", "van_forget"), T["vanilla_forget_min"],
+             subject=None)
+    ch.check("forget_low", "forget ROUGE-1 after LUNAR", vals(lun, "rouge1_forget", "forget_rouge1"),
+             T["forget_max"], better="lower")
+    ch.check("retain_kept", "retain ROUGE-1 after LUNAR",
+             vals(lun, "rouge1_retain_eval", "retain_rouge1"), T["retain_min"])
+    if one:
+        r_l, r_v = lun[s0]["per_item"]["rouge1_retain_eval"], van[s0]["per_item"]["rouge1_retain_eval"]
+        ch.check("retain_share", "retain ROUGE-1", [x - T["retain_share_min"] * y
+                 for x, y in zip(r_l, r_v)], 0.0, baseline_name=f"{T['retain_share_min']:.0%} of "
+                 "the vanilla model's")
+        f_l, f_v = lun[s0]["per_item"]["rouge1_forget"], van[s0]["per_item"]["rouge1_forget"]
+        ch.check("forget_drop", "forget ROUGE-1", f_l, f_v, better="lower", subject="LUNAR",
+                 baseline_name="the vanilla model")
+    else:
+        ch.check("retain_share", "retain ROUGE-1", ch.per_seed("retain_rouge1"),
+                 ch.per_seed("retain_share_floor"),
+                 baseline_name=f"{T['retain_share_min']:.0%} of the vanilla model's")
+        ch.check("ds_better", "the deviation score DS", ch.per_seed("ds_lunar"),
+                 ch.per_seed("van_ds"), better="lower", subject="LUNAR",
+                 baseline_name="the vanilla model")
+        ch.check("rq_better", "the refusal quality RQ", ch.per_seed("rq_lunar"),
+                 ch.per_seed("van_rq"), subject="LUNAR", baseline_name="the vanilla model")
+        ch.check("closed_form_fit", "the fit's MSE", ch.per_seed("mse_cf"), ch.per_seed("mse_sgd"),
+                 better="lower", subject="the closed form",
+                 baseline_name="20 epochs of AdamW", digits=4)
+
+
+def mean_table(results: dict, labels: dict, paper: dict | None = None):
+    """Mean over seeds of each metric of each model: ``results`` ``{model: {seed:
+    evaluate result}}``; labels ``{model: row label}``; the paper's row appended."""
+    import pandas as pd
+    rows = []
+    for k, per_seed in results.items():
+        ms = [r["metrics"] for r in per_seed.values()]
+        rows.append({"model": labels[k], **{v: sum(m[c] for m in ms) / len(ms)
+                                             for c, v in METRIC_LABELS.items() if c in ms[0]}})
+    if paper:
+        rows.append({"model": "paper: TOFU, Llama-2-7B (not this run)",
+                     "R1 forget": paper["rouge1_forget"], "R1 retain": paper["rouge1_retain"],
+                     "DS": paper["ds"], "RQ": paper["rq"]})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def plot_layers_and_solver(scores, main_layers, topk_layers, report):
+    """Left: layer selection scores; right: the SGD recipe's MSE per epoch vs the exact fit."""
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    lay = [s["layer"] for s in scores]
+    ax1.plot(lay, [s["score"] for s in scores], "o-", label="refusal similarity (score)")
+    ax1.plot(lay, [s["refusal_rate"] for s in scores], "s--", alpha=0.6,
+             label="refusal rate (keywords)")
+    for l in topk_layers:
+        ax1.axvline(l, color="C3" if l == main_layers[0] else "C1", ls=":", lw=1.5)
+    ax1.set_xlabel("layer steered (index)")
+    ax1.set_ylabel("mean over D_f prompts (0–1)")
+    ax1.set_title("Layer selection: steering one layer at a time")
+    ax1.legend(fontsize=8)
+    hist = report["sgd_history"]
+    ax2.plot(range(1, len(hist) + 1), hist, "o-", label="SGD recipe (AdamW, 64-row batches)")
+    ax2.axhline(report["mse_closed_form"], color="k", ls="--", label="closed form (exact)")
+    ax2.axhline(report["mse_before"], color="grey", ls=":", label="before the edit")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("MSE over token rows (activation units²)")
+    ax2.set_title(f"Fitting layer {main_layers[0]}'s down-projection")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pca(model, edited, tok, groups: dict, layers, activation="residual", position="last",
+             batch_size: int = 64):
+    """PCA of the activations of each group of prompts (``{name: prompts}``) at ``layers``,
+    before (left) and after (right) the edit; one PCA per panel."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(layers), 2, figsize=(10, 4 * len(layers)), squeeze=False)
+    for j, (title, m) in enumerate((("before (vanilla)", model), ("after LUNAR", edited))):
+        acts = {g: mean_activations(m, tok, p, layers, activation, position, batch_size)
+                for g, p in groups.items()}
+        for i, l in enumerate(layers):
+            xy = pca_2d(torch.cat([acts[g][i] for g in groups]))
+            s = 0
+            for g in groups:
+                n = len(groups[g])
+                axes[i, j].scatter(xy[s:s + n, 0], xy[s:s + n, 1], s=10, alpha=0.6, label=g)
+                s += n
+            axes[i, j].set_title(f"layer {l}, {title}")
+            axes[i, j].set_xlabel("PC 1 (activation units)")
+            axes[i, j].set_ylabel("PC 2 (activation units)")
+            axes[i, j].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
