@@ -340,3 +340,185 @@ def slowdown(steps, values, frac: float = 0.2) -> dict:
     first, last = slope(steps[:k], values[:k]), slope(steps[-k:], values[-k:])
     return {"first_slope": first, "last_slope": last,
             "ratio": last / first if first != 0 else float("nan")}
+
+
+# ---- the chapter: several seeds ----------------------------------------------------------
+def pick_for_seeds(model, tok, question: str, ground_truth: str, fixed_response: str, seeds,
+                   n_candidates: int = 200, temperature: float = 1.5, max_new_tokens: int = 32,
+                   n_per_group: int = 5) -> dict:
+    """For each seed: sample ``n_candidates`` answers (``torch.manual_seed(seed)``), score
+    the distinct ones once (a response sampled under several seeds is scored once) and
+    pick the high / middle / low groups. Returns ``{seed: {"candidates", "distinct",
+    "tracked", "share_gt"}}`` (``tracked`` as from :func:`tracked_set`)."""
+    out, scores = {}, {}
+    for s in seeds:
+        torch.manual_seed(s)
+        cands = sample_responses(model, tok, question, n_candidates, temperature,
+                                 max_new_tokens, progress=False)
+        distinct = list(dict.fromkeys(c.strip() for c in cands if c.strip()))
+        out[s] = {"candidates": cands, "distinct": distinct,
+                  "share_gt": sum(c.strip() == ground_truth.strip() for c in cands) / len(cands)}
+    new = list(dict.fromkeys(d for v in out.values() for d in v["distinct"]))
+    for d, lp in zip(new, score_responses(model, tok, question, new).tolist()):
+        scores[d] = lp
+    for s, v in out.items():
+        groups = pick_responses(v["distinct"], [scores[d] for d in v["distinct"]], n_per_group,
+                                exclude=[ground_truth, fixed_response])
+        v["tracked"] = tracked_set(groups, ground_truth, fixed_response)
+    extra = [ground_truth, fixed_response]
+    for d, lp in zip(extra, score_responses(model, tok, question, extra).tolist()):
+        scores[d] = lp
+    for v in out.values():
+        v["start"] = [scores[t] for _, _, t in v["tracked"]]
+    return out
+
+
+def unlearn_seeds(model, tok, train_rows, question: str, picked: dict, losses, train_on: str,
+                  **kw) -> dict:
+    """Run :func:`unlearn` for each loss in ``losses`` and each seed of ``picked`` (from
+    :func:`pick_for_seeds`), tracking each seed's answers. With ``train_on="sample"``
+    the training is the same for every seed (one row, no dropout: nothing random), so
+    it runs once per loss, tracking every seed's answers together. Returns ``{seed:
+    {loss: history}}`` with each history's ``logps`` restricted to that seed's tracked
+    answers (in their order)."""
+    check_choice("train_on", train_on, TRAIN_ON)
+    seeds = list(picked)
+    out = {s: {} for s in seeds}
+    for name in losses:
+        if train_on == "sample":
+            texts = list(dict.fromkeys(t for s in seeds for _, _, t in picked[s]["tracked"]))
+            h = unlearn(model, tok, train_rows, question, texts, loss=name, seed=seeds[0],
+                        progress=False, **kw)
+            pos = {t: i for i, t in enumerate(texts)}
+            for s in seeds:
+                cols = [pos[t] for _, _, t in picked[s]["tracked"]]
+                out[s][name] = {**h, "logps": [[row[i] for i in cols] for row in h["logps"]]}
+        else:
+            for s in seeds:
+                texts = [t for _, _, t in picked[s]["tracked"]]
+                out[s][name] = unlearn(model, tok, train_rows, question, texts, loss=name,
+                                       seed=s, progress=False, **kw)
+    return out
+
+
+def seed_summary(history: dict, tracked) -> dict:
+    """The numbers of one seed's run: per loss the change (nats) of each group's mean
+    log-probability from start to end, the slowdown of the ground truth's fall, the
+    ground truth's fall over the fixed answer's (floored at 1 nat) and the fixed
+    answer's change over the ground truth's (``fixed_over_gt``)."""
+    out = {}
+    for name, h in history.items():
+        ser = group_series(h, tracked)
+        change = {g: s[-1] - s[0] for g, s in ser.items()}
+        out[name] = {"series": ser, "change": change,
+                     "slowdown": slowdown(h["steps"], ser["ground_truth"]),
+                     "gt_over_fixed": -change["ground_truth"] / max(-change["fixed"], 1.0),
+                     "fixed_over_gt": change["fixed"] / change["ground_truth"]
+                     if change["ground_truth"] != 0 else float("nan")}
+    return out
+
+
+def record_and_check(ch, summaries: dict, loss: str = "npo") -> dict:
+    """Headlines and checks of the NPO toy on a :class:`kbnb.chapter.Chapter`.
+
+    summaries: ``{seed: seed_summary}``. Headlines: ``fixed_over_gt`` (the fixed answer's
+    change over the ground truth's, main loss), ``gt_fall`` and each group's fall. Checks
+    (:data:`TARGETS`): the ground truth falls at least 5x the fixed answer; NPO's fall
+    slows; GA's does not. Over seeds when there are several; with one seed the checks
+    have no interval and only the plain booleans are returned. Returns the plain checks
+    ``{name: bool}``."""
+    T = TARGETS
+    for s, sm in summaries.items():
+        m = sm[loss]
+        vals = {"fixed_over_gt": m["fixed_over_gt"], "gt_fall": -m["change"]["ground_truth"],
+                "fixed_change": m["change"]["fixed"], "gt_over_fixed": m["gt_over_fixed"],
+                **{f"{g}_fall": -m["change"][g] for g in GROUPS}}
+        for name in LOSSES:
+            if name in sm:
+                vals[f"{name}_slope_ratio"] = sm[name]["slowdown"]["ratio"]
+        ch.record(s, **vals)
+    one = len(ch.seeds) == 1
+    labels = {"fixed_over_gt": "change of the fixed answer / change of the ground truth",
+              "gt_fall": "fall of the ground truth (nats)",
+              "high_fall": "fall of the high group (nats)",
+              "middle_fall": "fall of the middle group (nats)",
+              "low_fall": "fall of the low group (nats)"}
+    s0 = ch.seeds[0]
+    for k, lab in labels.items():
+        if one:  # one run: no interval (the items would be the responses, not runs)
+            v = ch.per_seed(k)[0]
+            ch.headline(k, per_item=[v, v], label=lab + " (one seed: no interval)")
+        else:
+            ch.headline(k, label=lab)
+    plain = {"gt_over_fixed": summaries[s0][loss]["gt_over_fixed"] >= T["gt_over_fixed_min"]}
+    if "npo" in summaries[s0]:
+        plain["npo_slows"] = summaries[s0]["npo"]["slowdown"]["ratio"] < T["npo_slope_ratio_max"]
+    if "ga" in summaries[s0]:
+        plain["ga_keeps"] = summaries[s0]["ga"]["slowdown"]["ratio"] > T["ga_slope_ratio_min"]
+    if one:
+        return plain
+    ch.check("gt_vs_fixed", "the ground truth's fall over the fixed answer's",
+             ch.per_seed("gt_over_fixed"), T["gt_over_fixed_min"], digits=1)
+    if "npo" in summaries[s0]:
+        ch.check("npo_slows", "NPO's last-over-first slope ratio",
+                 ch.per_seed("npo_slope_ratio"), T["npo_slope_ratio_max"], better="lower")
+    if "ga" in summaries[s0]:
+        ch.check("ga_keeps", "gradient ascent's last-over-first slope ratio",
+                 ch.per_seed("ga_slope_ratio"), T["ga_slope_ratio_min"])
+    return plain
+
+
+COLORS = {"high": "tab:green", "middle": "tab:orange", "low": "tab:red",
+          "ground_truth": "black", "fixed": "tab:blue"}
+
+
+def _names(k: int) -> dict:
+    return {"high": f"high (mean of {k})", "middle": f"middle (mean of {k})",
+            "low": f"low (mean of {k})", "ground_truth": "ground truth", "fixed": "fixed response"}
+
+
+def plot_log_probs(history: dict, tracked, series: dict, title: str, k: int):
+    """Each tracked answer's log-probability (faint) and the group means (thick)."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = history["steps"]
+    for i, (_, g, _) in enumerate(tracked):
+        if g in GROUPS:
+            ax.plot(steps, [r[i] for r in history["logps"]], color=COLORS[g], lw=0.7, alpha=0.3)
+    names = _names(k)
+    for g, s in series.items():
+        ax.plot(steps, s, color=COLORS[g], lw=2.2, marker="o", ms=3, label=names[g])
+    ax.set_xlabel("unlearning step")
+    ax.set_ylabel("log π(answer | question) (nats, summed over tokens)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_npo_vs_ga(history: dict, series: dict, beta: float, k: int):
+    """Left: ground truth, high group and fixed answer under each loss; right: NPO's
+    weight 2σ(βΔ) on gradient ascent's gradient."""
+    import matplotlib.pyplot as plt
+    names = _names(k)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, style in zip(history, ("-", "--")):
+        st = history[name]["steps"]
+        for g in ("ground_truth", "high", "fixed"):
+            ax1.plot(st, series[name][g], style, color=COLORS[g], lw=1.8,
+                     label=f"{name.upper()}: {names[g]}")
+    if "npo" in history:
+        w = history["npo"]["npo_weight"]
+        ax2.plot(range(1, len(w) + 1), w, color="tab:purple", label="NPO: 2σ(βΔ)")
+    ax2.axhline(1.0, color="tab:gray", ls="--", label="GA: always 1")
+    ax1.set_xlabel("unlearning step")
+    ax1.set_ylabel("log π(answer | question) (nats)")
+    ax1.set_title("NPO vs gradient ascent on the same sample")
+    ax1.legend(fontsize=7)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("unlearning step")
+    ax2.set_ylabel("weight on the GA gradient (factor, log scale)")
+    ax2.set_title(f"How hard each loss still pushes (β={beta})")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
