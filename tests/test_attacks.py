@@ -223,6 +223,32 @@ def test_evaluate_attacks_on_the_organism(organism, small_edit):
     assert not math.isnan(table.loc["attack: skip edited MLP", "recovered share"])
 
 
+def test_lunar_edit_picks_the_main_edit_of_a_lunar_run(organism, small_edit, tmp_path):
+    """A LUNAR chapter's run folder holds several edits (per seed, main and top-k) and an
+    index: the attacks take its main edit of their seed, or the one named by ``edit``."""
+    from kbnb import lunar as LU
+    model, tok = organism
+    _, _, sets = small_edit
+    e0 = AT.lunar_edit(model, tok, sets, layer=LAYER, coeff=2.0)[1]
+    fp = LU.prompts_of(tok, sets["forget"])
+    rp = LU.prompts_of(tok, sets["retain"])
+    edits = {s: LU.fit_lunar(model, tok, fp, rp, e0["vectors"], [l], coeff=2.0, compare=False)
+             for s, l in ((0, LAYER), (1, LAYER + 1))}
+    top = {0: LU.fit_lunar(model, tok, fp, rp, e0["vectors"], [LAYER, 2], coeff=2.0,
+                           compare=False)}
+    LU.save_edits(tmp_path, model, {"lunar": edits, "lunar_topk": top},
+                  sets={"dataset": "tinyworld", "forget_split": "forget01"})
+    assert AT.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), seed=1)[1]["layers"] == [LAYER + 1]
+    info = AT.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), edit="lunar_topk", seed=0)[1]
+    assert info["layers"] == [LAYER, 2]
+    with pytest.raises(ValueError, match="seeds 0 only"):
+        AT.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), edit="lunar_topk", seed=1)
+    args = AT.set_args(LU.edit_index(tmp_path), "tinyworld", "forget05", 300)
+    assert args == {"dataset": "tinyworld", "forget_split": "forget01"}
+    with pytest.raises(ValueError, match="fitted on 'tinyworld'"):
+        AT.set_args(LU.edit_index(tmp_path), "tofu", "forget05", 300)
+
+
 # ---------------------------------------------------------------- notebook ----
 FAST = dict(forget_split="forget01", n_retain=20, max_new_tokens=16, n_examples=2)
 
@@ -233,18 +259,24 @@ def test_lunar_attacks_notebook(tmp_path, organism):
     doc = run_notebook("lunar_attacks", tmp_path, **FAST)
     m = doc["metrics"]
     assert doc["params"]["forget_split"] == "forget01" and doc["params"]["lunar_dir"] == ""
-    assert list(m["settings"]) == ["vanilla", "vanilla_paraphrase", "lunar", "layer_skip",
-                                   "block_skip", "reverse", "paraphrase", "quantize"]
+    seeds = doc["params"]["seeds"]
+    assert len(seeds) >= 2 and set(m["settings"]) == set(map(str, seeds))
+    s = m["settings"][str(seeds[0])]
+    assert list(s) == ["vanilla", "vanilla_paraphrase", "lunar", "layer_skip",
+                       "block_skip", "reverse", "paraphrase", "quantize"]
     assert m["quant_method"].startswith(("bitsandbytes-nf4", "rtn-int4"))
-    s = m["settings"]
     assert s["lunar"]["rouge1_forget"] < s["vanilla"]["rouge1_forget"]  # the edit forgot something
     for name in ("vanilla", "lunar", "quantize"):
         assert 0 <= s[name]["rouge1_forget"] <= 1 and 0 <= s[name]["refusal_rate_forget"] <= 1
         assert "rq_forget" in s[name] and "rouge1_retain_eval" in s[name]
-    assert set(m["recovered_share"]) == {"layer_skip", "block_skip", "reverse", "paraphrase", "quantize"}
+    for a in ("layer_skip", "block_skip", "reverse", "paraphrase", "quantize"):
+        assert f"recovery_{a}" in m["headline"] and f"{a}_holds" in m["checks"]
+    assert m["seed_report"]["vanilla"] == 0.57
     run = next((tmp_path / "runs").glob("lunar_attacks-*"))
-    assert (run / "lunar" / "lunar.json").exists() and (run / "attacks_rouge1.png").exists()
-    # reusing a saved edit (lunar_dir) is covered by test_lunar_edit_saves_and_loads
+    assert (run / f"lunar-seed{seeds[0]}" / "lunar.json").exists()
+    assert (run / "fig_attacks.png").exists()
+    # reusing the LUNAR chapter's edits (lunar_dir) is covered by
+    # test_lunar_edit_picks_the_main_edit_of_a_lunar_run
 
 
 @pytest.mark.slow

@@ -200,20 +200,47 @@ def test_lunar_notebook_fast(tmp_path, organism):
     from test_notebooks import run_notebook
     doc = run_notebook("lunar", tmp_path, **FAST_LUNAR)
     m = doc["metrics"]
-    assert m["vanilla"]["rouge1_forget"] >= 0.8
-    assert m["lunar"]["rouge1_forget"] < m["vanilla"]["rouge1_forget"]
-    assert m["solvers"][0]["mse_closed_form"] <= m["solvers"][0]["mse_sgd"] + 1e-9
-    assert set(m["checks"]) and m["paper"]["ds"] == 14.9
+    seeds = doc["params"]["seeds"]
+    assert len(seeds) >= 2 and m["seeds"] == seeds
+    for s in map(str, seeds):
+        assert m["vanilla"][s]["rouge1_forget"] >= 0.8
+        assert m["lunar"][s]["rouge1_forget"] < m["vanilla"][s]["rouge1_forget"]
+        assert m["solvers"][s][0]["mse_closed_form"] <= m["solvers"][s][0]["mse_sgd"] + 1e-9
+    assert {"forget_rouge1", "retain_rouge1", "refusal_forget", "selected_layer"} <= set(m["headline"])
+    assert m["checks"]["vanilla_knows"]["status"] in ("PASS", "UNCLEAR")
+    assert m["paper"]["ds"] == 14.9 and "tofu_metrics" in m
     run = next((tmp_path / "runs").glob("lunar-*"))
-    assert (run / "lunar" / "lunar_weights.safetensors").exists()
-    assert (run / "lunar" / "steering_vectors.safetensors").exists()
+    index = json.loads((run / lunar.INDEX).read_text())
+    assert index["main"] == "lunar" and set(index["edits"]) == {"lunar", "lunar_topk"}
+    assert set(index["edits"]["lunar"]) == set(map(str, seeds))
+    assert index["sets"]["forget_split"] == "forget01"
+    main = lunar.find_edit(run, seed=seeds[1])
+    assert (main / "lunar_weights.safetensors").exists() and main.name == f"lunar-seed{seeds[1]}"
+    assert (main / "steering_vectors.safetensors").exists()
+    assert lunar.find_edit(run, "lunar_topk", seeds[0]).name == f"lunar_topk-seed{seeds[0]}"
+    with pytest.raises(ValueError, match="edit='nope'"):
+        lunar.find_edit(run, "nope")
+    with pytest.raises(ValueError, match="seed 7"):
+        lunar.find_edit(run, seed=7)
 
 
 @pytest.mark.slow
 def test_lunar_notebook_with_a_given_layer(tmp_path, organism):
     from test_notebooks import run_notebook
     doc = run_notebook("lunar", tmp_path, **{**FAST_LUNAR, "layer": 21})
-    assert doc["metrics"]["layers"][0] == 21
+    assert all(v[0] == 21 for v in doc["metrics"]["layers"].values())
+
+
+def test_chapter_defaults_are_the_notebook_defaults():
+    """The attacks chapter fits "as the LUNAR chapter does with its defaults" through
+    lunar.CHAPTER_DEFAULTS: they must equal the LUNAR notebook's parameter cell."""
+    from conftest import ROOT
+    nb = json.loads((ROOT / "notebooks" / "lunar.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    ns = {}
+    exec("".join(cell["source"]), ns)
+    for k, v in lunar.CHAPTER_DEFAULTS.items():
+        assert ns[k] == v, k
 
 
 @pytest.mark.slow

@@ -183,18 +183,24 @@ def test_npo_toy_notebook(tmp_path, organism):
     from test_notebooks import run_notebook
     doc = run_notebook("npo_toy", tmp_path, **FAST)
     m = doc["metrics"]
+    seeds = [str(s) for s in doc["params"]["seeds"]]
     assert doc["params"]["steps"] == FAST["steps"] and doc["params"]["beta"] == 0.1
-    assert set(m["change"]) == {"npo", "ga"} and set(m["slowdown"]) == {"npo", "ga"}
-    assert m["change"]["npo"]["ground_truth"] < -10  # the ground truth was unlearned
-    assert m["checks"]["the ground truth falls >= 5x more than the fixed response"]
+    assert len(seeds) >= 2 and set(m["change"]) == set(seeds)
+    for s in seeds:
+        assert set(m["change"][s]) == {"npo", "ga"} and set(m["slowdown"][s]) == {"npo", "ga"}
+        assert m["change"][s]["npo"]["ground_truth"] < -10  # the ground truth was unlearned
+    assert m["checks_plain"]["gt_over_fixed"]
+    assert m["checks"]["gt_vs_fixed"]["status"] in ("PASS", "UNCLEAR")
+    assert {"fixed_over_gt", "gt_fall", "high_fall"} <= set(m["headline"])
     folder = next((tmp_path / "runs").glob("npo_toy-*"))
     res = json.loads((folder / "npo_unlearn_results.json").read_text())
-    assert len(res["responses"]) == 17
-    assert [r["group"] for r in res["responses"]][-2:] == ["ground_truth", "fixed"]
-    s = res["series"]["npo"]
-    assert s["steps"] == [0, 5, 10, 15, 20] and all(len(v) == 5 for v in s["logps"].values())
-    assert (folder / "npo_unlearn_log_probs.png").stat().st_size > 0
-    assert (folder / "npo_vs_ga.png").stat().st_size > 0
+    r0 = res["seeds"][seeds[0]]
+    assert len(r0["responses"]) == 17
+    assert [r["group"] for r in r0["responses"]][-2:] == ["ground_truth", "fixed"]
+    s = r0["series"]["npo"]
+    assert s["steps"] == [0, 5, 10, 15, 20] and all(len(v) == 17 for v in s["logps"])
+    assert (folder / "fig_npo_log_probs.png").stat().st_size > 0
+    assert (folder / "fig_npo_vs_ga.png").stat().st_size > 0
 
 
 @pytest.mark.slow
