@@ -519,6 +519,8 @@ def record_and_check(ch, per_seed: dict, threshold: float = RECOVERY_THRESHOLD) 
 
     import numpy as np
 
+    from .lunar import note_constant
+
     one = len(ch.seeds) == 1
     s0 = ch.seeds[0]
 
@@ -553,8 +555,9 @@ def record_and_check(ch, per_seed: dict, threshold: float = RECOVERY_THRESHOLD) 
                      0.0, better="lower", baseline_name="none")
         else:
             ch.headline(f"recovery_{a}", label=f"{label}: share of the forgotten recall recovered")
-            ch.check(f"{a}_holds", f"the share of the forgotten recall recovered by {label}",
-                     ch.per_seed(f"recovery_{a}"), threshold, better="lower")
+            v = ch.check(f"{a}_holds", f"the share of the forgotten recall recovered by "
+                         f"{label}", ch.per_seed(f"recovery_{a}"), threshold, better="lower")
+            note_constant(v, ch.per_seed(f"recovery_{a}"))
         done.append(a)
     return done
 

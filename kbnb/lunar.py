@@ -816,6 +816,18 @@ METRIC_LABELS = {"rouge1_forget": "R1 forget", "rouge1_retain_eval": "R1 retain"
                  "refusal_rate_ref_eval": "refusal ref"}
 
 
+CONSTANT_NOTE = (" Every seed gives the same value here (nothing the seeds draw changes it), "
+                 "so the interval has zero width: it is exact for this model, not a "
+                 "measurement of noise.")
+
+
+def note_constant(verdict, *value_lists) -> None:
+    """Append :data:`CONSTANT_NOTE` to a check's sentence when every list of per-seed
+    values it compared holds one value repeated (a deterministic quantity)."""
+    if all(len(v) > 1 and len(set(map(float, v))) == 1 for v in value_lists):
+        verdict.sentence += CONSTANT_NOTE
+
+
 def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict) -> None:
     """Headlines and checks of the LUNAR chapter on a :class:`kbnb.chapter.Chapter`.
 
@@ -858,9 +870,10 @@ def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict) -> None:
     def vals(res, key, seed_key):
         return res[s0]["per_item"][key] if one else ch.per_seed(seed_key)
 
-    ch.check("vanilla_knows", "the vanilla model's forget ROUGE-1", 
-             vals(van, "rouge1_forget", "van_forget"), T["vanilla_forget_min"],
-             subject=None)
+    v = ch.check("vanilla_knows", "the vanilla model's forget ROUGE-1",
+                 vals(van, "rouge1_forget", "van_forget"), T["vanilla_forget_min"])
+    if not one:
+        note_constant(v, ch.per_seed("van_forget"))
     ch.check("forget_low", "forget ROUGE-1 after LUNAR", vals(lun, "rouge1_forget", "forget_rouge1"),
              T["forget_max"], better="lower")
     ch.check("retain_kept", "retain ROUGE-1 after LUNAR",

@@ -457,14 +457,18 @@ def record_and_check(ch, summaries: dict, loss: str = "npo") -> dict:
         plain["ga_keeps"] = summaries[s0]["ga"]["slowdown"]["ratio"] > T["ga_slope_ratio_min"]
     if one:
         return plain
-    ch.check("gt_vs_fixed", "the ground truth's fall over the fixed answer's",
-             ch.per_seed("gt_over_fixed"), T["gt_over_fixed_min"], digits=1)
+    from .lunar import note_constant
+    v = ch.check("gt_vs_fixed", "the ground truth's fall over the fixed answer's",
+                 ch.per_seed("gt_over_fixed"), T["gt_over_fixed_min"], digits=1)
+    note_constant(v, ch.per_seed("gt_over_fixed"))
     if "npo" in summaries[s0]:
-        ch.check("npo_slows", "NPO's last-over-first slope ratio",
-                 ch.per_seed("npo_slope_ratio"), T["npo_slope_ratio_max"], better="lower")
+        v = ch.check("npo_slows", "NPO's last-over-first slope ratio",
+                     ch.per_seed("npo_slope_ratio"), T["npo_slope_ratio_max"], better="lower")
+        note_constant(v, ch.per_seed("npo_slope_ratio"))
     if "ga" in summaries[s0]:
-        ch.check("ga_keeps", "gradient ascent's last-over-first slope ratio",
-                 ch.per_seed("ga_slope_ratio"), T["ga_slope_ratio_min"])
+        v = ch.check("ga_keeps", "gradient ascent's last-over-first slope ratio",
+                     ch.per_seed("ga_slope_ratio"), T["ga_slope_ratio_min"])
+        note_constant(v, ch.per_seed("ga_slope_ratio"))
     return plain
 
 
