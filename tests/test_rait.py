@@ -305,14 +305,18 @@ def test_rait_notebook(tmp_path, organism):
     doc = run_notebook("rait", tmp_path, **FAST)
     m = doc["metrics"]
     assert doc["params"]["n_samples"] == 4 and m["mode"] == "open"
-    assert set(m["crss"]) == set(rait.VARIANTS)
-    sizes = {(s["van"], s["idk"]) for s in m["sets"]}
-    assert len(sizes) == 1  # the three sets have the same size
-    assert m["ths"]["Init-Basic"] == 0.0
+    assert doc["params"]["seeds"] == m["seeds"] == [0, 1]
+    for s in ("0", "1"):  # the three sets have the same size
+        assert len({tuple(v) for v in m["set_sizes"][s].values()}) == 1
+    ths0 = [r["THS"] for r in m["evaluation"] if r["variant"] == "Init-Basic"]
+    assert ths0 and all(t == 0.0 for t in ths0)
     for row in m["evaluation"]:
         assert row["Pc"] + row["Pw"] + row["Pr"] == pytest.approx(1.0)
-    assert set(m["checks"]) == {"CRSS(CRaFT) < CRSS(Cor-RAIT)",
-                                "over-refusal(CRaFT) <= over-refusal(Cor-RAIT)"}
+    assert set(m["headline"]) == set(rait.HEADLINE_LABELS)
+    assert m["headline"]["over_refusal_craft"]["ci_method"] == "t interval over seeds"
+    assert set(m["checks"]) == {"or_craft_vs_cor", "ths_craft_vs_cor", "crss_craft_vs_cor",
+                                "flow_vs_noise"}
+    assert {c["status"] for c in m["checks"].values()} <= {"PASS", "MISS", "UNCLEAR"}
     assert len(m["crss_curve"]["CRaFT"]) == len(m["taus"])
 
 

@@ -278,15 +278,25 @@ def test_rtuning_notebook(tmp_path, organism):
     assert doc["params"]["method"] == "unsure" and doc["params"]["n_shots"] == 0
     assert doc["params"]["scoring"] == "cloze"
     assert m["split_sizes"] == {"train": 60, "test": 60, "ood": 60}
-    for k in ("test", "ood"):
+    assert doc["params"]["seeds"] == m["seeds"] == [0, 1]
+    for s in ("0", "1"):
         for when in ("before", "after"):
-            assert set(m[when][k]) >= {"accuracy", "answer_rate", "answered_accuracy", "ap_conf", "ap_score"}
+            for k in ("test", "ood"):
+                assert set(m["summary"][s][when][k]) >= {"accuracy", "answer_rate",
+                                                         "answered_accuracy", "ap_conf",
+                                                         "ap_score"}
+        assert sum(m["training_labels"][s].values()) == 60
     assert 0 <= m["boundary_shares"]["sure_on_known"] <= 1
-    assert sum(m["training_labels"].values()) == 60
+    assert set(m["headline"]) == set(rt.HEADLINES)
+    assert m["headline"]["ap_test_tuned"]["ci_method"] == "t interval over seeds"
+    assert m["headline"]["ap_test_tuned"]["values"] == m["per_seed"]["ap_test_tuned"]
+    assert set(m["checks"]) == {"ap_gain_test", "ap_gain_ood", "sure_on_known_target",
+                                "unsure_on_unseen_target"}
+    assert {c["status"] for c in m["checks"].values()} <= {"PASS", "MISS", "UNCLEAR"}
     runs = list((tmp_path / "runs").glob("rtuning-*"))[0]
-    lmflow = json.loads((runs / "training_data" / "tinyworld_unsure.json").read_text())
+    lmflow = json.loads((runs / "training_data" / "seed0" / "tinyworld_unsure.json").read_text())
     assert lmflow["type"] == "text_only" and len(lmflow["instances"]) == 60
-    assert (runs / "precision_recall.png").exists()
+    assert (runs / "fig_pr.png").exists()
 
 
 @pytest.mark.slow
@@ -297,9 +307,10 @@ def test_rtuning_notebook_other_methods(tmp_path, organism, method):
     m = doc["metrics"]
     assert doc["params"]["method"] == method
     want = {"unknown": {"answer", "refuse"}, "uncertain": {"sure", "unsure"}}[method]
-    assert set(m["training_labels"]) <= want and sum(m["training_labels"].values()) == 24
+    labels = m["training_labels"]["0"]
+    assert set(labels) <= want and sum(labels.values()) == 24
     if method == "uncertain":
-        assert m["training_labels"]["sure"] == 12  # the lower-entropy half
+        assert labels["sure"] == 12  # the lower-entropy half
 
 
 @pytest.mark.slow
