@@ -755,7 +755,10 @@ def chapter_results(ch, items_by_seed: dict) -> None:
     bootstrap of the difference."""
     for seed, items in items_by_seed.items():
         ch.record(seed, **{k: v["value"] for k, v in items.items()})
-    last = items_by_seed[ch.seeds[-1]]
+    # a metric that is undefined in some seed (e.g. AP with no correct answer in a tiny
+    # sample, THS when the untuned model is never wrong) gets no headline and no check
+    last = {k: v for k, v in items_by_seed[ch.seeds[-1]].items()
+            if all(np.isfinite(items[k]["value"]) for items in items_by_seed.values())}
     several = len(ch.seeds) > 1
     for name, label in HEADLINE_LABELS.items():
         if name in last:
@@ -766,13 +769,17 @@ def chapter_results(ch, items_by_seed: dict) -> None:
             ("or_craft_vs_cor", "over_refusal", "over-refusal", "lower"),
             ("ths_craft_vs_cor", "ths", "THS", "higher")):
         new, base = f"{metric}_craft", f"{metric}_cor_rait"
+        if new not in last or base not in last:
+            continue
         if several:
             ch.check(name, effect, ch.per_seed(new), ch.per_seed(base), better=better, **who)
         else:
             stat = last[new]["statistic"]
             ch.check(name, effect, last[new]["per_item"], last[base]["per_item"],
                      better=better, **({"statistic": stat} if stat else {}), **who)
-    if several:
+    if "crss_craft" not in last or "crss_cor_rait" not in last:
+        pass
+    elif several:
         ch.check("crss_craft_vs_cor", "CRSS", ch.per_seed("crss_craft"),
                  ch.per_seed("crss_cor_rait"), better="lower", **who)
     else:
@@ -781,7 +788,7 @@ def chapter_results(ch, items_by_seed: dict) -> None:
                                     last["crss_cor_rait"]["per_item"])], over="idk questions")
         ch.check_interval("crss_craft_vs_cor", "CRSS relative to Cor-RAIT", h, p,
                           "bootstrap of the difference", better="lower", subject="CRaFT")
-    if "flow_noise" in last:
+    if "flow_noise" in last and "flow_spread" in last:
         if several:
             ch.check("flow_vs_noise", "the spread of dCor", ch.per_seed("flow_spread"),
                      ch.per_seed("flow_noise"), better="higher", subject="rehearsal",

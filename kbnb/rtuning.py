@@ -670,7 +670,10 @@ def chapter_results(ch, items_by_seed: dict, target_share: float = TARGET_SHARE)
     out of domain), and the two boundary shares against ``target_share``."""
     for seed, items in items_by_seed.items():
         ch.record(seed, **{k: v["value"] for k, v in items.items()})
-    last = items_by_seed[ch.seeds[-1]]
+    # a metric that is undefined in some seed (e.g. AP with no correct answer in a tiny
+    # sample, THS when the untuned model is never wrong) gets no headline and no check
+    last = {k: v for k, v in items_by_seed[ch.seeds[-1]].items()
+            if all(np.isfinite(items[k]["value"]) for items in items_by_seed.values())}
     several = len(ch.seeds) > 1
     for name, label in HEADLINES.items():
         if name in last:
@@ -679,6 +682,8 @@ def chapter_results(ch, items_by_seed: dict, target_share: float = TARGET_SHARE)
     where = {"test": "on the in-domain test questions", "ood": "out of domain"}
     for k in ("test", "ood"):
         new, base = f"ap_{k}_tuned", f"ap_{k}_untuned"
+        if new not in last or base not in last:
+            continue
         if several:
             args = dict(new=ch.per_seed(new), baseline=ch.per_seed(base))
         else:
