@@ -21,6 +21,7 @@ The pipeline, for any causal LM:
 """
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter
 from functools import lru_cache
@@ -30,6 +31,10 @@ import torch
 
 from .data import check_choice
 from .metrics import contains_answer, is_refusal
+
+# bitsandbytes (imported along with the sentence embedder) warns on stderr that its
+# optional CPU kernels package is missing; nothing here uses 4-bit CPU kernels
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 RAIT_INSTRUCTION = ("Answer the following question, and if you don't know the answer, "
                     "only reply with 'I don't know': ")
@@ -615,3 +620,189 @@ def evaluate(model, tok, rows, base_labels, mode: str = "open", prompt: str = "r
     return dict(labels=labels, generations=gens, **r,
                 THS=ths(r["Pc"], r["Pw"], r0["Pc"], r0["Pw"]),
                 over_refusal=over_refusal(labels, base_labels))
+
+
+# ---------------------------------------------------------------- the chapter: seeds
+def knowledge_states(model, tok, row_lists, mode: str = "open", **kw) -> list[dict]:
+    """:func:`knowledge_state` of several question lists (one per seed) in one call, so
+    that all seeds' samples go through the model in the same generation batches.
+    Each list gets its own independent samples. Returns one state per list."""
+    rows = [r for rs in row_lists for r in rs]
+    st = knowledge_state(model, tok, rows, mode, **kw)
+    out, a = [], 0
+    for rs in row_lists:
+        b = a + len(rs)
+        out.append({k: (None if v is None else v[a:b]) for k, v in st.items()})
+        a = b
+    return out
+
+
+def answer_once(model, tok, row_lists, mode: str = "open", prompt: str = "rait",
+                max_new_tokens: int = 32, batch_size: int = 64) -> list[list[str]]:
+    """Greedy :func:`answer` of several question lists, each distinct prompt generated
+    once (greedy answers of one model are deterministic). One list of answers per list."""
+    fmt = rait_prompt if prompt == "rait" else query_prompt
+    keys = [[fmt(tok, r, mode) for r in rs] for rs in row_lists]
+    uniq = {}
+    for rs, ks in zip(row_lists, keys):
+        for r, k in zip(rs, ks):
+            uniq.setdefault(k, r)
+    order = list(uniq)
+    gens = answer(model, tok, [uniq[k] for k in order], mode, prompt, max_new_tokens,
+                  batch_size, progress=False) if order else []
+    got = dict(zip(order, gens))
+    return [[got[k] for k in ks] for ks in keys]
+
+
+def ths_statistic(c, w, c0, w0) -> float:
+    """THS from per-question 0/1 columns: correct and wrong of the tuned model, correct
+    and wrong of the untuned one (for a bootstrap over questions)."""
+    return ths(float(np.mean(c)), float(np.mean(w)), float(np.mean(c0)), float(np.mean(w0)))
+
+
+def flow_spread(d_cor) -> float:
+    """Spread of the knowledge flow: the standard deviation of ΔCor (ddof 1)."""
+    d = np.asarray(d_cor, dtype=float)
+    return float(d.std(ddof=1)) if d.size > 1 else float("nan")
+
+
+def bootstrap_interval(statistic, cols, n_boot: int = 2000, seed: int = 0,
+                       over: str = "questions") -> tuple[dict, float]:
+    """Percentile bootstrap of ``statistic(*cols)`` over items (columns resampled
+    together; a column may be a pair ``(a, b)`` of arrays resampled apart, for
+    statistics of two independent samples). Returns ``(headline dict, p)`` with p the
+    two-sided bootstrap p-value of "statistic = 0"."""
+    rng = np.random.default_rng(seed)
+    cols = [c if isinstance(c, tuple) else np.asarray(c, dtype=float) for c in cols]
+
+    def draw(c, idx):
+        if isinstance(c, tuple):
+            return tuple(np.asarray(x, dtype=float)[rng.integers(0, len(x), len(x))]
+                         for x in c)
+        return c[idx]
+
+    plain = [len(c) for c in cols if not isinstance(c, tuple)]
+    n = plain[0] if plain else len(cols[0][0])
+    value = float(statistic(*cols))
+    reps = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        reps[b] = statistic(*(draw(c, idx) for c in cols))
+    reps = reps[np.isfinite(reps)]
+    lo, hi = (float(x) for x in np.percentile(reps, [2.5, 97.5]))
+    p = float(min(1.0, 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))))
+    return ({"mean": value, "ci95": [lo, hi], "n": int(n),
+             "ci_method": f"percentile bootstrap over {over}"}, max(p, 1 / n_boot))
+
+
+VARIANT_KEYS = {"Cor-RAIT": "cor_rait", "Cor-Cer-RAIT": "cor_cer_rait", "CRaFT": "craft",
+                "Init-Refuse": "init_refuse"}
+
+
+def run_items(results: dict, base_labels, set_hits: dict, d_cor, flow_cor,
+              n_samples: int | None) -> dict:
+    """One seed's headline values with their per-question data.
+
+    results: ``{variant: evaluate(...)}`` on the in-domain test set (Init-Refuse and
+    the three tuned variants); base_labels: the untuned model's labels on it;
+    set_hits: ``{variant: 0/1 per idk question, max similarity > tau_sim}``; d_cor,
+    flow_cor: ΔCor and the Cor before rehearsal of the re-queried questions;
+    n_samples: N of the open-mode query (None in multiple-choice mode: no noise).
+    Returns ``{name: {"value", "per_item", "statistic"}}``: ``over_refusal_<v>``,
+    ``ths_<v>``, ``crss_<v>``, ``flow_spread``, ``flow_noise``."""
+    base = np.asarray(base_labels)
+    known = base == "correct"
+    c0, w0 = (base == "correct").astype(float), (base == "wrong").astype(float)
+    out = {}
+    for v, r in results.items():
+        k = VARIANT_KEYS[v]
+        lab = np.asarray(r["labels"])
+        refused = (lab[known] == "refused").astype(float)
+        out[f"over_refusal_{k}"] = {"value": float(refused.mean()) if refused.size else
+                                    float("nan"), "per_item": refused, "statistic": None}
+        cols = ((lab == "correct").astype(float), (lab == "wrong").astype(float), c0, w0)
+        out[f"ths_{k}"] = {"value": ths_statistic(*cols), "per_item": cols,
+                           "statistic": ths_statistic}
+    for v, hits in set_hits.items():
+        h = np.asarray(hits, dtype=float)
+        out[f"crss_{VARIANT_KEYS[v]}"] = {"value": float(h.mean()), "per_item": h,
+                                          "statistic": None}
+    d = np.asarray(d_cor, dtype=float)
+    out["flow_spread"] = {"value": flow_spread(d), "per_item": (d,), "statistic": flow_spread}
+    if n_samples:
+        noise = lambda p: flow_noise_sd(p, n_samples)  # noqa: E731
+        out["flow_noise"] = {"value": noise(flow_cor), "per_item": (np.asarray(flow_cor, float),),
+                             "statistic": noise}
+    return out
+
+
+HEADLINE_LABELS = {
+    "over_refusal_init_refuse": "over-refusal, Init-Refuse",
+    "over_refusal_cor_rait": "over-refusal, Cor-RAIT",
+    "over_refusal_cor_cer_rait": "over-refusal, Cor-Cer-RAIT",
+    "over_refusal_craft": "over-refusal, CRaFT",
+    "ths_init_refuse": "THS, Init-Refuse", "ths_cor_rait": "THS, Cor-RAIT",
+    "ths_cor_cer_rait": "THS, Cor-Cer-RAIT", "ths_craft": "THS, CRaFT",
+    "crss_cor_rait": "CRSS, Cor-RAIT set", "crss_cor_cer_rait": "CRSS, Cor-Cer-RAIT set",
+    "crss_craft": "CRSS, CRaFT set",
+    "flow_spread": "knowledge flow: sd of dCor", "flow_noise": "re-sampling noise: sd",
+}
+
+
+def chapter_results(ch, items_by_seed: dict) -> None:
+    """Record every seed's values on ``ch``, make the headlines and the four checks:
+    CRaFT vs Cor-RAIT over-refusal (lower), CRSS (lower), THS (higher), and the flow's
+    spread vs re-sampling noise (higher; open mode only).
+
+    Several seeds: intervals over seeds, checks paired over seeds. One seed: bootstraps
+    over questions; over-refusal and THS paired over the same test questions; CRSS (two
+    different idk sets) and the flow (spread minus noise on the same questions) by a
+    bootstrap of the difference."""
+    for seed, items in items_by_seed.items():
+        ch.record(seed, **{k: v["value"] for k, v in items.items()})
+    # a metric that is undefined in some seed (e.g. AP with no correct answer in a tiny
+    # sample, THS when the untuned model is never wrong) gets no headline and no check
+    last = {k: v for k, v in items_by_seed[ch.seeds[-1]].items()
+            if all(np.isfinite(items[k]["value"]) for items in items_by_seed.values())}
+    several = len(ch.seeds) > 1
+    for name, label in HEADLINE_LABELS.items():
+        if name in last:
+            ch.headline(name, per_item=last[name]["per_item"],
+                        statistic=last[name]["statistic"], label=label)
+    who = dict(subject="CRaFT", baseline_name="Cor-RAIT")
+    for name, metric, effect, better in (
+            ("or_craft_vs_cor", "over_refusal", "over-refusal", "lower"),
+            ("ths_craft_vs_cor", "ths", "THS", "higher")):
+        new, base = f"{metric}_craft", f"{metric}_cor_rait"
+        if new not in last or base not in last:
+            continue
+        if several:
+            ch.check(name, effect, ch.per_seed(new), ch.per_seed(base), better=better, **who)
+        else:
+            stat = last[new]["statistic"]
+            ch.check(name, effect, last[new]["per_item"], last[base]["per_item"],
+                     better=better, **({"statistic": stat} if stat else {}), **who)
+    if "crss_craft" not in last or "crss_cor_rait" not in last:
+        pass
+    elif several:
+        ch.check("crss_craft_vs_cor", "CRSS", ch.per_seed("crss_craft"),
+                 ch.per_seed("crss_cor_rait"), better="lower", **who)
+    else:
+        h, p = bootstrap_interval(lambda ab: float(np.mean(ab[0]) - np.mean(ab[1])),
+                                  [(last["crss_craft"]["per_item"],
+                                    last["crss_cor_rait"]["per_item"])], over="idk questions")
+        ch.check_interval("crss_craft_vs_cor", "CRSS relative to Cor-RAIT", h, p,
+                          "bootstrap of the difference", better="lower", subject="CRaFT")
+    if "flow_noise" in last and "flow_spread" in last:
+        if several:
+            ch.check("flow_vs_noise", "the spread of dCor", ch.per_seed("flow_spread"),
+                     ch.per_seed("flow_noise"), better="higher", subject="rehearsal",
+                     baseline_name="re-sampling noise")
+        else:
+            noise = last["flow_noise"]["statistic"]
+            h, p = bootstrap_interval(lambda d, c: flow_spread(d) - noise(c),
+                                      [last["flow_spread"]["per_item"][0],
+                                       last["flow_noise"]["per_item"][0]])
+            ch.check_interval("flow_vs_noise", "the spread of dCor above re-sampling noise",
+                              h, p, "bootstrap over questions", better="higher",
+                              subject="rehearsal")

@@ -592,3 +592,108 @@ def boundary_shares(df) -> dict:
     return {"sure_on_known": float(known["answered"].mean()) if len(known) else float("nan"),
             "unsure_on_unseen": float((~unseen["answered"]).mean()) if len(unseen) else float("nan"),
             "n_known": int(len(known)), "n_unseen": int(len(unseen))}
+
+
+# ---- the chapter: seeds, headlines, checks ---------------------------------------------
+HEADLINES = {
+    "ap_test_tuned": "AP, R-Tuned score, in-domain test",
+    "ap_ood_tuned": "AP, R-Tuned score, out-of-domain",
+    "ap_test_untuned": "AP, untuned confidence, in-domain test",
+    "ap_ood_untuned": "AP, untuned confidence, out-of-domain",
+    "acc_test_before": "accuracy, untuned, in-domain test",
+    "acc_test_after": "accuracy, R-Tuned, in-domain test",
+    "acc_ood_before": "accuracy, untuned, out-of-domain",
+    "acc_ood_after": "accuracy, R-Tuned, out-of-domain",
+    "sure_on_known": "says 'I am sure' on known authors",
+    "unsure_on_unseen": "says 'I am unsure' on unseen authors",
+}
+TARGET_SHARE = 0.8  # the chapter's target for both boundary shares
+
+
+def by_prompt(fn, rows_lists, prompts_lists):
+    """Run ``fn(rows, prompts) -> DataFrame`` (one row per prompt) once on the distinct
+    prompts of several lists and return one frame per list, in its order.
+
+    The untuned model's answers are deterministic, so questions shared by several
+    seeds' splits are scored once."""
+    uniq = {}
+    for rows, prompts in zip(rows_lists, prompts_lists):
+        if len(rows) != len(prompts):
+            raise ValueError(f"{len(rows)} rows but {len(prompts)} prompts")
+        for r, p in zip(rows, prompts):
+            uniq.setdefault(p, r)
+    ps = list(uniq)
+    df = fn([uniq[p] for p in ps], ps) if ps else None
+    pos = {p: i for i, p in enumerate(ps)}
+    return [df.iloc[[pos[p] for p in prompts]].reset_index(drop=True) if prompts else df
+            for prompts in prompts_lists]
+
+
+def run_items(before: dict, after: dict) -> dict:
+    """One seed's headline values with their per-question data.
+
+    before, after: ``{"test": frame, "ood": frame}`` of :func:`evaluate` for the untuned
+    and the tuned model on the same questions. Returns ``{name: {"value", "per_item",
+    "statistic"}}`` for every name of :data:`HEADLINES` (``statistic`` is
+    :func:`average_precision` for the APs, else None: the mean of ``per_item``)."""
+    out = {}
+    for k in ("test", "ood"):
+        b, a = before[k], after[k]
+        if len(a) != len(b) or list(a["gold"]) != list(b["gold"]):
+            raise ValueError(f"split {k!r}: untuned and tuned frames are not the same questions")
+        for name, df, col in ((f"ap_{k}_tuned", a, "score"), (f"ap_{k}_untuned", b, "conf")):
+            cols = (df["correct"].to_numpy(float), df[col].to_numpy(float))
+            out[name] = {"value": average_precision(*cols), "per_item": cols,
+                         "statistic": average_precision}
+        for name, df in ((f"acc_{k}_before", b), (f"acc_{k}_after", a)):
+            y = df["correct"].to_numpy(float)
+            out[name] = {"value": float(y.mean()), "per_item": y, "statistic": None}
+    import pandas as pd
+    both = pd.concat([after["test"], after["ood"]], ignore_index=True)
+    if "group" in both:
+        sure = both.loc[both["group"] == "known", "answered"].to_numpy(float)
+        unsure = 1.0 - both.loc[both["group"] == "unseen", "answered"].to_numpy(float)
+        for name, y in (("sure_on_known", sure), ("unsure_on_unseen", unsure)):
+            out[name] = {"value": float(y.mean()) if y.size else float("nan"), "per_item": y,
+                         "statistic": None}
+    return out
+
+
+def chapter_results(ch, items_by_seed: dict, target_share: float = TARGET_SHARE) -> None:
+    """Record every seed's values on ``ch`` (a :class:`kbnb.chapter.Chapter`), make the
+    headlines and the checks.
+
+    items_by_seed: ``{seed: run_items(...)}``. With several seeds the intervals are over
+    seeds and the AP checks are paired over seeds; with one seed the intervals are
+    bootstraps over questions and the AP checks are paired bootstraps of the AP
+    difference over the same questions. Checks: tuned vs untuned AP (in-domain test,
+    out of domain), and the two boundary shares against ``target_share``."""
+    for seed, items in items_by_seed.items():
+        ch.record(seed, **{k: v["value"] for k, v in items.items()})
+    # a metric that is undefined in some seed (e.g. AP with no correct answer in a tiny
+    # sample, THS when the untuned model is never wrong) gets no headline and no check
+    last = {k: v for k, v in items_by_seed[ch.seeds[-1]].items()
+            if all(np.isfinite(items[k]["value"]) for items in items_by_seed.values())}
+    several = len(ch.seeds) > 1
+    for name, label in HEADLINES.items():
+        if name in last:
+            ch.headline(name, per_item=last[name]["per_item"],
+                        statistic=last[name]["statistic"], label=label)
+    where = {"test": "on the in-domain test questions", "ood": "out of domain"}
+    for k in ("test", "ood"):
+        new, base = f"ap_{k}_tuned", f"ap_{k}_untuned"
+        if new not in last or base not in last:
+            continue
+        if several:
+            args = dict(new=ch.per_seed(new), baseline=ch.per_seed(base))
+        else:
+            args = dict(new=last[new]["per_item"], baseline=last[base]["per_item"],
+                        statistic=average_precision)
+        ch.check(f"ap_gain_{k}", f"AP {where[k]}", better="higher", subject="the R-Tuned model",
+                 baseline_name="the untuned model's confidence", **args)
+    for name, what in (("sure_on_known", "the share of known-author questions marked sure"),
+                       ("unsure_on_unseen", "the share of unseen-author questions marked "
+                                            "unsure")):
+        if name in last:
+            new = ch.per_seed(name) if several else last[name]["per_item"]
+            ch.check(f"{name}_target", what, new, target_share, better="higher")

@@ -305,14 +305,18 @@ def test_rait_notebook(tmp_path, organism):
     doc = run_notebook("rait", tmp_path, **FAST)
     m = doc["metrics"]
     assert doc["params"]["n_samples"] == 4 and m["mode"] == "open"
-    assert set(m["crss"]) == set(rait.VARIANTS)
-    sizes = {(s["van"], s["idk"]) for s in m["sets"]}
-    assert len(sizes) == 1  # the three sets have the same size
-    assert m["ths"]["Init-Basic"] == 0.0
+    assert doc["params"]["seeds"] == m["seeds"] == [0, 1]
+    for s in ("0", "1"):  # the three sets have the same size
+        assert len({tuple(v) for v in m["set_sizes"][s].values()}) == 1
+    ths0 = [r["THS"] for r in m["evaluation"] if r["variant"] == "Init-Basic"]
+    assert ths0 and all(t == 0.0 for t in ths0)
     for row in m["evaluation"]:
         assert row["Pc"] + row["Pw"] + row["Pr"] == pytest.approx(1.0)
-    assert set(m["checks"]) == {"CRSS(CRaFT) < CRSS(Cor-RAIT)",
-                                "over-refusal(CRaFT) <= over-refusal(Cor-RAIT)"}
+    assert set(m["headline"]) == set(rait.HEADLINE_LABELS)
+    assert m["headline"]["over_refusal_craft"]["ci_method"] == "t interval over seeds"
+    assert set(m["checks"]) == {"or_craft_vs_cor", "ths_craft_vs_cor", "crss_craft_vs_cor",
+                                "flow_vs_noise"}
+    assert {c["status"] for c in m["checks"].values()} <= {"PASS", "MISS", "UNCLEAR"}
     assert len(m["crss_curve"]["CRaFT"]) == len(m["taus"])
 
 
@@ -322,3 +326,69 @@ def test_rait_notebook_rejects_bad_parameters(tmp_path):
     from test_notebooks import run_notebook
     with pytest.raises(pm.PapermillExecutionError, match="flow_rule='up': allowed 'rose', 'not_fell'"):
         run_notebook("rait", tmp_path, flow_rule="up")
+
+
+# ---------------------------------------------------------------- the chapter: seeds
+def test_ths_statistic_matches_ths():
+    c, w = np.array([1, 0, 0, 1.0]), np.array([0, 1, 0, 0.0])
+    c0, w0 = np.array([1, 0, 1, 0.0]), np.array([0, 1, 0, 1.0])
+    assert rait.ths_statistic(c, w, c0, w0) == pytest.approx(rait.ths(0.5, 0.25, 0.5, 0.5))
+    assert rait.ths_statistic(c0, w0, c0, w0) == pytest.approx(0.0)
+
+
+def test_flow_spread_and_bootstrap_interval():
+    assert rait.flow_spread([0.0, 0.2, -0.2]) == pytest.approx(0.2)
+    assert math.isnan(rait.flow_spread([0.1]))
+    h, p = rait.bootstrap_interval(lambda x: float(np.mean(x)), [np.full(50, 1.0)])
+    assert h["mean"] == 1.0 and h["ci95"] == [1.0, 1.0] and p == pytest.approx(1 / 2000)
+    rng = np.random.default_rng(0)
+    h, p = rait.bootstrap_interval(lambda ab: float(np.mean(ab[0]) - np.mean(ab[1])),
+                                   [(rng.normal(0, 1, 200), rng.normal(0, 1, 200))])
+    assert h["ci95"][0] < 0 < h["ci95"][1] and p > 0.05
+
+
+def _items(seed, craft_refuses=0.1, cor_refuses=0.5):
+    r = np.random.default_rng(seed)
+    n = 60
+    base = np.where(r.random(n) < 0.5, "correct", "wrong")
+
+    def labels(p_refuse):
+        lab = base.copy()
+        lab[r.random(n) < p_refuse] = "refused"
+        return {"labels": list(lab)}
+
+    res = {"Init-Refuse": labels(0.0), "Cor-RAIT": labels(cor_refuses),
+           "Cor-Cer-RAIT": labels(0.3), "CRaFT": labels(craft_refuses)}
+    hits = {"Cor-RAIT": r.random(20) < 0.6, "Cor-Cer-RAIT": r.random(20) < 0.4,
+            "CRaFT": r.random(20) < 0.1}
+    cor = r.random(30)
+    d_cor = r.normal(0, 0.5, 30)
+    return rait.run_items(res, list(base), hits, d_cor, cor, 10)
+
+
+def test_run_items_names_and_values():
+    it = _items(0)
+    assert set(it) == set(rait.HEADLINE_LABELS)
+    assert it["over_refusal_init_refuse"]["value"] == 0.0
+    assert it["ths_init_refuse"]["value"] == pytest.approx(0.0)
+    assert it["flow_noise"]["value"] == pytest.approx(
+        rait.flow_noise_sd(it["flow_noise"]["per_item"][0], 10))
+    no_noise = rait.run_items({"CRaFT": {"labels": ["correct"]}}, ["correct"], {}, [0.1, 0.2],
+                              [0.5, 0.5], None)
+    assert "flow_noise" not in no_noise
+
+
+def test_chapter_results_several_seeds_and_one_seed(tmp_path):
+    from kbnb.chapter import Chapter
+    ch = Chapter("rait", {"seeds": [0, 1, 2]}, tmp_path)
+    rait.chapter_results(ch, {s: _items(s) for s in ch.seeds})
+    assert set(ch.verdicts) == {"or_craft_vs_cor", "ths_craft_vs_cor", "crss_craft_vs_cor",
+                                "flow_vs_noise"}
+    assert ch.verdicts["or_craft_vs_cor"].status == "PASS"
+    assert ch.headlines["crss_craft"]["ci_method"].endswith("seeds")
+    ch1 = Chapter("rait", {"seeds": [7]}, tmp_path)
+    rait.chapter_results(ch1, {7: _items(7)})
+    assert ch1.verdicts["or_craft_vs_cor"].status == "PASS"
+    assert ch1.verdicts["crss_craft_vs_cor"].status == "PASS"
+    assert ch1.verdicts["flow_vs_noise"].status in ("PASS", "UNCLEAR", "MISS")
+    assert "bootstrap" in ch1.headlines["ths_craft"]["ci_method"]

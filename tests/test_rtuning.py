@@ -278,15 +278,25 @@ def test_rtuning_notebook(tmp_path, organism):
     assert doc["params"]["method"] == "unsure" and doc["params"]["n_shots"] == 0
     assert doc["params"]["scoring"] == "cloze"
     assert m["split_sizes"] == {"train": 60, "test": 60, "ood": 60}
-    for k in ("test", "ood"):
+    assert doc["params"]["seeds"] == m["seeds"] == [0, 1]
+    for s in ("0", "1"):
         for when in ("before", "after"):
-            assert set(m[when][k]) >= {"accuracy", "answer_rate", "answered_accuracy", "ap_conf", "ap_score"}
+            for k in ("test", "ood"):
+                assert set(m["summary"][s][when][k]) >= {"accuracy", "answer_rate",
+                                                         "answered_accuracy", "ap_conf",
+                                                         "ap_score"}
+        assert sum(m["training_labels"][s].values()) == 60
     assert 0 <= m["boundary_shares"]["sure_on_known"] <= 1
-    assert sum(m["training_labels"].values()) == 60
+    assert set(m["headline"]) == set(rt.HEADLINES)
+    assert m["headline"]["ap_test_tuned"]["ci_method"] == "t interval over seeds"
+    assert m["headline"]["ap_test_tuned"]["values"] == m["per_seed"]["ap_test_tuned"]
+    assert set(m["checks"]) == {"ap_gain_test", "ap_gain_ood", "sure_on_known_target",
+                                "unsure_on_unseen_target"}
+    assert {c["status"] for c in m["checks"].values()} <= {"PASS", "MISS", "UNCLEAR"}
     runs = list((tmp_path / "runs").glob("rtuning-*"))[0]
-    lmflow = json.loads((runs / "training_data" / "tinyworld_unsure.json").read_text())
+    lmflow = json.loads((runs / "training_data" / "seed0" / "tinyworld_unsure.json").read_text())
     assert lmflow["type"] == "text_only" and len(lmflow["instances"]) == 60
-    assert (runs / "precision_recall.png").exists()
+    assert (runs / "fig_pr.png").exists()
 
 
 @pytest.mark.slow
@@ -297,9 +307,10 @@ def test_rtuning_notebook_other_methods(tmp_path, organism, method):
     m = doc["metrics"]
     assert doc["params"]["method"] == method
     want = {"unknown": {"answer", "refuse"}, "uncertain": {"sure", "unsure"}}[method]
-    assert set(m["training_labels"]) <= want and sum(m["training_labels"].values()) == 24
+    labels = m["training_labels"]["0"]
+    assert set(labels) <= want and sum(labels.values()) == 24
     if method == "uncertain":
-        assert m["training_labels"]["sure"] == 12  # the lower-entropy half
+        assert labels["sure"] == 12  # the lower-entropy half
 
 
 @pytest.mark.slow
@@ -321,3 +332,81 @@ def test_rtuning_notebook_rejects_a_bad_method(tmp_path):
     from test_notebooks import run_notebook
     with pytest.raises(pm.PapermillExecutionError, match="method='idk': allowed 'unsure', 'unknown', 'uncertain'"):
         run_notebook("rtuning", tmp_path, method="idk")
+
+
+# ---- the chapter: seeds, headlines, checks -------------------------------------------------
+def _frame(correct, conf, score=None, answered=None, group=None):
+    import pandas as pd
+    n = len(correct)
+    df = pd.DataFrame({"gold": ["A"] * n, "correct": np.array(correct, bool),
+                       "conf": np.array(conf, float)})
+    df["score"] = df["conf"] if score is None else np.array(score, float)
+    df["answered"] = np.ones(n, bool) if answered is None else np.array(answered, bool)
+    if group is not None:
+        df["group"] = group
+    return df
+
+
+def test_by_prompt_scores_each_distinct_prompt_once():
+    import pandas as pd
+    calls = []
+
+    def fn(rows, prompts):
+        calls.append(list(prompts))
+        return pd.DataFrame({"q": [r["q"] for r in rows], "p": prompts})
+
+    a = rt.by_prompt(fn, [[{"q": 1}, {"q": 2}], [{"q": 2}, {"q": 3}]], [["p1", "p2"], ["p2", "p3"]])
+    assert calls == [["p1", "p2", "p3"]]
+    assert a[0]["p"].tolist() == ["p1", "p2"] and a[1]["p"].tolist() == ["p2", "p3"]
+    assert a[1]["q"].tolist() == [2, 3]
+    with pytest.raises(ValueError, match="rows but"):
+        rt.by_prompt(fn, [[{"q": 1}]], [["p1", "p2"]])
+
+
+def test_run_items_values_and_statistics():
+    g = ["known", "unseen", "known", "unseen"]
+    before = {k: _frame([1, 0, 1, 0], [0.9, 0.8, 0.4, 0.3]) for k in ("test", "ood")}
+    after = {k: _frame([1, 0, 1, 1], [0.9, 0.2, 0.8, 0.1], score=[0.9, 0.2, 0.8, 0.1],
+                       answered=[1, 0, 1, 1], group=g) for k in ("test", "ood")}
+    it = rt.run_items(before, after)
+    assert set(it) == set(rt.HEADLINES)
+    assert it["acc_test_before"]["value"] == pytest.approx(0.5)
+    assert it["acc_test_after"]["value"] == pytest.approx(0.75)
+    assert it["ap_test_untuned"]["value"] == pytest.approx(rt.average_precision([1, 0, 1, 0],
+                                                                                [0.9, 0.8, 0.4, 0.3]))
+    assert it["ap_test_tuned"]["statistic"] is rt.average_precision
+    assert it["ap_test_tuned"]["statistic"](*it["ap_test_tuned"]["per_item"]) == \
+        pytest.approx(it["ap_test_tuned"]["value"])
+    assert it["sure_on_known"]["value"] == 1.0  # both known answered, in both splits
+    assert it["unsure_on_unseen"]["value"] == 0.5
+    bad = {"test": before["test"].iloc[:3], "ood": before["ood"]}
+    with pytest.raises(ValueError, match="not the same questions"):
+        rt.run_items(bad, after)
+
+
+def test_chapter_results_several_seeds_and_one_seed(tmp_path):
+    from kbnb.chapter import Chapter
+    g = ["known", "unseen"] * 20
+    rng = np.random.default_rng(0)
+
+    def items(seed):
+        r = np.random.default_rng(seed)
+        y = r.random(40) < 0.5
+        before = {k: _frame(y, r.random(40)) for k in ("test", "ood")}
+        after = {k: _frame(y, r.random(40), score=y + 0.1 * r.random(40),
+                           answered=np.array(g) == "known", group=g) for k in ("test", "ood")}
+        return rt.run_items(before, after)
+
+    ch = Chapter("rtuning", {"seeds": [0, 1, 2]}, tmp_path)
+    rt.chapter_results(ch, {s: items(s) for s in ch.seeds})
+    assert set(ch.headlines) == set(rt.HEADLINES)
+    assert ch.headlines["ap_test_tuned"]["ci_method"].endswith("seeds")
+    assert set(ch.verdicts) == {"ap_gain_test", "ap_gain_ood", "sure_on_known_target",
+                                "unsure_on_unseen_target"}
+    assert ch.verdicts["ap_gain_test"].status == "PASS"  # a perfect score vs a random one
+    ch1 = Chapter("rtuning", {"seeds": [4]}, tmp_path)
+    rt.chapter_results(ch1, {4: items(4)})
+    assert "bootstrap" in ch1.headlines["ap_test_tuned"]["ci_method"]
+    assert ch1.verdicts["ap_gain_ood"].status == "PASS"
+    assert ch1.verdicts["ap_gain_ood"].result.n == 40
+    del rng
