@@ -21,7 +21,6 @@ The pipeline, for any causal LM:
 """
 from __future__ import annotations
 
-import logging
 import random
 from collections import Counter
 from functools import lru_cache
@@ -31,10 +30,6 @@ import torch
 
 from .data import check_choice
 from .metrics import contains_answer, is_refusal
-
-# bitsandbytes (imported along with the sentence embedder) warns on stderr that its
-# optional CPU kernels package is missing; nothing here uses 4-bit CPU kernels
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 RAIT_INSTRUCTION = ("Answer the following question, and if you don't know the answer, "
                     "only reply with 'I don't know': ")
