@@ -34,6 +34,9 @@ import numpy as np
 from . import runs, stats
 
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+CONSTANT_NOTE = (" Every seed gives the same value here (nothing the seeds draw changes it), "
+                 "so the interval has zero width: it is exact for this model, not a "
+                 "measurement of noise.")
 STATUS_WORDS = {"PASS": "shown", "MISS": "opposite shown", "UNCLEAR": "cannot tell"}
 
 
@@ -172,6 +175,10 @@ class Chapter:
             compare["over"] = "seeds" if n == len(self.seeds) and n > 1 else "questions"
         v = stats.check(effect, new, baseline, better=better, unit=unit, subject=subject,
                         baseline_name=baseline_name, digits=digits, **compare)
+        if compare["over"] == "seeds" and all(
+                np.ndim(x) == 0 or len(set(np.asarray(x, float).tolist())) == 1
+                for x in (new, baseline)):
+            v.sentence += CONSTANT_NOTE
         self.verdicts[name] = v
         return v
 

@@ -816,15 +816,14 @@ METRIC_LABELS = {"rouge1_forget": "R1 forget", "rouge1_retain_eval": "R1 retain"
                  "refusal_rate_ref_eval": "refusal ref"}
 
 
-CONSTANT_NOTE = (" Every seed gives the same value here (nothing the seeds draw changes it), "
-                 "so the interval has zero width: it is exact for this model, not a "
-                 "measurement of noise.")
+from .chapter import CONSTANT_NOTE  # noqa: E402  (one wording for every chapter)
 
 
 def note_constant(verdict, *value_lists) -> None:
     """Append :data:`CONSTANT_NOTE` to a check's sentence when every list of per-seed
     values it compared holds one value repeated (a deterministic quantity)."""
-    if all(len(v) > 1 and len(set(map(float, v))) == 1 for v in value_lists):
+    if CONSTANT_NOTE not in verdict.sentence and \
+            all(len(v) > 1 and len(set(map(float, v))) == 1 for v in value_lists):
         verdict.sentence += CONSTANT_NOTE
 
 

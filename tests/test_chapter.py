@@ -77,3 +77,11 @@ def test_headline_and_check_names_do_not_collide(tmp_path):
     v = ch.check_interval("rho_pos", "the correlation", h, 0.001, "Spearman test", headline="rho")
     assert v.status == "PASS" and "rho" in ch.headlines
     assert ch.save()  # the check's interval is stored without a Comparison object
+
+
+def test_a_quantity_the_seeds_do_not_change_is_called_exact(tmp_path):
+    ch = Chapter("demo", {"seeds": [0, 1, 2]}, tmp_path)
+    for s in ch.seeds:
+        ch.record(s, share=1.0)
+    v = ch.check("share_target", "the share", ch.per_seed("share"), 0.8)
+    assert v.status == "PASS" and chapter.CONSTANT_NOTE in v.sentence
