@@ -46,6 +46,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +57,10 @@ from . import activations as A
 from .generation import pack_prompt_response, response_logprobs, sequence_logprobs
 from .models import format_example
 from .npo import cycle_batches, ga_loss, npo_loss
+
+# a paired t test over seeds of a deterministic method (LUNAR's closed form) has identical
+# differences; scipy warns about it, the interval and verdict are still right
+warnings.filterwarnings("ignore", message="Precision loss occurred in moment calculation")
 
 # TOFU's idk.jsonl is a list of such refusals; these are our own wording.
 IDK_ANSWERS = (
@@ -462,6 +467,12 @@ LABELS = {"forget_quality": "forget quality", "model_utility": "model utility",
 TABLE_METRICS = REPORTED + ("forget_prob", "mia_auc")
 DISPLAY_NAMES = {"ga": "GradAscent", "graddiff": "GradDiff", "npo": "NPO", "simnpo": "SimNPO",
                  "idkdpo": "IdkDPO", "rmu": "RMU", "lunar": "LUNAR"}
+
+
+def log10_fq(values) -> list[float]:
+    """``log10`` of forget qualities (floored at 1e-300 so that 0 stays finite): the scale
+    the field plots them on and the one on which the chapter compares them."""
+    return [math.log10(max(float(v), 1e-300)) for v in values]
 
 
 def check_methods(methods) -> list[str]:

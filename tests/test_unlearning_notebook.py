@@ -13,7 +13,7 @@ def test_unlearning_notebook(tmp_path, organism):
     for method in methods:
         for k in ("forget_quality", "model_utility", "forget_truth_ratio", "forget_rouge",
                   "privleak"):
-            assert f"{method}_{k}" in m["headline"], (method, k)
+            assert f"{k}_{method}" in m["headline"], (method, k)
             assert m["methods"][method][k] is not None
     assert m["retain"]["forget_quality"] == 1.0
     assert m["untouched"]["forget_quality"] < 1.0
