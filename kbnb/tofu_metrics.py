@@ -491,10 +491,26 @@ def organism_sets(world, forget_split: str = "forget10", n_retain: int | None = 
     retain_name, holdout_name = _check_split(forget_split)
     s = world.splits()
     retain = [r for r in s[retain_name] if r["group"] == "known"]
-    return {"forget": s[forget_split],
-            "retain": retain if n_retain is None else retain[:n_retain],
+    retain = retain if n_retain is None else retain[:n_retain]
+    return {"forget": [paraphrased_perturbations(r, world) for r in s[forget_split]],
+            "retain": [paraphrased_perturbations(r, world) for r in retain],
             "real_authors": world.real_author_rows(), "world_facts": world.world_fact_rows(),
             "holdout": s[holdout_name]}
+
+
+def paraphrased_perturbations(row: dict, world) -> dict:
+    """The row with its perturbed answers in the paraphrased answer's phrasing (``X's
+    father worked as a W.`` beside ``X's father worked as a V.``), as TOFU's perturbed
+    answers perturb its paraphrased answer: the forget and retain truth ratios then
+    compare the right and wrong values in one phrasing, not a trained phrasing (the
+    world rows' perturbations use the training answer's) with a held-out one."""
+    from .world import ATTRIBUTES
+
+    attr = next(a for a in ATTRIBUTES if a.name == row["attribute"])
+    by_answer = {attr.answer.format(n=row["author"], v=w): w for w in world._values(attr)}
+    wrong = [by_answer[p] for p in row["perturbed_answer"]]
+    return {**row, "perturbed_answer": [attr.paraphrased_answer.format(n=row["author"], v=w)
+                                        for w in wrong]}
 
 
 def organism_retain_rows(world, forget_split: str = "forget10") -> list[dict]:
