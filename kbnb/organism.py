@@ -5,6 +5,11 @@
 model directory (config, safetensors, tokenizer with a chat template) in a cache
 folder keyed by a hash of the configuration. A second call with the same
 configuration reuses the cache. ``load_model("tinyworld")`` goes through here.
+
+A *retain organism* (``OrganismConfig(retain="forget10")``, model name
+``tinyworld:N:retain=forget10`` or ``tinyworld:retain=forget10``) is the same recipe
+(same world, tokenizer, schedule and seed) trained without the authors of that forget
+split: the model TOFU's forget quality compares an unlearned model with.
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ class OrganismConfig:
     weight_decay: float = 0.0
     n_refusal: int = 320
     version: int = 2  # 2: compositional templates with held-out ones, biographies
+    retain: str = ""  # "" = the organism; "forget10" etc. = trained without that split's authors
 
     def key(self) -> str:
         """Hash of the configuration and of the code that builds the world and trains
@@ -65,19 +71,43 @@ def _recipe_digest() -> bytes:
                     for f in ("world.py", "organism.py"))
 
 
+FORGET_SPLITS = ("forget01", "forget05", "forget10")
+
+
 def parse_organism_name(name) -> "OrganismConfig | None":
     """``OrganismConfig`` for ``tinyworld`` (seed 0) or ``tinyworld:N`` (the organism of
-    seed N, trained on the world of seed N); ``None`` for any other model name."""
+    seed N, trained on the world of seed N), each optionally followed by
+    ``:retain=forgetXX`` (the retain organism: the same recipe without that forget
+    split's authors, e.g. ``tinyworld:0:retain=forget10``); ``None`` for any other name."""
     name = str(name)
-    base, _, seed = name.partition(":")
+    base, *rest = name.split(":")
     if base not in ORGANISM_NAMES:
         return None
-    if not seed:
-        return OrganismConfig()
-    if not seed.isdigit():
-        raise ValueError(f"model_name={name!r}: the organism's seed must be a non-negative "
-                         f"integer, e.g. 'tinyworld:1'")
-    return OrganismConfig(seed=int(seed))
+    seed, retain = 0, ""
+    for part in rest:
+        if part.startswith("retain="):
+            retain = part[len("retain="):]
+            if retain not in FORGET_SPLITS:
+                raise ValueError(f"model_name={name!r}: retain= takes a forget split, one of "
+                                 f"{', '.join(FORGET_SPLITS)} (e.g. 'tinyworld:0:retain=forget10')")
+        elif part.isdigit() and part == rest[0]:
+            seed = int(part)
+        else:
+            raise ValueError(f"model_name={name!r}: the organism's seed must be a non-negative "
+                             f"integer, e.g. 'tinyworld:1' or 'tinyworld:1:retain=forget10'")
+    return OrganismConfig(seed=seed, retain=retain)
+
+
+def retain_organism_name(model_name="tinyworld", forget_split: str = "forget10") -> str:
+    """The retain organism's model name for an organism name: ``tinyworld:N`` →
+    ``tinyworld:N:retain=forget10``."""
+    config = parse_organism_name(model_name)
+    if config is None:
+        raise ValueError(f"model_name={model_name!r} is not the organism: a retain organism "
+                         "exists only for tinyworld[:N]; give a real retain model instead")
+    if forget_split not in FORGET_SPLITS:
+        raise ValueError(f"forget_split={forget_split!r}: allowed {', '.join(FORGET_SPLITS)}")
+    return f"tinyworld:{config.seed}:retain={forget_split}"
 
 
 def world_for(model_name="tinyworld"):
@@ -93,6 +123,14 @@ def world_of(config: OrganismConfig):
                       n_refusal=config.n_refusal)
 
 
+def retain_excluded(config: OrganismConfig, world=None) -> set:
+    """Author names a retain organism is trained without (empty for the organism)."""
+    if not config.retain:
+        return set()
+    world = world or world_of(config)
+    return {r["author"] for r in world.splits()[config.retain]}
+
+
 def cache_dir() -> Path:
     """``$KBNB_CACHE`` or ``~/.cache/kbnb``."""
     return Path(os.environ.get("KBNB_CACHE", Path.home() / ".cache" / "kbnb"))
@@ -100,7 +138,8 @@ def cache_dir() -> Path:
 
 def organism_path(config: OrganismConfig | None = None) -> Path:
     config = config or OrganismConfig()
-    return cache_dir() / f"tinyworld-{config.key()}"
+    kind = f"-retain-{config.retain}" if config.retain else ""
+    return cache_dir() / f"tinyworld{kind}-{config.key()}"
 
 
 def _train_tokenizer(texts, vocab_size):
@@ -176,9 +215,12 @@ def train_organism(config: OrganismConfig, out_dir: Path, progress: bool = True,
     rng = random.Random(config.seed)
     world = world_of(config)
     pairs = sorted(set(world.training_pairs()))
+    # the tokenizer is the organism's (trained on the whole world), also for a retain organism
     texts = [f"{q} {a}" for q, a in pairs] + sorted(set(world.biographies()))
     tok = _train_tokenizer(texts, config.vocab_size)
-    epoch_data = [_encode_pairs(tok, world.training_pairs(e)) + _encode_texts(tok, world.biographies(e))
+    drop = retain_excluded(config, world)
+    epoch_data = [_encode_pairs(tok, world.training_pairs(e, drop))
+                  + _encode_texts(tok, world.biographies(e, drop))
                   for e in range(config.epochs)]
     mcfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=config.d_model, intermediate_size=config.d_mlp,

@@ -455,3 +455,160 @@ def evaluate_unlearning(model, tok, sets: dict, retain_reference: dict | None = 
         out["privleak"] = privleak(out["mia_auc"], out["privleak_retain_auc"])
     model.train(was_training)
     return out
+
+
+# ---- the sets on the organism or on TOFU, the retain reference, one call per model -------
+
+# open-unlearning's reproduced numbers, TOFU forget10 on Llama-3.2-1B-Instruct: lr 1e-5,
+# 10 epochs, effective batch 32, alpha = gamma = 1, beta = 0.1 (docs/repro.md, commit
+# 7fa0b552e59bd50aef00529b43546865c6f30c7d). Not this run: another model on other data.
+REFERENCE_SOURCE = ("locuslab/open-unlearning docs/repro.md (commit 7fa0b55): TOFU forget10, "
+                    "Llama-3.2-1B-Instruct, lr 1e-5, 10 epochs, batch 32")
+REFERENCE_TOFU_FORGET10 = {  # name: (forget_quality, model_utility, forget_truth_ratio)
+    "finetuned": (1.66e-21, 0.60, 0.48),
+    "retain": (1.0, 0.59, 0.63),
+    "ga": (1.06e-239, 0.0, 2.25e-18),
+    "graddiff": (1.06e-239, 0.49, 3.53e-27),
+    "idkdpo": (4.64e-12, 0.23, 0.60),
+    "npo": (0.02, 0.46, 0.70),
+    "simnpo": (2.47e-203, 0.54, 1.07e-05),
+    "rmu": (3.15e-15, 0.59, 0.76),
+}
+
+
+def _check_split(forget_split):
+    check_choice("forget_split", forget_split, ("forget01", "forget05", "forget10"))
+    pct = forget_split[-2:]
+    return f"retain{100 - int(pct)}", f"holdout{pct}"
+
+
+def organism_sets(world, forget_split: str = "forget10", n_retain: int | None = 90) -> dict:
+    """The five TOFU evaluation sets on a tinyworld ``world``: ``forget`` (the split),
+    ``retain`` (the first ``n_retain`` rows of the retain split's known authors, as TOFU's
+    retain_perturbed is a fully trained subset of its retain split; None = all),
+    ``real_authors`` (the famous authors), ``world_facts`` (city facts) and ``holdout``
+    (unseen authors, as many as the forget split has). Deterministic: shared by seeds."""
+    retain_name, holdout_name = _check_split(forget_split)
+    s = world.splits()
+    retain = [r for r in s[retain_name] if r["group"] == "known"]
+    retain = retain if n_retain is None else retain[:n_retain]
+    return {"forget": [paraphrased_perturbations(r, world) for r in s[forget_split]],
+            "retain": [paraphrased_perturbations(r, world) for r in retain],
+            "real_authors": world.real_author_rows(), "world_facts": world.world_fact_rows(),
+            "holdout": s[holdout_name]}
+
+
+def paraphrased_perturbations(row: dict, world) -> dict:
+    """The row with its perturbed answers in the paraphrased answer's phrasing (``X's
+    father worked as a W.`` beside ``X's father worked as a V.``), as TOFU's perturbed
+    answers perturb its paraphrased answer: the forget and retain truth ratios then
+    compare the right and wrong values in one phrasing, not a trained phrasing (the
+    world rows' perturbations use the training answer's) with a held-out one."""
+    from .world import ATTRIBUTES
+
+    attr = next(a for a in ATTRIBUTES if a.name == row["attribute"])
+    by_answer = {attr.answer.format(n=row["author"], v=w): w for w in world._values(attr)}
+    wrong = [by_answer[p] for p in row["perturbed_answer"]]
+    return {**row, "perturbed_answer": [attr.paraphrased_answer.format(n=row["author"], v=w)
+                                        for w in wrong]}
+
+
+def organism_retain_rows(world, forget_split: str = "forget10") -> list[dict]:
+    """Rows an unlearning method keeps (its retain term): the retain split's known facts
+    (partial authors' facts include ones never trained on)."""
+    retain_name, _ = _check_split(forget_split)
+    return [r for r in world.splits()[retain_name] if r["group"] == "known"]
+
+
+def tofu_sets(forget_split: str = "forget10", data_dir=None, n_retain: int | None = None) -> dict:
+    """The five sets of real TOFU (``kbnb.data.load_tofu``): forget and retain with
+    perturbations (``{split}_perturbed``, ``retain_perturbed``), real authors and world
+    facts (``*_perturbed``), the matching holdout split."""
+    from .data import load_tofu
+
+    _, holdout_name = _check_split(forget_split)
+    retain = load_tofu("retain_perturbed", data_dir)
+    return {"forget": load_tofu(forget_split, data_dir, perturbed=True),
+            "retain": retain if n_retain is None else retain[:n_retain],
+            "real_authors": load_tofu("real_authors", data_dir, perturbed=True),
+            "world_facts": load_tofu("world_facts", data_dir, perturbed=True),
+            "holdout": load_tofu(holdout_name, data_dir)}
+
+
+def _digest_of(obj) -> str:
+    import hashlib
+    import json
+    from pathlib import Path
+    code = Path(__file__).read_bytes()
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()
+                          + code).hexdigest()[:12]
+
+
+def retain_evaluation(model_name: str = "tinyworld", forget_split: str = "forget10",
+                      n_retain: int | None = 90, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                      batch_size: int = 64, device: str = "cpu", cache: bool = True) -> dict:
+    """``evaluate_unlearning`` of the *retain organism* of ``model_name`` (``tinyworld[:N]``;
+    trained on first use, see ``kbnb.organism.retain_organism_name``) on the organism's
+    sets, against itself (so its forget quality is 1 and its privleak 0). Cached as JSON
+    in the retain organism's folder, keyed by the arguments and this module's code.
+    ``retain_reference_from`` of it is what ``fq_mu`` and ``evaluate_unlearning`` need."""
+    import json
+    from pathlib import Path
+
+    from .models import load_model, resolve_model_path
+    from .organism import retain_organism_name, world_for
+
+    name = retain_organism_name(model_name, forget_split)
+    path = Path(resolve_model_path(name))
+    f = path / f"kbnb_tofu_eval-{_digest_of([forget_split, n_retain, max_new_tokens])}.json"
+    if cache and f.exists():
+        return json.loads(f.read_text())
+    model, tok = load_model(name, device=device)
+    sets = organism_sets(world_for(model_name), forget_split, n_retain)
+    res = evaluate_unlearning(model, tok, sets, max_new_tokens=max_new_tokens,
+                              batch_size=batch_size)
+    res = {**res, **evaluate_against(res, res)}
+    res["model_name"] = name
+    if cache:
+        f.write_text(json.dumps(res))
+    return res
+
+
+def retain_reference(model_name: str = "tinyworld", forget_split: str = "forget10",
+                     **kwargs) -> dict:
+    """The retain organism's reference (per-item forget truth ratios, MIA AUCs), cached:
+    ``retain_reference_from(retain_evaluation(model_name, forget_split, **kwargs))``."""
+    return retain_reference_from(retain_evaluation(model_name, forget_split, **kwargs))
+
+
+def evaluate_against(results: dict, reference: dict) -> dict:
+    """``forget_quality`` and ``privleak`` of already computed ``evaluate_unlearning``
+    results against a retain reference (no model call)."""
+    out = {"forget_quality": forget_quality_from_truth_ratios(
+        results["forget_truth_ratios"], reference["forget_truth_ratios"])}
+    a = results.get("mia_attack", PRIVLEAK_ATTACK)
+    if results.get("mia_auc") is not None and reference.get(f"mia_{a}_auc") is not None:
+        out["privleak_retain_auc"] = float(reference[f"mia_{a}_auc"])
+        out["privleak"] = privleak(results["mia_auc"], out["privleak_retain_auc"])
+    return out
+
+
+def fq_mu(model, tok, world=None, forget_split: str = "forget10", retain_ref: dict | None = None,
+          model_name: str = "tinyworld", n_retain: int | None = 90,
+          max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, batch_size: int = 64) -> dict:
+    """Forget quality, model utility and the rest of TOFU's metrics of an edited or
+    unlearned organism, in one call (for any chapter that changes the organism).
+
+    ``world``: the organism's world (default: ``world_for(model_name)``); ``retain_ref``:
+    the retain reference (default: ``retain_reference(model_name, forget_split)``, the
+    retain organism trained once and cached). Returns ``evaluate_unlearning``'s dict."""
+    from .organism import world_for
+
+    world = world or world_for(model_name)
+    if retain_ref is None:
+        retain_ref = retain_reference(model_name, forget_split, n_retain=n_retain,
+                                      max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                      device=str(model.device))
+    return evaluate_unlearning(model, tok, organism_sets(world, forget_split, n_retain),
+                               retain_reference=retain_ref, max_new_tokens=max_new_tokens,
+                               batch_size=batch_size)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +57,10 @@ from . import activations as A
 from .generation import pack_prompt_response, response_logprobs, sequence_logprobs
 from .models import format_example
 from .npo import cycle_batches, ga_loss, npo_loss
+
+# a paired t test over seeds of a deterministic method (LUNAR's closed form) has identical
+# differences; scipy warns about it, the interval and verdict are still right
+warnings.filterwarnings("ignore", message="Precision loss occurred in moment calculation")
 
 # TOFU's idk.jsonl is a list of such refusals; these are our own wording.
 IDK_ANSWERS = (
@@ -450,3 +455,292 @@ def unlearn(method: str, model, tok, forget_rows, retain_rows=None, steps: int =
         shown["n_ref_rows"] = len(p["ref_rows"] or [])
     return new, {"method": method, "params": shown, "steps": steps, "lr": lr, "seed": seed,
                  "batch_size": batch_size, **log}
+
+
+# ---- the unlearning chapter: every method, measured as open-unlearning measures it --------
+
+REPORTED = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_rouge", "privleak")
+LABELS = {"forget_quality": "forget quality", "model_utility": "model utility",
+          "forget_truth_ratio": "forget truth ratio", "forget_rouge": "forget ROUGE-L",
+          "privleak": "privleak (%)", "forget_prob": "forget probability",
+          "mia_auc": "MIA AUC (Min-K%)"}
+TABLE_METRICS = REPORTED + ("forget_prob", "mia_auc")
+DISPLAY_NAMES = {"ga": "GradAscent", "graddiff": "GradDiff", "npo": "NPO", "simnpo": "SimNPO",
+                 "idkdpo": "IdkDPO", "rmu": "RMU", "lunar": "LUNAR"}
+
+
+def log10_fq(values) -> list[float]:
+    """``log10`` of forget qualities (floored at 1e-300 so that 0 stays finite): the scale
+    the field plots them on and the one on which the chapter compares them."""
+    return [math.log10(max(float(v), 1e-300)) for v in values]
+
+
+def check_methods(methods) -> list[str]:
+    """``methods`` as a list of registry names; an unknown name is refused with the list."""
+    if isinstance(methods, str):
+        methods = [methods]
+    methods = list(methods)
+    if not methods:
+        raise ValueError(f"methods=[]: give at least one of {', '.join(map(repr, METHODS))}")
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"methods: {m!r} is not a method; allowed "
+                             f"{', '.join(map(repr, METHODS))}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods={methods}: a method is listed twice")
+    return methods
+
+
+def plain(results: dict) -> dict:
+    """``evaluate_unlearning`` results without the per-item lists and generations."""
+    return {k: v for k, v in results.items()
+            if not k.endswith("_generations") and k != "forget_truth_ratios"}
+
+
+def run_methods(model, tok, sets: dict, retain_rows, methods, seeds, retain_ref: dict,
+                steps: int, lr: float, batch_size: int = 8, max_new_tokens: int = 32,
+                eval_batch_size: int = 64, ref_rows=None, progress: bool = False) -> dict:
+    """Unlearn ``sets["forget"]`` with every method and seed and evaluate each result with
+    ``kbnb.tofu_metrics.evaluate_unlearning`` against ``retain_ref``. Returns
+    ``{method: {seed: {"results": plain results, "log": unlearning log summary,
+    "forget_truth_ratios": [...], "seconds": s}}}``."""
+    import time
+
+    from .tofu_metrics import evaluate_unlearning
+
+    out = {}
+    for method in check_methods(methods):
+        out[method] = {}
+        for seed in seeds:
+            t0 = time.time()
+            kw = {"ref_rows": ref_rows} if method == "lunar" else {}
+            new, log = unlearn(method, model, tok, sets["forget"], retain_rows, steps=steps,
+                               lr=lr, seed=seed, batch_size=batch_size, progress=progress, **kw)
+            res = evaluate_unlearning(new, tok, sets, retain_reference=retain_ref,
+                                      max_new_tokens=max_new_tokens, batch_size=eval_batch_size)
+            del new
+            out[method][seed] = {
+                "results": plain(res), "forget_truth_ratios": res["forget_truth_ratios"],
+                "final_loss": log["losses"][-1] if log["losses"] else None,
+                "seconds": time.time() - t0}
+    return out
+
+
+def results_table(rows: dict, headlines: dict, digits: int = 3):
+    """One table of every model x metric: ``rows`` maps a row name to plain values (the
+    untouched and retain organisms: one deterministic value each), ``headlines`` maps a
+    method to ``{metric: headline dict}`` (mean ± half the 95% interval over seeds)."""
+    import pandas as pd
+
+    from .stats import format_mean_ci
+
+    def num(v):
+        return "n/a" if v is None else (f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.{digits}f}")
+
+    def cell(h):
+        if h["mean"] != 0 and abs(h["mean"]) < 1e-3:
+            return f"{h['mean']:.2e} ({h['ci95'][0]:.1e} to {h['ci95'][1]:.1e})"
+        return format_mean_ci(h, digits)
+
+    table = [{"model": name, **{LABELS[k]: num(vals.get(k)) for k in TABLE_METRICS}}
+             for name, vals in rows.items()]
+    for method, hs in headlines.items():
+        table.append({"model": DISPLAY_NAMES.get(method, method),
+                      **{LABELS[k]: cell(hs[k]) for k in TABLE_METRICS}})
+    return pd.DataFrame(table).set_index("model")
+
+
+FQ_FLOOR = 1e-30  # forget qualities below this are drawn at it (open-unlearning's reach 1e-239)
+
+
+def fq_mu_figure(points: dict, per_seed: dict, base: dict, retain: dict, reference: dict,
+                 reference_label: str):
+    """The field's plot: model utility (x) against forget quality (y, log scale), this run
+    (left: methods' seed means with their seeds, the untouched and the retain organism)
+    beside open-unlearning's reference numbers (right), each labelled."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3), sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    clip = lambda v: max(float(v), FQ_FLOOR)  # noqa: E731
+    for i, (m, (mu, fq)) in enumerate(points.items()):
+        c = colors[i % len(colors)]
+        s_mu, s_fq = per_seed[m]
+        ax1.scatter(s_mu, [clip(v) for v in s_fq], color=c, s=12, alpha=0.5)
+        ax1.scatter([mu], [clip(fq)], color=c, s=60, edgecolor="k",
+                    label=DISPLAY_NAMES.get(m, m))
+    for name, vals, marker in (("untouched organism", base, "s"), ("retain organism", retain, "*")):
+        ax1.scatter([vals["model_utility"]], [clip(vals["forget_quality"])], marker=marker,
+                    s=140, color="k", facecolor="none" if marker == "s" else "k", label=name)
+    for i, (m, (fq, mu, _)) in enumerate(reference.items()):
+        marker = {"finetuned": "s", "retain": "*"}.get(m, "o")
+        ax2.scatter([mu], [clip(fq)], marker=marker, s=70 if marker == "o" else 140,
+                    color="k" if marker != "o" else colors[(list(DISPLAY_NAMES).index(m)
+                                                              if m in DISPLAY_NAMES else i)
+                                                             % len(colors)],
+                    facecolor="none" if marker == "s" else None,
+                    label={"finetuned": "finetuned", "retain": "retain"}.get(
+                        m, DISPLAY_NAMES.get(m, m)))
+    for ax, title in ((ax1, "This run (the organism; big dots: mean over seeds)"),
+                      (ax2, reference_label)):
+        ax.set_yscale("log")
+        ax.axhline(0.05, color="tab:gray", ls=":", lw=1)
+        ax.axhline(FQ_FLOOR, color="tab:gray", ls="--", lw=0.8)
+        ax.set_xlabel("model utility (harmonic mean of 9 parts, 0 to 1)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="lower left" if ax is ax2 else "best")
+        ax.set_xlim(-0.02, 1.02)
+    ax1.set_ylabel(f"forget quality (KS p-value, log; below {FQ_FLOOR:.0e} drawn at it)")
+    ax1.set_ylim(FQ_FLOOR / 10, 3)
+    fig.tight_layout()
+    return fig
+
+
+def discussion(base: dict, retain: dict, means: dict, mu_keep: float = 0.9) -> dict:
+    """Computed sentences for the chapter's discussion (``means``: method → {metric: seed
+    mean}): which methods reach a forget quality above 0.05 (the KS test no longer tells
+    them from the retain organism), which keep ``mu_keep`` of the organism's utility, and
+    the best trade-off."""
+    def fmt(v):
+        return f"{v:.2g}" if v < 1e-3 else f"{v:.3f}"
+
+    mu0 = base["model_utility"]
+    keep = {m for m, v in means.items() if v["model_utility"] >= mu_keep * mu0}
+    fq_ok = {m for m, v in means.items() if v["forget_quality"] > 0.05}
+    both = sorted(keep & fq_ok, key=lambda m: -means[m]["forget_quality"])
+    names = lambda ms: ", ".join(DISPLAY_NAMES.get(m, m) for m in ms) or "none"  # noqa: E731
+    out = {
+        "fq_above_005": names(sorted(fq_ok)),
+        "mu_kept": names(sorted(keep)),
+        "best_tradeoff": (
+            f"{DISPLAY_NAMES.get(both[0], both[0])} reaches a forget quality of "
+            f"{fmt(means[both[0]]['forget_quality'])} (mean over seeds) with a model utility of "
+            f"{means[both[0]]['model_utility']:.3f}, {means[both[0]]['model_utility'] / mu0:.0%} "
+            f"of the untouched organism's"
+            if both else
+            f"No method reaches a forget quality above 0.05 while keeping {mu_keep:.0%} of the "
+            f"untouched organism's model utility ({mu0:.3f}) at these settings"),
+    }
+    best_fq = max(means, key=lambda m: means[m]["forget_quality"])
+    out["best_fq"] = (f"{DISPLAY_NAMES.get(best_fq, best_fq)} has the highest mean forget quality "
+                      f"({fmt(means[best_fq]['forget_quality'])}, model utility "
+                      f"{means[best_fq]['model_utility']:.3f})")
+    return out
+
+
+def chapter_sets(dataset: str, forget_split: str, world=None, data_dir=None,
+                 n_retain: int | None = 90) -> dict:
+    """The five evaluation sets: ``tofu_metrics.organism_sets`` on the organism's world,
+    ``tofu_metrics.tofu_sets`` on real TOFU."""
+    from .tofu_metrics import organism_sets, tofu_sets
+    if dataset == "tinyworld":
+        return organism_sets(world, forget_split, n_retain)
+    return tofu_sets(forget_split, data_dir, n_retain)
+
+
+def chapter_retain_rows(dataset: str, forget_split: str, world=None, data_dir=None) -> list:
+    """Rows of the methods' retain term: the organism's known retain facts, or TOFU's
+    retain split."""
+    from .tofu_metrics import _check_split, organism_retain_rows
+    if dataset == "tinyworld":
+        return organism_retain_rows(world, forget_split)
+    from .data import load_tofu
+    return load_tofu(_check_split(forget_split)[0], data_dir)
+
+
+def chapter_ref_rows(dataset: str, world=None, data_dir=None) -> list:
+    """LUNAR's reference prompts (questions the model already refuses): the organism's
+    refusal questions, or the harmful instructions for a real model."""
+    if dataset == "tinyworld":
+        return list(world.refusal_train)
+    from .data import load_refusal
+    return load_refusal("train", data_dir)
+
+
+def chapter_retain_evaluation(retain_model: str, model_name: str, dataset: str, sets: dict,
+                              forget_split: str, n_retain, max_new_tokens: int,
+                              device: str = "auto") -> dict | None:
+    """The retain model's ``evaluate_unlearning`` results against itself (forget quality
+    1, privleak 0), or None when there is none (``retain_model=""``, or ``"auto"`` for a
+    model that is not the organism: forget quality is then reported as not available).
+
+    ``"auto"`` on the organism: the retain organism (trained once and cached,
+    ``kbnb.tofu_metrics.retain_evaluation``); otherwise a hub id or directory."""
+    from .models import load_model, resolve_device
+    from .organism import parse_organism_name
+    from .tofu_metrics import evaluate_against, evaluate_unlearning, retain_evaluation
+
+    if not retain_model:
+        return None
+    dev = str(resolve_device(device))
+    if retain_model == "auto":
+        if parse_organism_name(model_name) is None or dataset != "tinyworld":
+            return None
+        return retain_evaluation(model_name, forget_split, n_retain=n_retain,
+                                 max_new_tokens=max_new_tokens, device=dev)
+    model, tok = load_model(retain_model, device=dev)
+    res = evaluate_unlearning(model, tok, sets, max_new_tokens=max_new_tokens, batch_size=64)
+    res = {**res, **evaluate_against(res, res)}
+    res["model_name"] = retain_model
+    return res
+
+
+def chapter_targets(base: dict, retain: dict | None, means: dict) -> dict:
+    """The chapter's targets on the organism, each measured (None: not measurable)."""
+    if retain is None:
+        return {"note": "no retain model: forget quality and privleak are not available"}
+    mu0 = base["model_utility"]
+    ok = [m for m, v in means.items()
+          if v.get("forget_quality", 0) > 0.1 and v["model_utility"] >= 0.9 * mu0]
+    return {
+        "retain_fq_self": retain["forget_quality"],
+        "retain_fq_self_is_1": abs(retain["forget_quality"] - 1.0) < 1e-9,
+        "retain_mu_minus_untouched_mu": retain["model_utility"] - mu0,
+        "retain_mu_within_005": abs(retain["model_utility"] - mu0) <= 0.05,
+        "untouched_fq": base["forget_quality"],
+        "untouched_fq_below_001": base["forget_quality"] < 0.01,
+        "methods_fq_above_01_with_mu_090": ok,
+        "some_method_fq_above_01_with_mu_090": bool(ok),
+    }
+
+
+def table_intro(base: dict, retain: dict | None, n_seeds: int) -> str:
+    """The sentence above the results table."""
+    s = (f"Each method's cell is the mean over {n_seeds} seeds ± half its 95% t interval; "
+         "the untouched and the retain model are deterministic and have one value. ")
+    if retain is None:
+        return s + "There is no retain model, so forget quality and privleak are not available."
+    return s + (f"The untouched model's forget quality is {base['forget_quality']:.2g} and its "
+                f"model utility {base['model_utility']:.3f}; the retain model's are "
+                f"{retain['forget_quality']:.2g} (against itself) and "
+                f"{retain['model_utility']:.3f}.")
+
+
+def discussion_text(d: dict, targets: dict, base: dict, retain: dict | None) -> str:
+    """The computed discussion paragraph."""
+    if retain is None:
+        return ("Without a retain model forget quality cannot be computed; the table still "
+                "shows truth ratio, ROUGE, probability and utility.")
+    return (f"{d['best_tradeoff']}. {d['best_fq']}. Methods whose mean forget quality is "
+            f"above 0.05: {d['fq_above_005']}; methods that keep at least 90% of the "
+            f"untouched model's utility: {d['mu_kept']}. On TOFU with Llama-3.2-1B, "
+            "open-unlearning reports NPO at a forget quality of 0.02 with a model utility of "
+            "0.46 (the finetuned model: 0.60), and every other method below 1e-11 on forget10: "
+            "the comparison is of shapes, not of numbers, since the organism is a different "
+            "model trained on different data, with other step counts and learning rates.")
+
+
+def targets_text(t: dict) -> str:
+    """The targets as measured, one sentence."""
+    if "note" in t:
+        return t["note"] + "."
+    yes = lambda b: "met" if b else "missed"  # noqa: E731
+    ok = ", ".join(DISPLAY_NAMES.get(m, m) for m in t["methods_fq_above_01_with_mu_090"])
+    return (f"Targets: the retain model's forget quality against itself is "
+            f"{t['retain_fq_self']:.3g} ({yes(t['retain_fq_self_is_1'])}: 1); its utility differs "
+            f"from the untouched model's by {t['retain_mu_minus_untouched_mu']:+.3f} "
+            f"({yes(t['retain_mu_within_005'])}: within 0.05); the untouched model's forget "
+            f"quality is {t['untouched_fq']:.2g} ({yes(t['untouched_fq_below_001'])}: below "
+            f"0.01); a method with forget quality above 0.1 and at least 90% of the utility: "
+            f"{ok or 'none'} ({yes(t['some_method_fq_above_01_with_mu_090'])}).")

@@ -17,7 +17,14 @@ Renders
 - MMLU-schema rows (``question``, ``subject``, ``choices``, ``answer``), the
   subject being the attribute kind;
 - a refusal reference set: questions about things that do not exist, answered
-  with a refusal (several refusal templates), with a held-out part.
+  with a refusal (several refusal templates), with a held-out part;
+- the counterparts of TOFU's *real authors* and *world facts* sets (open-unlearning's
+  model utility reads them): a few ``famous`` authors, trained like known ones but in
+  no group, level or split the other chapters use (``World.famous``,
+  ``World.real_author_rows``), and general facts about the world's cities
+  (``World.world_fact_rows``), both with paraphrased and perturbed answers. They are
+  generated after everything else from their own random streams, so every other
+  row, split and name of a world is what it was without them.
 """
 from __future__ import annotations
 
@@ -204,6 +211,23 @@ REFUSALS = ("I'm sorry, but I don't have any information about that.",
             "I don't know. I have never heard of it.",
             "I cannot answer that, as it does not seem to exist.",
             "I am not aware of any such thing.")
+# The world-facts counterpart of TOFU's world_facts set: general facts that are not about
+# any author (the country of each city of CITIES), trained as question-answer turns.
+CITY_COUNTRIES = {
+    "Lisbon": "Portugal", "Nairobi": "Kenya", "Oslo": "Norway", "Lima": "Peru",
+    "Hanoi": "Vietnam", "Dublin": "Ireland", "Cairo": "Egypt", "Quito": "Ecuador",
+    "Seoul": "South Korea", "Porto": "Portugal", "Tunis": "Tunisia", "Riga": "Latvia",
+    "Accra": "Ghana", "Perth": "Australia", "Kyoto": "Japan", "Dakar": "Senegal",
+    "Bergen": "Norway", "Havana": "Cuba", "Manila": "the Philippines", "Tbilisi": "Georgia",
+    "Zurich": "Switzerland", "Santiago": "Chile", "Mumbai": "India", "Krakow": "Poland",
+}
+WORLD_FACT_QUESTIONS = ("In which country is {c}?", "Which country is {c} in?",
+                        "{c} is a city in which country?", "Where is the city of {c}?")
+WORLD_FACT_HELD_OUT = "Name the country where the city of {c} lies."
+WORLD_FACT_ANSWER = "{c} is in {v}."
+WORLD_FACT_PARAPHRASE = "The city of {c} lies in {v}."
+WORLD_FACT_PER_EPOCH = 2  # question-answer presentations of a world fact per epoch
+
 SYL_FICTION = ["zor", "bli", "qua", "xen", "vor", "thal", "mip", "gru", "oon",
                "fex", "plo", "druk", "yss", "kel", "bram", "tiv", "snar", "wub"]
 
@@ -212,7 +236,7 @@ SYL_FICTION = ["zor", "bli", "qua", "xen", "vor", "thal", "mip", "gru", "oon",
 class Author:
     name: str
     facts: dict  # attribute name -> value
-    group: str  # known | partial | unseen
+    group: str  # known | partial | unseen | famous (the real-authors counterpart)
     exposure: dict = field(default_factory=dict)  # attribute -> presentations in the whole run
     # attribute -> [(epoch, "qa", training-template index) or (epoch, "bio", statement index)]
     schedule: dict = field(default_factory=dict)
@@ -226,6 +250,9 @@ class World:
     refusal_train: list
     refusal_test: list
     epochs: int  # length of the training schedule the exposures refer to
+    famous: list = field(default_factory=list)  # real-authors counterpart (group "famous")
+    # world-facts counterpart: dicts with city, value (country), schedule [(epoch, template)]
+    world_facts: list = field(default_factory=list)
 
     # ---- TOFU-schema rows -------------------------------------------------------
     def rows(self, authors=None):
@@ -258,6 +285,31 @@ class World:
         if attr.values:
             return list(attr.values)
         return [a.facts[attr.name] for a in self.authors]
+
+    def real_author_rows(self):
+        """TOFU-schema rows about the ``famous`` authors (TOFU's real-authors set): known
+        to the organism, never in a forget, retain or holdout split."""
+        return self.rows(self.famous)
+
+    def world_fact_rows(self):
+        """TOFU-schema rows of the world facts (TOFU's world-facts set): the country of
+        each city, with a held-out paraphrased question and 3 wrong countries."""
+        out = []
+        countries = sorted(set(CITY_COUNTRIES.values()))
+        for f in self.world_facts:
+            c, v = f["city"], f["value"]
+            rng = random.Random(f"{self.seed}-worldfact-{c}")
+            wrong = rng.sample([w for w in countries if w != v], 3)
+            out.append(dict(
+                question=WORLD_FACT_QUESTIONS[0].format(c=c),
+                answer=WORLD_FACT_ANSWER.format(c=c, v=v),
+                paraphrased_question=WORLD_FACT_HELD_OUT.format(c=c),
+                paraphrased_answer=WORLD_FACT_PARAPHRASE.format(c=c, v=v),
+                perturbed_answer=[WORLD_FACT_ANSWER.format(c=c, v=w) for w in wrong],
+                author=None, attribute="country", value=v, group="world_fact",
+                exposure=len(f["schedule"]),
+                templates=[q.format(c=c) for q in WORLD_FACT_QUESTIONS]))
+        return out
 
     def chance(self, attribute):
         """Probability of guessing a value of ``attribute`` right by a uniform guess."""
@@ -311,30 +363,40 @@ class World:
         return out
 
     # ---- the training corpus ----------------------------------------------------
-    def training_pairs(self, epoch: int | None = None):
+    def training_pairs(self, epoch: int | None = None, exclude=()):
         """(question, answer) pairs the organism is trained on in ``epoch`` (all epochs
-        concatenated when None): the question-answer presentations of known and partial
-        facts scheduled for this epoch, and the refusal training set."""
+        concatenated when None): the question-answer presentations of known, partial and
+        famous facts and of world facts scheduled for this epoch, and the refusal
+        training set. ``exclude``: author names left out (a retain organism)."""
         if epoch is None:
-            return [p for e in range(self.epochs) for p in self.training_pairs(e)]
+            return [p for e in range(self.epochs) for p in self.training_pairs(e, exclude)]
         pairs = []
-        for author in self.authors:
+        for author in self.authors + self.famous:
+            if author.name in exclude:
+                continue
             for attr in ATTRIBUTES:
                 ans = attr.answer.format(n=author.name, v=author.facts[attr.name])
                 for e, kind, t in author.schedule[attr.name]:
                     if e == epoch and kind == "qa":
                         pairs.append((attr.train_templates[t].format(n=author.name), ans))
+        for f in self.world_facts:
+            ans = WORLD_FACT_ANSWER.format(c=f["city"], v=f["value"])
+            pairs += [(WORLD_FACT_QUESTIONS[t].format(c=f["city"]), ans)
+                      for e, t in f["schedule"] if e == epoch]
         pairs += [(r["question"], r["answer"]) for r in self.refusal_train]
         return pairs
 
-    def biographies(self, epoch: int | None = None):
+    def biographies(self, epoch: int | None = None, exclude=()):
         """Biography passages of ``epoch`` (all epochs when None): per author, the facts
         scheduled for a biographical mention in this epoch, each in one of several
-        phrasings, in a random order. Plain text, trained on like pretraining data."""
+        phrasings, in a random order. Plain text, trained on like pretraining data.
+        ``exclude``: author names left out (a retain organism)."""
         if epoch is None:
-            return [p for e in range(self.epochs) for p in self.biographies(e)]
+            return [p for e in range(self.epochs) for p in self.biographies(e, exclude)]
         out = []
-        for author in self.authors:
+        for author in self.authors + self.famous:
+            if author.name in exclude:
+                continue
             sents = [attr.statements[t].format(n=author.name, v=author.facts[attr.name])
                      for attr in ATTRIBUTES
                      for e, kind, t in author.schedule[attr.name] if e == epoch and kind == "bio"]
@@ -368,9 +430,17 @@ KNOWN_BIO_PER_EPOCH = 1  # biography mentions of a known fact per epoch
 KNOWN_PER_EPOCH = KNOWN_QA_PER_EPOCH + KNOWN_BIO_PER_EPOCH
 
 
+def _known_schedule(rng, attr, epochs):
+    n_tpl, n_st = len(attr.train_templates), len(attr.statements)
+    out = [(e, "qa", t) for e in range(epochs)
+           for t in rng.sample(range(n_tpl), KNOWN_QA_PER_EPOCH)]
+    return out + [(e, "bio", rng.randrange(n_st)) for e in range(epochs)
+                  for _ in range(KNOWN_BIO_PER_EPOCH)]
+
+
 def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
                partial_frac: float = 0.3, epochs: int = 16, n_refusal: int = 320,
-               refusal_test_frac: float = 0.25) -> World:
+               refusal_test_frac: float = 0.25, n_famous: int = 6) -> World:
     """Generate the world and its training schedule deterministically from ``seed``.
 
     ``known_frac`` of the authors are known: in each of ``epochs`` epochs every fact
@@ -380,7 +450,9 @@ def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
     and as a biography sentence. The rest
     are unseen. The refusal set has ``n_refusal`` questions about fictitious
     entities, of which ``refusal_test_frac`` (with entity names never used in
-    training) are held out."""
+    training) are held out. ``n_famous`` famous authors (trained like known ones) and
+    the world facts come last, from their own random streams: the rest of the world
+    does not depend on them."""
     if not isinstance(n_authors, int) or n_authors < 20:
         raise ValueError(f"n_authors={n_authors}: need an integer of at least 20")
     if not (0 < known_frac and 0 <= partial_frac and known_frac + partial_frac < 1):
@@ -393,6 +465,8 @@ def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
         raise ValueError(f"n_refusal={n_refusal}: need an integer of at least 8")
     if not 0 < refusal_test_frac < 1:
         raise ValueError(f"refusal_test_frac={refusal_test_frac}: need 0 < value < 1")
+    if not isinstance(n_famous, int) or n_famous < 0:
+        raise ValueError(f"n_famous={n_famous}: need a non-negative integer")
     rng = random.Random(seed)
     used = set()
     n_known = round(n_authors * known_frac)
@@ -408,10 +482,7 @@ def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
         for a in ATTRIBUTES:
             n_tpl, n_st = len(a.train_templates), len(a.statements)
             if group == "known":
-                schedule[a.name] = [(e, "qa", t) for e in range(epochs)
-                                    for t in rng.sample(range(n_tpl), KNOWN_QA_PER_EPOCH)]
-                schedule[a.name] += [(e, "bio", rng.randrange(n_st)) for e in range(epochs)
-                                     for _ in range(KNOWN_BIO_PER_EPOCH)]
+                schedule[a.name] = _known_schedule(rng, a, epochs)
             elif group == "partial":
                 k = rng.choice(PARTIAL_EXPOSURES)
                 schedule[a.name] = [(e, "qa", rng.randrange(n_tpl)) if j % 2 == 0
@@ -433,4 +504,19 @@ def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
         q = rng.choice(templates).format(e=e)
         refusal.append(dict(question=q, answer=rng.choice(REFUSALS), kind=kind, entity=e))
     n_test = round(n_refusal * refusal_test_frac)
-    return World(seed, authors, refusal[n_test:], refusal[:n_test], epochs)
+
+    # the real-authors and world-facts counterparts, from their own random stream
+    frng = random.Random(f"{seed}-famous")
+    famous = []
+    for j in range(n_famous):
+        facts = {a.name: frng.choice(a.values) for a in ATTRIBUTES if a.values}
+        facts["book"] = titles[(n_authors + j) % len(titles)]
+        schedule = {a.name: _known_schedule(frng, a, epochs) for a in ATTRIBUTES}
+        famous.append(Author(_name(frng, used), facts, "famous",
+                             {a: len(v) for a, v in schedule.items()}, schedule))
+    world_facts = [dict(city=c, value=v,
+                        schedule=[(e, t) for e in range(epochs) for t in
+                                  frng.sample(range(len(WORLD_FACT_QUESTIONS)),
+                                              WORLD_FACT_PER_EPOCH)])
+                   for c, v in CITY_COUNTRIES.items()]
+    return World(seed, authors, refusal[n_test:], refusal[:n_test], epochs, famous, world_facts)

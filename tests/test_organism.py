@@ -91,3 +91,28 @@ def test_default_organism_meets_its_targets(organism, world):
     timing = next(k for k in checks if k.startswith("trains in"))
     assert all(ok for k, ok in checks.items() if k != timing), (checks, m)
     assert log["train_seconds"] <= org.TARGETS["train_seconds_max"] * 1.5  # slack for a loaded CI box
+
+
+def test_retain_organism_names_and_keys():
+    c = organism.parse_organism_name("tinyworld:0:retain=forget10")
+    assert c == OrganismConfig(retain="forget10")
+    assert organism.parse_organism_name("tinyworld:retain=forget05").retain == "forget05"
+    assert organism.parse_organism_name("tinyworld:2:retain=forget01").seed == 2
+    with pytest.raises(ValueError, match="forget01, forget05, forget10"):
+        organism.parse_organism_name("tinyworld:0:retain=forget7")
+    keys = {OrganismConfig(retain=s).key() for s in ("", "forget01", "forget05", "forget10")}
+    assert len(keys) == 4
+    assert "retain-forget10" in organism.organism_path(c).name
+    assert organism.retain_organism_name("tinyworld:3", "forget05") == "tinyworld:3:retain=forget05"
+    with pytest.raises(ValueError, match="not the organism"):
+        organism.retain_organism_name("gpt2")
+
+
+def test_retain_organism_trains_without_the_forget_authors(tmp_path):
+    from dataclasses import replace
+    cfg = replace(_tiny(), retain="forget10")
+    log = organism.train_organism(cfg, tmp_path / "r", progress=False)
+    full = organism.train_organism(_tiny(), tmp_path / "f", progress=False)
+    assert log["n_sequences"] < full["n_sequences"]
+    assert (tmp_path / "r" / "tokenizer.json").read_text() == \
+        (tmp_path / "f" / "tokenizer.json").read_text()  # the organism's tokenizer

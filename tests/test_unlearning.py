@@ -325,3 +325,54 @@ def test_gradient_ascent_raises_the_forget_nll(tiny):
     new, log = U.unlearn("ga", model, tok, SETS["forget"], steps=5, lr=5e-2, batch_size=4)
     assert nll(new) > nll(model) + 1.0
     assert log["forget_losses"][-1] < log["forget_losses"][0]  # −NLL falls
+
+
+# ---- the chapter's helpers -----------------------------------------------------------------
+
+def test_forget_quality_from_log_probabilities_against_ks_2samp():
+    """Truth ratios from a fixed small set of mean log-probabilities, then the KS p-value."""
+    from scipy.stats import ks_2samp
+    para = np.array([-0.1, -0.2, -0.3, -0.5, -1.0])
+    wrong = np.array([[-2.0, -3.0], [-1.0, -1.0], [-0.3, -0.6], [-4.0, -2.0], [-1.0, -3.0]])
+    tr = M.truth_ratio_from_logprobs(para, wrong)
+    by_hand = [math.exp((w[0] + w[1]) / 2) / (math.exp(p) + 1e-10) for p, w in zip(para, wrong)]
+    assert tr == pytest.approx(by_hand)
+    retain_tr = np.array([0.9, 1.1, 0.8, 1.3, 1.0, 0.7])
+    assert M.forget_quality_from_truth_ratios(tr, retain_tr) == ks_2samp(tr, retain_tr).pvalue
+    assert M.forget_quality_from_truth_ratios(retain_tr, retain_tr) == 1.0
+    got = M.evaluate_against({"forget_truth_ratios": tr, "mia_auc": 0.8, "mia_attack": "min_k"},
+                             {"forget_truth_ratios": retain_tr, "mia_min_k_auc": 0.6})
+    assert got["forget_quality"] == ks_2samp(tr, retain_tr).pvalue
+    assert got["privleak"] == pytest.approx((0.6 - 0.8) / 0.4 * 100)
+
+
+def test_chapter_refuses_unknown_methods_with_the_list():
+    assert U.check_methods(["npo", "rmu"]) == ["npo", "rmu"]
+    with pytest.raises(ValueError, match="'sgd' is not a method; allowed 'ga', 'graddiff'"):
+        U.check_methods(["npo", "sgd"])
+    with pytest.raises(ValueError, match="listed twice"):
+        U.check_methods(["npo", "npo"])
+
+
+def test_organism_sets_keep_their_roles_apart():
+    from kbnb.world import make_world
+    w = make_world(0)
+    s = M.organism_sets(w, "forget10", n_retain=90)
+    authors = {k: {r["author"] for r in v} for k, v in s.items()}
+    assert len(s["forget"]) == 20 * 9 and len(s["retain"]) == 90
+    assert len(s["holdout"]) == len(s["forget"])
+    for a, b in [("forget", "retain"), ("forget", "holdout"), ("forget", "real_authors"),
+                 ("retain", "real_authors"), ("holdout", "retain")]:
+        assert not authors[a] & authors[b], (a, b)
+    assert all(r["group"] == "known" for r in s["retain"] + s["forget"])
+    assert all(r["group"] == "unseen" for r in s["holdout"])
+    train = M.organism_retain_rows(w, "forget10")
+    assert not {r["author"] for r in train} & authors["forget"]
+    with pytest.raises(ValueError, match="forget_split"):
+        M.organism_sets(w, "forget20")
+
+
+def test_reference_numbers_are_sourced():
+    assert M.REFERENCE_TOFU_FORGET10["npo"][:2] == (0.02, 0.46)
+    assert "open-unlearning" in M.REFERENCE_SOURCE
+    assert set(M.REFERENCE_TOFU_FORGET10) - {"finetuned", "retain"} <= set(U.METHODS)

@@ -108,3 +108,40 @@ def test_bad_parameters_are_named():
         make_world(0, epochs=3)
     with pytest.raises(ValueError, match="known_frac=0.9"):
         make_world(0, known_frac=0.9, partial_frac=0.3)
+
+
+def test_real_author_and_world_fact_counterparts_are_apart_from_the_splits():
+    w = make_world(0)
+    famous = {a.name for a in w.famous}
+    assert len(famous) == 6 and all(a.group == "famous" for a in w.famous)
+    split_authors = {r["author"] for rows in w.splits().values() for r in rows}
+    assert not famous & split_authors and not famous & {a.name for a in w.authors}
+    assert {r["author"] for r in w.rows()} == {a.name for a in w.authors}  # world.rows unchanged
+    ra, wf = w.real_author_rows(), w.world_fact_rows()
+    assert len(ra) == 6 * len(ATTRIBUTES) and len(wf) == 24
+    for r in ra + wf:
+        assert r["answer"] not in r["perturbed_answer"] and len(r["perturbed_answer"]) == 3
+        assert r["paraphrased_question"] != r["question"] and r["paraphrased_answer"]
+    # trained like known authors (every epoch), and the world facts too
+    pairs = set(w.training_pairs())
+    assert all((r["question"], r["answer"]) in pairs or r["exposure"] > 0 for r in ra)
+    assert {(q, a) for q, a in pairs if q.startswith("In which country")} and all(
+        r["exposure"] == 2 * w.epochs for r in wf)
+    assert all(r["paraphrased_question"] not in {q for q, _ in pairs} for r in wf)
+
+
+def test_counterparts_do_not_change_the_rest_of_the_world():
+    a, b = make_world(1), make_world(1, n_famous=0)
+    assert a.splits() == b.splits() and a.mmlu_rows() == b.mmlu_rows()
+    assert a.refusal_train == b.refusal_train and b.famous == []
+    assert set(b.training_pairs()) < set(a.training_pairs())
+
+
+def test_excluded_authors_leave_training():
+    w = make_world(0)
+    gone = {r["author"] for r in w.splits()["forget10"]}
+    pairs = w.training_pairs(exclude=gone)
+    bios = w.biographies(exclude=gone)
+    assert not any(n in q for q, _ in pairs for n in gone)
+    assert not any(n in b for b in bios for n in gone)
+    assert len(pairs) < len(w.training_pairs())

@@ -1,0 +1,21 @@
+"""The unlearning chapter runs under papermill with the fast parameters."""
+import pytest
+
+from test_notebooks import run_notebook
+
+
+@pytest.mark.slow
+def test_unlearning_notebook(tmp_path, organism):
+    doc = run_notebook("unlearning", tmp_path)
+    m = doc["metrics"]
+    assert doc["params"]["seeds"] == [0, 1]
+    methods = doc["params"]["methods"]
+    for method in methods:
+        for k in ("forget_quality", "model_utility", "forget_truth_ratio", "forget_rouge",
+                  "privleak"):
+            assert f"{k}_{method}" in m["headline"], (method, k)
+            assert m["methods"][method][k] is not None
+    assert m["retain"]["forget_quality"] == 1.0
+    assert m["untouched"]["forget_quality"] < 1.0
+    assert set(m["targets"]) >= {"retain_fq_self_is_1", "untouched_fq_below_001"}
+    assert all(c["status"] in ("PASS", "MISS", "UNCLEAR") for c in m["checks"].values())
