@@ -964,3 +964,19 @@ def plot_pca(model, edited, tok, groups: dict, layers, activation="residual", po
             axes[i, j].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def tofu_sentence(tofu: dict | None, forget_split: str) -> str:
+    """The chapter's computed sentence on TOFU's forget quality and model utility."""
+    if not tofu:
+        return ("This run did not compute TOFU's forget quality and model utility: they need "
+                f"a retain organism trained without {forget_split}'s authors (minutes on a CPU); "
+                "run with `-p forget_quality True`. The unlearning chapter measures LUNAR "
+                "that way on forget10, beside six other methods.")
+    seeds = [k for k in tofu if k != "untouched"]
+    fq = sum(tofu[s]["forget_quality"] for s in seeds) / len(seeds)
+    mu = sum(tofu[s]["model_utility"] for s in seeds) / len(seeds)
+    u = tofu["untouched"]
+    return (f"Against the retain organism of {forget_split}, the edited models have forget "
+            f"quality {fq:.2g} and model utility {mu:.3f} (mean over {len(seeds)} seeds; the "
+            f"untouched organism: {u['forget_quality']:.2g} and {u['model_utility']:.3f}).")

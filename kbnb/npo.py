@@ -187,7 +187,8 @@ def cycle_batches(n: int, batch_size: int, rng):
 def unlearn(model, tok, forget_rows, track_question: str, track_responses, loss: str = "npo",
             beta: float = 0.1, retain_rows=None, retain_loss: str = "none", alpha: float = 1.0,
             lr: float = 1e-5, steps: int = 500, eval_every: int = 50, batch_size: int = 4,
-            max_grad_norm: float = 1.0, seed: int = 0, progress: bool = True, desc=None):
+            max_grad_norm: float = 1.0, seed: int = 0, progress: bool = True, desc=None,
+            after=None):
     """Unlearn ``forget_rows`` (dicts with ``question``, ``answer``) from a copy of ``model``
     and record the log-probabilities of ``track_responses`` to ``track_question``.
 
@@ -196,7 +197,8 @@ def unlearn(model, tok, forget_rows, track_question: str, track_responses, loss:
     all of them if fewer) and, with ``retain_loss`` ≠ none, ``batch_size`` random retain
     rows; loss = L_forget + α·L_retain; AdamW at a constant ``lr``, gradients clipped to
     ``max_grad_norm``. Evaluations happen at step 0, every ``eval_every`` steps, and
-    after the last step.
+    after the last step. ``after``: optional function of the unlearned copy, called once
+    at the end (e.g. the TOFU metrics); its result is ``history["after"]``.
 
     Returns a dict: ``steps`` ``[E]``, ``logps`` ``[E][R]`` (summed log-probabilities of
     the R tracked responses at each evaluation), ``losses`` ``[steps]``, ``forget_logp``
@@ -280,6 +282,9 @@ def unlearn(model, tok, forget_rows, track_question: str, track_responses, loss:
             hist["logps"].append(evaluate())
     bar.close()
     opt.zero_grad(set_to_none=True)
+    if after is not None:
+        policy.eval()
+        hist["after"] = after(policy)
     del policy, opt
     ref.train(was_training)
     return hist
@@ -526,3 +531,44 @@ def plot_npo_vs_ga(history: dict, series: dict, beta: float, k: int):
     ax2.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ---- the field's metrics (TOFU, against the retain organism) -----------------------------
+from .tofu_metrics import HEADLINE_KEYS as TOFU_KEYS, scorer as tofu_scorer  # noqa: E402,F401
+
+
+def record_tofu(ch, model, history: dict, scorer) -> dict | None:
+    """Record each seed's forget quality and model utility per loss on ``ch`` (headlines
+    ``forget_quality_<loss>``, ``model_utility_<loss>`` with several seeds) and return
+    ``{"untouched": ..., loss: ...}`` for metrics.json (None without a scorer)."""
+    if scorer is None:
+        return None
+    s0 = ch.seeds[0]
+    out = {"untouched": scorer(model)}
+    for name in history[s0]:
+        out[name] = history[s0][name]["after"]
+        for s in ch.seeds:
+            a = history[s][name]["after"]
+            ch.record(s, **{f"forget_quality_{name}": a["forget_quality"],
+                            f"model_utility_{name}": a["model_utility"]})
+        if len(ch.seeds) > 1:
+            ch.headline(f"forget_quality_{name}", label=f"{name.upper()}: forget quality")
+            ch.headline(f"model_utility_{name}", label=f"{name.upper()}: model utility")
+    return out
+
+
+def tofu_sentence(tofu: dict | None, loss: str = "npo") -> str:
+    """The computed sentence on forget quality and model utility (or why there is none)."""
+    if not tofu:
+        return ("Forget quality and model utility need a retain model; they are computed on "
+                "the organism (dataset tinyworld), whose retain organism kbnb trains itself.")
+    u, m = tofu["untouched"], tofu[loss]
+    text = (f"Against the retain organism (trained without the forget split's authors), "
+            f"the {loss.upper()}-unlearned model has forget quality {m['forget_quality']:.2g} "
+            f"(untouched organism: {u['forget_quality']:.2g}) and model utility "
+            f"{m['model_utility']:.3f} (untouched: {u['model_utility']:.3f}).")
+    text += (" Unlearning one sample barely moves the forget set's truth ratios as a whole, "
+             "so forget quality stays near the untouched model's; the unlearning chapter "
+             "unlearns the whole split." if m["forget_quality"] < 0.01 else "")
+    return text
+

@@ -612,3 +612,17 @@ def fq_mu(model, tok, world=None, forget_split: str = "forget10", retain_ref: di
     return evaluate_unlearning(model, tok, organism_sets(world, forget_split, n_retain),
                                retain_reference=retain_ref, max_new_tokens=max_new_tokens,
                                batch_size=batch_size)
+
+
+HEADLINE_KEYS = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_rouge",
+                 "privleak")
+
+
+def scorer(tok, world, forget_split: str = "forget10", model_name: str = "tinyworld"):
+    """A function of an edited or unlearned organism returning :data:`HEADLINE_KEYS` of
+    :func:`fq_mu` on ``forget_split`` (against the retain organism, trained once and
+    cached), for chapters that change the organism (LUNAR, the NPO toy)."""
+    def score(model):
+        r = fq_mu(model, tok, world, forget_split, model_name=model_name)
+        return {k: r.get(k) for k in HEADLINE_KEYS}
+    return score

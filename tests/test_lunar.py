@@ -249,3 +249,13 @@ def test_lunar_notebook_rejects_a_layer_out_of_range(tmp_path):
     from test_notebooks import run_notebook
     with pytest.raises(pm.PapermillExecutionError, match=r"layer=24 but the model has 24 layers"):
         run_notebook("lunar", tmp_path, **{**FAST_LUNAR, "layer": 24})
+
+
+def test_tofu_sentence_says_why_when_not_computed():
+    from kbnb import lunar
+    assert "forget_quality True" in lunar.tofu_sentence(None, "forget05")
+    t = {"untouched": {"forget_quality": 1e-30, "model_utility": 0.38},
+         0: {"forget_quality": 0.2, "model_utility": 0.3},
+         1: {"forget_quality": 0.4, "model_utility": 0.34}}
+    s = lunar.tofu_sentence(t, "forget10")
+    assert "forget quality 0.3" in s and "model utility 0.320" in s and "2 seeds" in s
