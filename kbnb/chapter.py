@@ -105,6 +105,10 @@ class Chapter:
             v = float(v)
             self._per_seed.setdefault(_key(k), {})[seed] = v
 
+    def has(self, name: str) -> bool:
+        """Whether ``name`` was recorded for every seed."""
+        return all(s in self._per_seed.get(name, {}) for s in self.seeds)
+
     def per_seed(self, name: str) -> list[float]:
         """The recorded values of ``name``, in the order of ``seeds`` (all must be there)."""
         got = self._per_seed.get(name, {})
