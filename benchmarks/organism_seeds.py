@@ -61,6 +61,9 @@ def main(argv=None):
     ap.add_argument("--chapters", nargs="+", default=list(CHAPTERS), choices=CHAPTERS)
     ap.add_argument("--out", default=str(ROOT / "runs" / "organism_seeds"))
     ap.add_argument("--table-only", action="store_true", help="only rebuild the table from --out")
+    ap.add_argument("--with-runs", nargs="*", default=[],
+                    help="more run folders to read (e.g. a book build's runs/, whose default "
+                         "model 'tinyworld' is organism 0)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,22 +72,25 @@ def main(argv=None):
             print(f"organism seed {seed}", flush=True)
             for ch in args.chapters:
                 run_chapter(ch, seed, out, {})
-    table = collect(out, args.seeds)
+    table = collect(out, args.seeds, [Path(r) for r in args.with_runs])
     (out / "table.json").write_text(json.dumps(table, indent=1))
     print(render(table, args.seeds))
     (out / "table.md").write_text(render(table, args.seeds))
 
 
-def collect(out: Path, seeds) -> dict:
+def collect(out: Path, seeds, more=()) -> dict:
     """``{seed: {chapter: headline}}`` from the newest metrics.json of each chapter and
-    organism seed under ``out/runs``."""
+    organism seed under ``out/runs`` and the folders ``more``."""
     newest = {}
-    for p in (out / "runs").glob("*/metrics.json"):
+    found = [p for d in (out / "runs", *more) for p in d.glob("*/metrics.json")]
+    for p in found:
         doc = json.loads(p.read_text())
         chapter = p.parent.name.rsplit("-", 1)[0]
         mp = doc["params"]
         name = str(mp.get("model_name", ""))
         seed = int(name.split(":")[1]) if name.startswith("tinyworld:") else None
+        if name == "tinyworld":
+            seed = 0
         key = (seed, chapter)
         if seed in seeds and (key not in newest or p.stat().st_mtime > newest[key][0]):
             newest[key] = (p.stat().st_mtime, doc["metrics"])
