@@ -242,8 +242,10 @@ class Chapter:
 
     def checks_table(self):
         import pandas as pd
-        return pd.DataFrame([{"check": k, "result": STATUS_WORDS[v.status], "statement": v.sentence}
-                             for k, v in self.verdicts.items()]).set_index("check")
+        rows = [{"check": k, "result": STATUS_WORDS[v.status], "statement": v.sentence}
+                for k, v in self.verdicts.items()]
+        # a run may make no check (e.g. a real data set without the organism's targets)
+        return pd.DataFrame(rows, columns=["check", "result", "statement"]).set_index("check")
 
     def save(self, metrics: dict | None = None, device=None) -> Path:
         """Write ``metrics.json`` next to ``params.json``: the chapter's own metrics plus

@@ -85,3 +85,9 @@ def test_a_quantity_the_seeds_do_not_change_is_called_exact(tmp_path):
         ch.record(s, share=1.0)
     v = ch.check("share_target", "the share", ch.per_seed("share"), 0.8)
     assert v.status == "PASS" and chapter.CONSTANT_NOTE in v.sentence
+
+
+def test_a_run_without_checks_has_an_empty_checks_table(tmp_path):
+    ch = Chapter("demo", {"seeds": [0]}, tmp_path)
+    table = ch.checks_table()
+    assert len(table) == 0 and list(table.columns) == ["result", "statement"]
