@@ -105,6 +105,24 @@ class Chapter:
             v = float(v)
             self._per_seed.setdefault(_key(k), {})[seed] = v
 
+    def record_items(self, items_by_seed: dict, labels: dict) -> dict:
+        """Record every seed's items and declare a headline for each of ``labels``.
+
+        ``items_by_seed``: ``{seed: {name: {"value", "per_item", "statistic"}}}``;
+        ``labels``: ``{name: label}`` of the headline metrics. A metric undefined (not
+        finite) in some seed, e.g. AP with no correct answer in a tiny sample, gets no
+        headline. Returns the last seed's items of the metrics defined in every seed
+        (their ``per_item`` values feed one-seed checks)."""
+        for seed, items in items_by_seed.items():
+            self.record(seed, **{k: v["value"] for k, v in items.items()})
+        last = {k: v for k, v in items_by_seed[self.seeds[-1]].items()
+                if all(np.isfinite(items[k]["value"]) for items in items_by_seed.values())}
+        for name, label in labels.items():
+            if name in last:
+                self.headline(name, per_item=last[name]["per_item"],
+                              statistic=last[name]["statistic"], label=label)
+        return last
+
     def has(self, name: str) -> bool:
         """Whether ``name`` was recorded for every seed."""
         return all(s in self._per_seed.get(name, {}) for s in self.seeds)

@@ -753,17 +753,10 @@ def chapter_results(ch, items_by_seed: dict) -> None:
     over questions; over-refusal and THS paired over the same test questions; CRSS (two
     different idk sets) and the flow (spread minus noise on the same questions) by a
     bootstrap of the difference."""
-    for seed, items in items_by_seed.items():
-        ch.record(seed, **{k: v["value"] for k, v in items.items()})
-    # a metric that is undefined in some seed (e.g. AP with no correct answer in a tiny
-    # sample, THS when the untuned model is never wrong) gets no headline and no check
-    last = {k: v for k, v in items_by_seed[ch.seeds[-1]].items()
-            if all(np.isfinite(items[k]["value"]) for items in items_by_seed.values())}
+    # a metric undefined in some seed (THS when the untuned model is never wrong) gets
+    # no headline and no check
+    last = ch.record_items(items_by_seed, HEADLINE_LABELS)
     several = len(ch.seeds) > 1
-    for name, label in HEADLINE_LABELS.items():
-        if name in last:
-            ch.headline(name, per_item=last[name]["per_item"],
-                        statistic=last[name]["statistic"], label=label)
     who = dict(subject="CRaFT", baseline_name="Cor-RAIT")
     for name, metric, effect, better in (
             ("or_craft_vs_cor", "over_refusal", "over-refusal", "lower"),

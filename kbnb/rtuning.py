@@ -668,17 +668,10 @@ def chapter_results(ch, items_by_seed: dict, target_share: float = TARGET_SHARE)
     bootstraps over questions and the AP checks are paired bootstraps of the AP
     difference over the same questions. Checks: tuned vs untuned AP (in-domain test,
     out of domain), and the two boundary shares against ``target_share``."""
-    for seed, items in items_by_seed.items():
-        ch.record(seed, **{k: v["value"] for k, v in items.items()})
-    # a metric that is undefined in some seed (e.g. AP with no correct answer in a tiny
-    # sample, THS when the untuned model is never wrong) gets no headline and no check
-    last = {k: v for k, v in items_by_seed[ch.seeds[-1]].items()
-            if all(np.isfinite(items[k]["value"]) for items in items_by_seed.values())}
+    # a metric undefined in some seed (THS when the untuned model is never wrong) gets
+    # no headline and no check
+    last = ch.record_items(items_by_seed, HEADLINES)
     several = len(ch.seeds) > 1
-    for name, label in HEADLINES.items():
-        if name in last:
-            ch.headline(name, per_item=last[name]["per_item"],
-                        statistic=last[name]["statistic"], label=label)
     where = {"test": "on the in-domain test questions", "ood": "out of domain"}
     for k in ("test", "ood"):
         new, base = f"ap_{k}_tuned", f"ap_{k}_untuned"

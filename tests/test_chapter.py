@@ -91,3 +91,14 @@ def test_a_run_without_checks_has_an_empty_checks_table(tmp_path):
     ch = Chapter("demo", {"seeds": [0]}, tmp_path)
     table = ch.checks_table()
     assert len(table) == 0 and list(table.columns) == ["result", "statement"]
+
+
+def test_record_items_skips_a_metric_undefined_in_some_seed(tmp_path):
+    ch = Chapter("demo", {"seeds": [0, 1]}, tmp_path)
+    item = lambda v: {"value": v, "per_item": [v, v], "statistic": None}
+    last = ch.record_items({0: {"a": item(0.5), "b": item(float("nan"))},
+                            1: {"a": item(0.7), "b": item(0.2)}},
+                           {"a": "metric a", "b": "metric b"})
+    assert set(last) == {"a"} and last["a"]["value"] == 0.7
+    assert ch.per_seed("a") == [0.5, 0.7]
+    assert "a" in ch.summary() and "b" not in ch.summary()
