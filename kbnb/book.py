@@ -202,15 +202,200 @@ def build_html(root: Path = ROOT, strict: bool = True) -> Path:
     return root / "_build" / "html" / "index.html"
 
 
+# ---- parallel execution ---------------------------------------------------------------
+
+# Which organisms a chapter loads besides its model_name: the retain organism of a forget
+# split (chapter -> function of its effective parameters giving the split, or None).
+# Only used to train organisms ahead of the chapters, in parallel; a chapter whose
+# organism is missing still trains it itself.
+RETAIN_USERS = {
+    "npo_toy": lambda p: p.get("forget_split"),
+    "unlearning": lambda p: p.get("forget_split") if p.get("retain_model") == "auto" else None,
+    "lunar": lambda p: p.get("forget_split") if p.get("forget_quality") else None,
+}
+
+# Seconds each chapter took on the default organism (2 cores): only the scheduling order
+# uses them (longest remaining chain first), and a chapter's last execution replaces them.
+COST_HINT = {"tinyworld": 50, "rtuning": 250, "rait": 160, "lunar": 75, "lunar_attacks": 70,
+             "npo_toy": 150, "unlearning": 300, "results": 8}
+ORGANISM_COST_HINT = 350
+
+
+def notebook_defaults(source: Path) -> dict:
+    """The values of a notebook's ``parameters`` cell (literals; others are left out)."""
+    import ast
+
+    import papermill as pm
+    out = {}
+    for name, spec in pm.inspect_notebook(str(source)).items():
+        try:
+            out[name] = ast.literal_eval(spec["default"])
+        except (ValueError, SyntaxError):
+            pass
+    return out
+
+
+def organisms_for(name: str, params: dict, root: Path = ROOT) -> list:
+    """The ``OrganismConfig``s chapter ``name`` trains or loads with these parameters
+    (its own ones over the notebook's defaults); [] when it runs on another model."""
+    from dataclasses import replace
+
+    from .organism import parse_organism_name
+
+    source = root / "notebooks" / f"{name}.ipynb"
+    p = {**notebook_defaults(source), **params} if source.exists() else dict(params)
+    try:
+        config = parse_organism_name(p.get("model_name", ""))
+    except ValueError:
+        return []  # the chapter itself reports the bad name
+    if config is None:
+        return []
+    if name == "tinyworld":  # the organism chapter sets the recipe's size
+        config = replace(config, **{k: p[k] for k in ("n_authors", "n_layers", "epochs") if k in p})
+    out = [config]
+    split = RETAIN_USERS.get(name, lambda p: None)(p)
+    if split and p.get("dataset", "tinyworld") == "tinyworld":
+        out.append(replace(config, retain=split))
+    return out
+
+
+class Task:
+    """One unit of the build: train an organism, or execute a chapter."""
+
+    def __init__(self, key, cmd, deps=(), cost=60.0, exclusive=False):
+        # cmd: the argument list, or a function returning it when the task starts (a
+        # chapter's parameters include its upstream chapters' run folders)
+        self.key, self.cmd, self.deps = key, cmd, set(deps)
+        self.cost, self.exclusive = float(cost), exclusive
+        self.proc, self.t0, self.status = None, 0.0, "waiting"
+
+
+def _priorities(tasks: dict) -> dict:
+    """Longest chain of estimated seconds from each task to the end of the build."""
+    below = {k: [t for t in tasks.values() if k in t.deps] for k in tasks}
+    memo = {}
+
+    def chain(k):
+        if k not in memo:
+            memo[k] = tasks[k].cost + max((chain(t.key) for t in below[k]), default=0.0)
+        return memo[k]
+
+    return {k: chain(k) for k in tasks}
+
+
+def run_tasks(tasks: dict, jobs: int, cores: int, log=print, poll: float = 0.2) -> dict:
+    """Run ``tasks`` (key -> Task) as subprocesses, at most ``jobs`` at once, each after
+    its dependencies, longest remaining chain first. A task marked ``exclusive`` (the
+    organism every chapter waits for) runs alone with every core; the others get
+    ``cores // jobs`` threads each (small models run faster on one thread per process
+    than on two threads, see benchmarks/threads.py). A failed task skips what depends on
+    it; the rest of the build goes on, so nothing already computed is lost.
+    Returns ``{key: "done" | "failed" | "skipped"}``."""
+    from . import threads as threads_module
+
+    prio = _priorities(tasks)
+    running = []
+    user_threads = os.environ.get("OMP_NUM_THREADS")
+    while True:
+        for t in list(running):
+            rc = t.proc.poll()
+            if rc is None:
+                continue
+            running.remove(t)
+            t.status = "done" if rc == 0 else "failed"
+            log(f"[kbnb.book] {t.key}: {t.status} after {time.time() - t.t0:.0f}s"
+                + ("" if rc == 0 else f" (exit {rc}; see the error above)"))
+        for t in tasks.values():
+            if t.status == "waiting" and any(tasks[d].status in ("failed", "skipped")
+                                             for d in t.deps if d in tasks):
+                t.status = "skipped"
+                log(f"[kbnb.book] {t.key}: skipped, it needs "
+                    + ", ".join(d for d in t.deps if tasks.get(d) and tasks[d].status != "done"))
+        ready = sorted((t for t in tasks.values() if t.status == "waiting"
+                        and all(tasks[d].status == "done" for d in t.deps if d in tasks)),
+                       key=lambda t: -prio[t.key])
+        for t in ready:
+            if len(running) >= jobs or any(r.exclusive for r in running):
+                break
+            if t.exclusive and running:
+                break  # wait until it can have the machine to itself
+            threads = cores if (t.exclusive or jobs == 1) else max(1, cores // jobs)
+            env = dict(os.environ)
+            if not user_threads:
+                env["OMP_NUM_THREADS"] = str(threads)
+                if (t.exclusive or jobs == 1) and threads_module.SPINCOUNT_IS_KBNBS:
+                    env["GOMP_SPINCOUNT"] = "300000"  # alone: idle threads may spin (faster)
+            t.status, t.t0 = "running", time.time()
+            t.proc = subprocess.Popen(t.cmd() if callable(t.cmd) else t.cmd, env=env)
+            running.append(t)
+        if not running:
+            return {k: t.status if t.status != "waiting" else "skipped" for k, t in tasks.items()}
+        time.sleep(poll)
+
+
+def _organism_task_key(config) -> str:
+    from .organism import organism_path
+    return f"organism {organism_path(config).name}"
+
+
+def build_tasks(order: list[str], params: dict, names: list[str], out_dir: Path, root: Path,
+                force: bool = False) -> dict:
+    """Tasks for the chapters in ``order`` (and the organisms they need that are not
+    cached yet), each a ``python -m kbnb.book`` subprocess."""
+    from dataclasses import asdict
+
+    from .organism import organism_path
+
+    tasks = {}
+    for name in order:
+        deps = {u for u in upstream(name, names) if u in order}
+        for config in organisms_for(name, params.get(name) or {}, root):
+            key = _organism_task_key(config)
+            if not (organism_path(config) / "kbnb_organism.json").exists():
+                if key not in tasks:
+                    tasks[key] = Task(key, [sys.executable, "-m", "kbnb.book", "--organism",
+                                            json.dumps(asdict(config))],
+                                      cost=ORGANISM_COST_HINT, exclusive=not config.retain)
+                deps.add(key)
+        def cmd(name=name):
+            p, extra = chapter_params(name, params, names, out_dir)
+            return [sys.executable, "-m", "kbnb.book", "--root", str(root), "--chapter",
+                    json.dumps({"name": name, "params": p, "extra_hash": extra,
+                                "force": force})]
+
+        stored = _stored(out_dir / f"{name}.ipynb").get("seconds")
+        tasks[name] = Task(name, cmd, deps, cost=stored or COST_HINT.get(name, 60))
+    return tasks
+
+
 def main(argv=None):
+    from .threads import available_cores
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="book/params.yml", help="YAML: notebook name -> parameters")
     ap.add_argument("--root", default=str(ROOT), help="book root (holds _toc.yml)")
     ap.add_argument("--only", nargs="*", help="execute only these notebooks")
     ap.add_argument("--force", action="store_true", help="execute even when cached")
     ap.add_argument("--no-html", action="store_true", help="execute notebooks, skip the HTML build")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="chapters executed at once (default: 2 where 2 cores or more, else 1; "
+                         "use 1 for a model that fills the GPU or the memory)")
+    ap.add_argument("--chapter", help=argparse.SUPPRESS)   # internal: execute one chapter
+    ap.add_argument("--organism", help=argparse.SUPPRESS)  # internal: train one organism
     args = ap.parse_args(argv)
+    if args.organism:
+        from .organism import OrganismConfig, build_organism
+        t0 = time.time()
+        path = build_organism(OrganismConfig(**json.loads(args.organism)), progress=False)
+        print(f"[kbnb.book] trained {path.name} in {time.time() - t0:.0f}s", flush=True)
+        return
     root = Path(args.root)
+    out_dir = root / "book" / "chapters"
+    if args.chapter:
+        job = json.loads(args.chapter)
+        execute(job["name"], job["params"], out_dir, root=root, force=job["force"],
+                extra_hash=job["extra_hash"])
+        return
     params = load_params(root / args.params if not Path(args.params).is_absolute() else Path(args.params))
     names = toc_chapters(root)
     unknown = set(params) - set(names)
@@ -221,15 +406,31 @@ def main(argv=None):
         bad = sorted(set(args.only) - set(names))
         if bad:
             raise SystemExit(f"--only {' '.join(bad)}: not in _toc.yml (allowed: {', '.join(names)})")
-    out_dir = root / "book" / "chapters"
+    cores = available_cores()
+    jobs = args.jobs if args.jobs is not None else min(2, cores)
+    if jobs < 1:
+        raise SystemExit(f"--jobs {jobs}: allowed 1 or more")
     selected = set(args.only or names)
-    stale = []
+    order = []
     for name in in_order(names):
-        if any(u in selected for u in upstream(name, names)) and args.only:
+        if args.only and any(u in selected for u in upstream(name, names)):
             selected.add(name)  # a chapter that builds on a re-executed one runs again too
         if name in selected:
-            p, extra = chapter_params(name, params, names, out_dir)
-            execute(name, p, out_dir, root=root, force=args.force, extra_hash=extra)
+            order.append(name)
+    t0 = time.time()
+    quiet_environment()
+    status = run_tasks(build_tasks(order, params, names, out_dir, root, args.force),
+                       jobs, cores)
+    failed = sorted(k for k, s in status.items() if s != "done")
+    print(f"[kbnb.book] executed in {time.time() - t0:.0f}s with {jobs} job(s) on {cores} "
+          f"core(s)", flush=True)
+    if failed:
+        raise SystemExit("[kbnb.book] not building the HTML: " + ", ".join(
+            f"{k} {status[k]}" for k in failed) + ". The other chapters' results are kept; "
+            "fix the error above and run again (finished chapters are not executed again).")
+    stale = []
+    for name in names:
+        if name in selected:
             continue
         try:
             p, extra = chapter_params(name, params, names, out_dir)

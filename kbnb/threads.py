@@ -48,9 +48,15 @@ def _cgroup_quota() -> int | None:
     return None
 
 
+SPINCOUNT_IS_KBNBS = False  # True when configure_environment set it (the user did not)
+
+
 def configure_environment() -> None:
     """Set ``GOMP_SPINCOUNT`` (unless set); call before torch is imported."""
-    os.environ.setdefault("GOMP_SPINCOUNT", SPINCOUNT)
+    global SPINCOUNT_IS_KBNBS
+    if "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
+        SPINCOUNT_IS_KBNBS = True
 
 
 def configure_torch() -> int:
