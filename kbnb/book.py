@@ -222,16 +222,20 @@ ORGANISM_COST_HINT = 350
 
 
 def notebook_defaults(source: Path) -> dict:
-    """The values of a notebook's ``parameters`` cell (literals; others are left out)."""
+    """The literal values the notebook's ``parameters`` cell assigns (``{name: value}``)."""
     import ast
 
-    import papermill as pm
+    import nbformat
+    nb = nbformat.read(source, as_version=4)
+    cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
     out = {}
-    for name, spec in pm.inspect_notebook(str(source)).items():
-        try:
-            out[name] = ast.literal_eval(spec["default"])
-        except (ValueError, SyntaxError):
-            pass
+    for node in ast.parse(cell.source if cell else "").body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
     return out
 
 
