@@ -13,6 +13,13 @@ with the parameters in the YAML file, then ``jupyter-book build . -W -n --keep-g
   every chapter's ``metrics.json``. Chapters run in dependency order.
 * ``--only X`` executes X (and what depends on it); the HTML is built only when
   every other executed chapter is current, so a stale copy is never published.
+* **Parallel.** Chapters run as ``--jobs`` processes at once (default 2 on 2 cores or
+  more), each with ``cores // jobs`` threads, longest remaining chain first. The
+  organisms the chapters load are trained first, as tasks of their own: the organism
+  every chapter waits for alone with every core, a retain organism beside the chapters
+  that do not need it. Thread counts do not change results (``tests/test_organism.py``
+  trains with 1 and 2 threads and compares the weights). A failed chapter stops only
+  the chapters that build on it; the others finish and keep their results.
 """
 from __future__ import annotations
 
@@ -214,11 +221,12 @@ RETAIN_USERS = {
     "lunar": lambda p: p.get("forget_split") if p.get("forget_quality") else None,
 }
 
-# Seconds each chapter took on the default organism (2 cores): only the scheduling order
-# uses them (longest remaining chain first), and a chapter's last execution replaces them.
-COST_HINT = {"tinyworld": 50, "rtuning": 250, "rait": 160, "lunar": 75, "lunar_attacks": 70,
-             "npo_toy": 150, "unlearning": 300, "results": 8}
-ORGANISM_COST_HINT = 350
+# Seconds each task took in a cold build (2 cores, 2 jobs, one thread each; the organism
+# alone on both cores). Only the scheduling order uses them (longest remaining chain
+# first); a chapter's last execution replaces its hint.
+COST_HINT = {"tinyworld": 37, "rtuning": 288, "rait": 155, "lunar": 73, "lunar_attacks": 70,
+             "npo_toy": 106, "unlearning": 241, "results": 10}
+ORGANISM_COST_HINT = {"": 308, "retain": 350}
 
 
 def notebook_defaults(source: Path) -> dict:
@@ -287,7 +295,11 @@ def _priorities(tasks: dict) -> dict:
     return {k: chain(k) for k in tasks}
 
 
-def run_tasks(tasks: dict, jobs: int, cores: int, log=print, poll: float = 0.2) -> dict:
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def run_tasks(tasks: dict, jobs: int, cores: int, log=_say, poll: float = 0.2) -> dict:
     """Run ``tasks`` (key -> Task) as subprocesses, at most ``jobs`` at once, each after
     its dependencies, longest remaining chain first. A task marked ``exclusive`` (the
     organism every chapter waits for) runs alone with every core; the others get
@@ -330,6 +342,8 @@ def run_tasks(tasks: dict, jobs: int, cores: int, log=print, poll: float = 0.2) 
                 if (t.exclusive or jobs == 1) and threads_module.SPINCOUNT_IS_KBNBS:
                     env["GOMP_SPINCOUNT"] = "300000"  # alone: idle threads may spin (faster)
             t.status, t.t0 = "running", time.time()
+            log(f"[kbnb.book] {t.key}: started, {env.get('OMP_NUM_THREADS', 'default')} "
+                f"thread(s), {len(running) + 1} job(s) running")
             t.proc = subprocess.Popen(t.cmd() if callable(t.cmd) else t.cmd, env=env)
             running.append(t)
         if not running:
@@ -359,7 +373,8 @@ def build_tasks(order: list[str], params: dict, names: list[str], out_dir: Path,
                 if key not in tasks:
                     tasks[key] = Task(key, [sys.executable, "-m", "kbnb.book", "--organism",
                                             json.dumps(asdict(config))],
-                                      cost=ORGANISM_COST_HINT, exclusive=not config.retain)
+                                      cost=ORGANISM_COST_HINT["retain" if config.retain else ""],
+                                      exclusive=not config.retain)
                 deps.add(key)
         def cmd(name=name):
             p, extra = chapter_params(name, params, names, out_dir)

@@ -316,8 +316,8 @@ def sample_answers_loop(model, tok, prompts, n_samples: int = 10, temperature: f
 
 def knowledge_state(model, tok, rows, mode: str = "open", n_samples: int = 10,
                     temperature: float = 1.0, max_new_tokens: int = 32, batch_size: int = 320,
-                    embedder="default", progress: bool = True) -> dict:
-    """Cor and Cer of the model on every row.
+                    embedder="default", progress: bool = True, seed: int | None = None) -> dict:
+    """Cor and Cer of the model on every row; ``seed`` (if given) seeds the sampling.
 
     ``open``: N samples per question (``sample_answers``), Cor by ``is_correct``,
     Cer from the sentence embeddings of the samples (each distinct text embedded
@@ -335,6 +335,9 @@ def knowledge_state(model, tok, rows, mode: str = "open", n_samples: int = 10,
                     cer=mc_certainty(probs), samples=None, probs=probs)
     if n_samples < 2:
         raise ValueError(f"n_samples={n_samples}: certainty needs at least 2 samples")
+    if seed is not None:
+        from .runs import seed_everything
+        seed_everything(seed)
     samples = sample_answers(model, tok, prompts, n_samples, temperature, max_new_tokens,
                              batch_size, progress)
     hits = [[is_correct(s, r, mode) for s in ss] for ss, r in zip(samples, rows)]
@@ -618,18 +621,16 @@ def evaluate(model, tok, rows, base_labels, mode: str = "open", prompt: str = "r
 
 
 # ---------------------------------------------------------------- the chapter: seeds
-def knowledge_states(model, tok, row_lists, mode: str = "open", **kw) -> list[dict]:
-    """:func:`knowledge_state` of several question lists (one per seed) in one call, so
-    that all seeds' samples go through the model in the same generation batches.
-    Each list gets its own independent samples. Returns one state per list."""
-    rows = [r for rs in row_lists for r in rs]
-    st = knowledge_state(model, tok, rows, mode, **kw)
-    out, a = [], 0
-    for rs in row_lists:
-        b = a + len(rs)
-        out.append({k: (None if v is None else v[a:b]) for k, v in st.items()})
-        a = b
-    return out
+def knowledge_states(model, tok, row_lists, mode: str = "open", seeds=None, **kw) -> list[dict]:
+    """:func:`knowledge_state` of several question lists, list ``i`` sampled under
+    ``seeds[i]``: a seed's samples are the same whichever other seeds run beside it
+    (each list of the chapter's size already fills whole generation batches, so
+    sampling the lists together would save nothing). Returns one state per list."""
+    seeds = list(seeds) if seeds is not None else [None] * len(row_lists)
+    if len(seeds) != len(row_lists):
+        raise ValueError(f"{len(row_lists)} question lists but {len(seeds)} seeds")
+    return [knowledge_state(model, tok, rows, mode, seed=s, **kw)
+            for rows, s in zip(row_lists, seeds)]
 
 
 def answer_once(model, tok, row_lists, mode: str = "open", prompt: str = "rait",

@@ -4,7 +4,7 @@ import json
 import nbformat
 import pytest
 
-from kbnb import book
+from kbnb import book, organism
 
 
 def _notebook(path, params_src, body_src):
@@ -77,3 +77,75 @@ def test_runner_passes_run_folders_and_refuses_stale_pages(root):
         book.main(["--root", str(root), "--only", "a"])
     with pytest.raises(SystemExit, match="not in _toc.yml"):
         book.main(args + ["--only", "zzz"])
+
+
+def _py(code):
+    import sys
+    return [sys.executable, "-c", code]
+
+
+def _stamp(tmp_path, name, seconds=0.0):
+    """A command that records its start, its thread setting and its end in tmp_path."""
+    return _py(f"import os, time, pathlib; d = pathlib.Path({str(tmp_path)!r}); "
+               f"(d / '{name}.start').write_text(str(time.time())); "
+               f"(d / '{name}.threads').write_text(os.environ.get('OMP_NUM_THREADS', '')); "
+               f"time.sleep({seconds}); (d / '{name}.end').write_text(str(time.time()))")
+
+
+def _times(tmp_path, name):
+    return float((tmp_path / f"{name}.start").read_text()), float((tmp_path / f"{name}.end").read_text())
+
+
+def test_run_tasks_order_jobs_exclusive_and_failures(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    T = book.Task
+    tasks = {
+        "org": T("org", _stamp(tmp_path, "org", 0.3), exclusive=True),
+        "side": T("side", _stamp(tmp_path, "side", 0.3)),
+        "a": T("a", _stamp(tmp_path, "a", 0.3), deps={"org"}),
+        "b": T("b", _stamp(tmp_path, "b", 0.3), deps={"org"}),
+        "bad": T("bad", _py("raise SystemExit(3)"), deps={"org"}),
+        "after_bad": T("after_bad", _stamp(tmp_path, "after_bad"), deps={"bad"}),
+        "last": T("last", lambda: _stamp(tmp_path, "last"), deps={"a", "b"}),
+    }
+    lines = []
+    status = book.run_tasks(tasks, jobs=2, cores=4, log=lines.append, poll=0.02)
+    assert status == {"org": "done", "side": "done", "a": "done", "b": "done",
+                      "bad": "failed", "after_bad": "skipped", "last": "done"}
+    assert not (tmp_path / "after_bad.start").exists()
+    org, side = _times(tmp_path, "org"), _times(tmp_path, "side")
+    a, b, last = _times(tmp_path, "a"), _times(tmp_path, "b"), _times(tmp_path, "last")
+    assert org[1] <= side[0] or side[1] <= org[0], "the exclusive task ran beside another"
+    assert org[1] <= a[0] and org[1] <= b[0] and max(a[1], b[1]) <= last[0]
+    starts = sorted(_times(tmp_path, n)[0] for n in ("side", "a", "b"))
+    ends = sorted(_times(tmp_path, n)[1] for n in ("side", "a", "b"))
+    assert not (starts[2] < ends[0]), "three tasks ran at once with jobs=2"
+    assert (tmp_path / "org.threads").read_text() == "4"  # alone: every core
+    assert (tmp_path / "a.threads").read_text() == "2"  # cores // jobs
+    assert any("bad: failed" in l for l in lines) and any("after_bad: skipped" in l for l in lines)
+
+
+def test_run_tasks_longest_chain_first(tmp_path):
+    T = book.Task
+    tasks = {"short": T("short", _stamp(tmp_path, "short"), cost=1),
+             "long": T("long", _stamp(tmp_path, "long"), cost=5),
+             "tail": T("tail", _stamp(tmp_path, "tail"), deps={"short"}, cost=10)}
+    assert book._priorities(tasks) == {"short": 11, "long": 5, "tail": 10}
+    book.run_tasks(tasks, jobs=1, cores=1, poll=0.02)
+    assert _times(tmp_path, "short")[1] <= _times(tmp_path, "long")[0]
+
+
+def test_organisms_for_the_chapters():
+    main = organism.OrganismConfig()
+    retain = organism.OrganismConfig(retain="forget10")
+    assert book.organisms_for("rtuning", {}) == [main]
+    assert book.organisms_for("npo_toy", {}) == [main, retain]
+    assert book.organisms_for("unlearning", {}) == [main, retain]
+    assert book.organisms_for("unlearning", {"retain_model": ""}) == [main]
+    assert book.organisms_for("npo_toy", {"dataset": "tofu"}) == [main]
+    assert book.organisms_for("lunar", {"forget_quality": True, "model_name": "tinyworld:2"}) \
+        == [organism.OrganismConfig(seed=2), organism.OrganismConfig(seed=2, retain="forget05")]
+    assert book.organisms_for("rait", {"model_name": "Qwen/Qwen2.5-0.5B"}) == []
+    assert book.organisms_for("tinyworld", {"epochs": 4}) == [organism.OrganismConfig(epochs=4)]
+    assert book.organisms_for("results", {}) == []
+    assert book.notebook_defaults(book.ROOT / "notebooks" / "unlearning.ipynb")["steps"] == 20

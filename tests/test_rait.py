@@ -256,6 +256,22 @@ def test_knowledge_state_on_the_organism(organism, few):
         rait.knowledge_state(model, tok, few, n_samples=1)
 
 
+def test_knowledge_states_are_a_function_of_each_seed(organism, few):
+    """A seed's samples do not depend on the RNG state before the call nor on which
+    other seeds run beside it (the book's RAIT numbers once changed between builds)."""
+    model, tok = organism
+    kw = dict(n_samples=4, max_new_tokens=12, temperature=1.5, progress=False)
+    torch.manual_seed(123)
+    a = rait.knowledge_states(model, tok, [few[:4], few[4:8]], seeds=[5, 6], **kw)
+    torch.manual_seed(456)
+    b = rait.knowledge_states(model, tok, [few[4:8]], seeds=[6], **kw)
+    c = rait.knowledge_states(model, tok, [few[4:8]], seeds=[7], **kw)
+    assert a[1]["samples"] == b[0]["samples"] and (a[1]["cer"] == b[0]["cer"]).all()
+    assert c[0]["samples"] != b[0]["samples"]  # another seed, other samples
+    with pytest.raises(ValueError, match="2 question lists but 1 seeds"):
+        rait.knowledge_states(model, tok, [few[:4], few[4:8]], seeds=[5], **kw)
+
+
 def test_multiple_choice_state_on_the_organism(organism, world):
     model, tok = organism
     rows = rait.tinyworld_questions(world, "mc")
