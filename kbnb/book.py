@@ -341,10 +341,16 @@ def run_tasks(tasks: dict, jobs: int, cores: int, log=_say, poll: float = 0.2) -
                 env["OMP_NUM_THREADS"] = str(threads)
                 if (t.exclusive or jobs == 1) and threads_module.SPINCOUNT_IS_KBNBS:
                     env["GOMP_SPINCOUNT"] = "300000"  # alone: idle threads may spin (faster)
-            t.status, t.t0 = "running", time.time()
+            t.t0 = time.time()
+            try:
+                cmd = t.cmd() if callable(t.cmd) else t.cmd
+            except (Exception, SystemExit) as e:  # e.g. an upstream run folder is missing
+                t.status = "failed"
+                log(f"[kbnb.book] {t.key}: failed before it started: {e}")
+                continue
             log(f"[kbnb.book] {t.key}: started, {env.get('OMP_NUM_THREADS', 'default')} "
                 f"thread(s), {len(running) + 1} job(s) running")
-            t.proc = subprocess.Popen(t.cmd() if callable(t.cmd) else t.cmd, env=env)
+            t.status, t.proc = "running", subprocess.Popen(cmd, env=env)
             running.append(t)
         if not running:
             return {k: t.status if t.status != "waiting" else "skipped" for k, t in tasks.items()}

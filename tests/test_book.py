@@ -107,11 +107,13 @@ def test_run_tasks_order_jobs_exclusive_and_failures(tmp_path, monkeypatch):
         "bad": T("bad", _py("raise SystemExit(3)"), deps={"org"}),
         "after_bad": T("after_bad", _stamp(tmp_path, "after_bad"), deps={"bad"}),
         "last": T("last", lambda: _stamp(tmp_path, "last"), deps={"a", "b"}),
+        "no_cmd": T("no_cmd", lambda: (_ for _ in ()).throw(SystemExit("no run folder"))),
     }
     lines = []
     status = book.run_tasks(tasks, jobs=2, cores=4, log=lines.append, poll=0.02)
     assert status == {"org": "done", "side": "done", "a": "done", "b": "done",
-                      "bad": "failed", "after_bad": "skipped", "last": "done"}
+                      "bad": "failed", "after_bad": "skipped", "last": "done",
+                      "no_cmd": "failed"}
     assert not (tmp_path / "after_bad.start").exists()
     org, side = _times(tmp_path, "org"), _times(tmp_path, "side")
     a, b, last = _times(tmp_path, "a"), _times(tmp_path, "b"), _times(tmp_path, "last")
@@ -123,6 +125,7 @@ def test_run_tasks_order_jobs_exclusive_and_failures(tmp_path, monkeypatch):
     assert (tmp_path / "org.threads").read_text() == "4"  # alone: every core
     assert (tmp_path / "a.threads").read_text() == "2"  # cores // jobs
     assert any("bad: failed" in l for l in lines) and any("after_bad: skipped" in l for l in lines)
+    assert any("no_cmd: failed before it started: no run folder" in l for l in lines)
 
 
 def test_run_tasks_longest_chain_first(tmp_path):
