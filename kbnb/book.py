@@ -382,6 +382,7 @@ def build_tasks(order: list[str], params: dict, names: list[str], out_dir: Path,
                                       cost=ORGANISM_COST_HINT["retain" if config.retain else ""],
                                       exclusive=not config.retain)
                 deps.add(key)
+
         def cmd(name=name):
             p, extra = chapter_params(name, params, names, out_dir)
             return [sys.executable, "-m", "kbnb.book", "--root", str(root), "--chapter",
