@@ -13,8 +13,8 @@ import time
 import torch
 
 import kbnb
-from kbnb.generation import generate
-from kbnb.organism import OrganismConfig, world_of
+from kbnb.lm.generation import generate
+from kbnb.organism.model import OrganismConfig, world_of
 
 
 def timed(fn):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from kbnb import lunar  # noqa: E402
+from kbnb.unlearning import lunar  # noqa: E402
 
 
 def organism_problem(layer: int, coeff: float, n_retain: int, forget_split: str):

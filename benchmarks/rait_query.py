@@ -16,7 +16,7 @@ import time
 import torch
 
 import kbnb
-from kbnb import rait
+from kbnb.methods import rait
 
 
 def main(argv=None):

@@ -18,8 +18,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 import kbnb  # noqa: E402
-from kbnb import rtuning as rt  # noqa: E402
-from kbnb.organism import OrganismConfig, world_of  # noqa: E402
+from kbnb.methods import rtuning as rt  # noqa: E402
+from kbnb.organism.model import OrganismConfig, world_of  # noqa: E402
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@ __version__ = "0.1.0"
 
 import os as _os
 
-from . import threads as _threads
+from kbnb.core import threads as _threads
 
 _threads.configure_environment()  # before torch loads OpenMP: see kbnb/threads.py
 
@@ -17,7 +17,15 @@ if _os.environ.get("TQDM_DISABLE"):  # set by `python -m kbnb.book`: no bars in 
 
     _tqdm_auto.tqdm = _QuietTqdm
 
-from . import activations, data, encoding, generation, metrics, organism, runs, stats, world  # noqa: F401
-from .models import format_prompt, load_model, resolve_device  # noqa: F401
+from kbnb import organism
+from kbnb.lm import activations
+from kbnb.data import loaders as data
+from kbnb.lm import encoding
+from kbnb.lm import generation
+from kbnb.eval import metrics
+from kbnb.report import runs
+from kbnb.eval import stats
+from kbnb.organism import world  # noqa: F401
+from kbnb.lm.models import format_prompt, load_model, resolve_device  # noqa: F401
 
 _threads.configure_torch()

@@ -32,7 +32,7 @@ def organism():
 
 @pytest.fixture(scope="session")
 def world():
-    from kbnb.organism import OrganismConfig, world_of
+    from kbnb.organism.model import OrganismConfig, world_of
     return world_of(OrganismConfig())
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from kbnb import format_prompt
-from kbnb.activations import capture, check_layer, get_module, mlp_out_name, n_layers, steer
+from kbnb.lm.activations import capture, check_layer, get_module, mlp_out_name, n_layers, steer
 
 
 def test_capture_all_layers_in_one_pass_matches_hidden_states_path(organism, world):

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import kbnb
-from kbnb import activations as A
-from kbnb import encoding as E
-from kbnb import generation as G
+from kbnb.lm import activations as A
+from kbnb.lm import encoding as E
+from kbnb.lm import generation as G
 
 # ---- tokenizers ---------------------------------------------------------------------------
 SPECIALS = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|im_start|>", "<|im_end|>"]
@@ -228,7 +228,7 @@ def test_organism_style_encoding_is_unchanged():
     """The organism's tokenizer has no BOS post-processor: prompts encode exactly as
     ``tok(text, add_special_tokens=False)`` did before, and answers still follow
     ``<|assistant|>`` after a space."""
-    from kbnb.organism import _train_tokenizer
+    from kbnb.organism.model import _train_tokenizer
     tok = _train_tokenizer(_sentences(200), 300)
     assert not E.adds_bos(tok)
     for q in QUESTIONS:
@@ -287,7 +287,7 @@ def test_batched_equals_one_by_one(saved, arch):
 
 @pytest.mark.parametrize("arch", ["gpt2", "opt", "llama"])
 def test_continuations_with_cache_equal_separate_scoring(saved, arch):
-    from kbnb import rtuning
+    from kbnb.methods import rtuning
     model, tok = load(saved, arch)
     prompts = _prompts(tok)
     conts = [" I am sure.", " I am unsure.", " no"]
@@ -315,7 +315,7 @@ def test_generate_position_ids_matter_for_absolute_positions(saved):
 # ---- LUNAR, fine-tuning, chapters ------------------------------------------------------------
 @pytest.mark.parametrize("arch", FULL)
 def test_lunar_closed_form_changes_only_the_chosen_layer(saved, arch):
-    from kbnb import lunar
+    from kbnb.unlearning import lunar
     model, tok = load(saved, arch)
     prompts = _prompts(tok)
     vectors = lunar.steering_vectors(model, tok, prompts[:2], prompts[2:], batch_size=4)
@@ -332,7 +332,7 @@ def test_lunar_closed_form_changes_only_the_chosen_layer(saved, arch):
 @pytest.mark.parametrize("arch", FULL)
 @pytest.mark.parametrize("lora", [False, True])
 def test_one_finetuning_step_changes_weights(saved, arch, lora):
-    from kbnb.finetune import finetune
+    from kbnb.lm.finetune import finetune
     model, tok = load(saved, arch)
     prompts = _prompts(tok)[:2]
     comps = [kbnb.models.format_example(tok, q, "Alice.")[1] for q in QUESTIONS[:2]]
@@ -340,7 +340,7 @@ def test_one_finetuning_step_changes_weights(saved, arch, lora):
                              lora=lora, lora_r=2, progress=False)
     assert len(losses) == 1 and losses[0] == losses[0]
     name = lunar_param = None
-    from kbnb import lunar
+    from kbnb.unlearning import lunar
     lunar_param = lunar._param_name(model, 0)  # an MLP projection: a LoRA target too
     before, after = model.state_dict(), tuned.state_dict()
     assert set(before) == set(after)
@@ -349,7 +349,7 @@ def test_one_finetuning_step_changes_weights(saved, arch, lora):
 
 
 def test_finetune_is_deterministic_given_seed(saved):
-    from kbnb.finetune import finetune
+    from kbnb.lm.finetune import finetune
     model, tok = load(saved, "gpt2")
     prompts = _prompts(tok)
     comps = [kbnb.models.format_example(tok, q, "Bob.")[1] for q in QUESTIONS]
@@ -362,7 +362,9 @@ def test_finetune_is_deterministic_given_seed(saved):
 
 @pytest.mark.parametrize("arch", FULL)
 def test_chapter_paths_run(saved, arch):
-    from kbnb import npo, rait, rtuning
+    from kbnb.unlearning import npo
+    from kbnb.methods import rait
+    from kbnb.methods import rtuning
     model, tok = load(saved, arch)
     rows = [{"question": q, "choices": ["Alice", "Bob", "Carol", "Dan"], "answer": i % 4,
              "subject": "people"} for i, q in enumerate(QUESTIONS)]
@@ -403,7 +405,7 @@ def test_load_errors_keep_their_cause(tmp_path):
 def test_data_errors_keep_their_cause(monkeypatch):
     import datasets
 
-    from kbnb import data
+    from kbnb.data import loaders as data
 
     def boom(*a, **k):
         raise PermissionError("gated dataset: accept the terms first")
@@ -417,8 +419,11 @@ def test_data_errors_keep_their_cause(monkeypatch):
 
 
 def test_zero_valued_parameters_are_rejected(saved):
-    from kbnb import attacks, lunar, npo, rait
-    from kbnb.finetune import finetune
+    from kbnb.methods import attacks
+    from kbnb.unlearning import lunar
+    from kbnb.unlearning import npo
+    from kbnb.methods import rait
+    from kbnb.lm.finetune import finetune
     model, tok = load(saved, "gpt2")
     p = _prompts(tok)
     with pytest.raises(ValueError, match="n_select=0"):
@@ -447,13 +452,13 @@ def test_zero_valued_parameters_are_rejected(saved):
         lunar.solve_sgd(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(2, 2), epochs=0)
     with pytest.raises(ValueError, match="temperature=0"):
         G.generate(model, tok, p, do_sample=True, temperature=0)
-    from kbnb import rtuning
+    from kbnb.methods import rtuning
     with pytest.raises(ValueError, match="batch_size=0"):
         rtuning.query(model, tok, p, scoring="letter", batch_size=0)
 
 
 def test_rehearsal_falls_back_to_gold_without_a_correct_sample(saved):
-    from kbnb import rait
+    from kbnb.methods import rait
     model, tok = load(saved, "gpt2")
     rows = [{"question": "Where was Alice born?", "answer": "near the river", "gold": ["river"]},
             {"question": "Who is Bob?", "answer": "a keeper", "gold": ["keeper"]}]
@@ -495,7 +500,7 @@ def qwen_tok():
 
 
 def test_qwen_tokenizer_letters_joining_and_sure(qwen_tok):
-    from kbnb import rtuning
+    from kbnb.methods import rtuning
     tok = qwen_tok
     assert tok("Hello world", add_special_tokens=False)["input_ids"] == [9707, 1879]
     assert not E.adds_bos(tok)
@@ -567,7 +572,7 @@ def test_device_map_and_8bit_loading(saved):
     assert type(A.get_module(q, 0)).__name__ == "Linear8bitLt"
     lp = G.response_logprobs(q, tok, prompts, answers)
     assert torch.isfinite(lp).all()
-    from kbnb import lunar
+    from kbnb.unlearning import lunar
     with pytest.raises(TypeError, match="quantized.*load_in_4bit/load_in_8bit"):
         lunar._linear_weight(A.get_module(q, 0))
 
@@ -578,7 +583,7 @@ def test_accelerate_finetune_equals_a_hand_loop(saved):
     import copy
     import math
 
-    from kbnb.finetune import finetune
+    from kbnb.lm.finetune import finetune
     model, tok = load(saved, "llama")
     prompts = _prompts(tok) * 2
     comps = [kbnb.models.format_example(tok, q, a)[1]

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from kbnb import activations as A
-from kbnb import attacks as AT
-from kbnb import lunar as LU
+from kbnb.lm import activations as A
+from kbnb.methods import attacks as AT
+from kbnb.unlearning import lunar as LU
 
 LAYER = 5
 
@@ -165,7 +165,7 @@ def test_paraphrase_rows(world):
 
 def test_tofu_paraphrases(data_dir):
     lookup = AT.tofu_paraphrases(data_dir)
-    from kbnb.data import load_tofu
+    from kbnb.data.loaders import load_tofu
     rows = load_tofu("forget01", data_dir)
     para, n = AT.paraphrase_rows(rows, lookup)
     assert n == len(rows)
@@ -226,7 +226,7 @@ def test_evaluate_attacks_on_the_organism(organism, small_edit):
 def test_lunar_edit_picks_the_main_edit_of_a_lunar_run(organism, small_edit, tmp_path):
     """A LUNAR chapter's run folder holds several edits (per seed, main and top-k) and an
     index: the attacks take its main edit of their seed, or the one named by ``edit``."""
-    from kbnb import lunar as LU
+    from kbnb.unlearning import lunar as LU
     model, tok = organism
     _, _, sets = small_edit
     e0 = AT.lunar_edit(model, tok, sets, layer=LAYER, coeff=2.0)[1]

@@ -4,7 +4,8 @@ import json
 import nbformat
 import pytest
 
-from kbnb import book, organism
+from kbnb import organism
+from kbnb.book import runner as book
 
 
 def _notebook(path, params_src, body_src):

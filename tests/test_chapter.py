@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from kbnb import chapter, stats
-from kbnb.chapter import Chapter, check_seeds
+from kbnb.report import chapter
+from kbnb.eval import stats
+from kbnb.report.chapter import Chapter, check_seeds
 
 
 def test_check_seeds():

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import kbnb
-from kbnb import runs
-from kbnb.embed import embed, max_similarity
+from kbnb.report import runs
+from kbnb.lm.embed import embed, max_similarity
 
 
 def test_bad_model_name_gives_one_clear_error():
@@ -19,7 +19,7 @@ def test_bad_model_name_gives_one_clear_error():
 def test_bad_device_and_dtype_are_named():
     with pytest.raises(ValueError, match="device='gpu'"):
         kbnb.resolve_device("gpu")
-    from kbnb.models import _resolve_dtype
+    from kbnb.lm.models import _resolve_dtype
     with pytest.raises(ValueError, match="dtype='float8'"):
         _resolve_dtype("float8", torch.device("cpu"))
 

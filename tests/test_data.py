@@ -1,6 +1,6 @@
 import pytest
 
-from kbnb.data import find_data_dir, load_mmlu, load_refusal, load_tofu, mmlu_subjects
+from kbnb.data.loaders import find_data_dir, load_mmlu, load_refusal, load_tofu, mmlu_subjects
 
 
 def test_reads_real_tofu_mmlu_refusal(data_dir):

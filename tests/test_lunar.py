@@ -4,10 +4,11 @@ import json
 import pytest
 import torch
 
-from kbnb import activations as A
-from kbnb import format_prompt, lunar
-from kbnb.metrics import deviation_score, mrr, refusal_quality, rouge1_recall, thr
-from kbnb.world import REFUSALS
+from kbnb.lm import activations as A
+from kbnb import format_prompt
+from kbnb.unlearning import lunar
+from kbnb.eval.metrics import deviation_score, mrr, refusal_quality, rouge1_recall, thr
+from kbnb.organism.world import REFUSALS
 
 
 # ---- the closed form ----------------------------------------------------------------
@@ -252,7 +253,7 @@ def test_lunar_notebook_rejects_a_layer_out_of_range(tmp_path):
 
 
 def test_tofu_sentence_says_why_when_not_computed():
-    from kbnb import lunar
+    from kbnb.unlearning import lunar
     assert "forget_quality True" in lunar.tofu_sentence(None, "forget05")
     t = {"untouched": {"forget_quality": 1e-30, "model_utility": 0.38},
          0: {"forget_quality": 0.2, "model_utility": 0.3},

@@ -23,7 +23,8 @@ def run_notebook(name, tmp_path, **params):
     into ``tmp_path``; returns its metrics JSON."""
     import papermill as pm
 
-    from kbnb import book, stats
+    from kbnb.book import runner as book
+    from kbnb.eval import stats
     book.quiet_environment()  # as the book runner does: the published copy has no stderr
     given = {**FAST.get(name, {}), **params}
     params = {**given, "output_dir": str(tmp_path / "runs")}
@@ -114,7 +115,8 @@ def test_book_builds_strictly(tmp_path, organism):
 
     import nbformat
 
-    from kbnb import book, stats
+    from kbnb.book import runner as book
+    from kbnb.eval import stats
     root = tmp_path / "book-root"
     root.mkdir()
     for f in ("_config.yml", "_toc.yml"):

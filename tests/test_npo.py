@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from kbnb import npo
-from kbnb.generation import sequence_logprobs
+from kbnb.unlearning import npo
+from kbnb.lm.generation import sequence_logprobs
 
 FAST = dict(n_candidates=60, steps=20, eval_every=5, lr=3e-4)  # the fast notebook parameters
 

@@ -1,7 +1,8 @@
 import pytest
 
 from kbnb import organism
-from kbnb.organism import OrganismConfig
+from kbnb.eval import boundary
+from kbnb.organism.model import OrganismConfig
 
 
 def _tiny(seed=0):
@@ -80,17 +81,16 @@ def test_default_organism_meets_its_targets(organism, world):
     """The organism the book uses: deep, knows what it saw (also when asked in words it
     never saw), not what it did not, and more the more often it saw it."""
     model, tok = organism
-    from kbnb.activations import n_layers
+    from kbnb.lm.activations import n_layers
     from kbnb import organism as org
     assert n_layers(model) >= 24
-    rows = org.probe_knowledge(model, tok, world, progress=False)
-    refusals = org.probe_refusals(model, tok, world, progress=False)
+    rows = boundary.probe_knowledge(model, tok, world, progress=False)
+    refusals = boundary.probe_refusals(model, tok, world, progress=False)
     log = org.training_log(org.organism_path())
-    m = org.knowledge_metrics(rows, refusals, world, log)
-    checks = org.check_targets(m)
-    timing = next(k for k in checks if k.startswith("trains in"))
+    m = boundary.knowledge_metrics(rows, refusals, world, log)
+    checks = boundary.check_targets(m)
+    timing = next(k for k in checks if k.startswith("trains in"))  # speed: benchmarks/
     assert all(ok for k, ok in checks.items() if k != timing), (checks, m)
-    assert log["train_seconds"] <= org.TARGETS["train_seconds_max"] * 1.5  # slack for a loaded CI box
 
 
 def test_retain_organism_names_and_keys():

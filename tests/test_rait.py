@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from kbnb import rait
+from kbnb.methods import rait
 
 # ---------------------------------------------------------------- Cor and Cer --
 
@@ -395,7 +395,7 @@ def test_run_items_names_and_values():
 
 
 def test_chapter_results_several_seeds_and_one_seed(tmp_path):
-    from kbnb.chapter import Chapter
+    from kbnb.report.chapter import Chapter
     ch = Chapter("rait", {"seeds": [0, 1, 2]}, tmp_path)
     rait.chapter_results(ch, {s: _items(s) for s in ch.seeds})
     assert set(ch.verdicts) == {"or_craft_vs_cor", "ths_craft_vs_cor", "crss_craft_vs_cor",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kbnb import rtuning as rt
+from kbnb.methods import rtuning as rt
 
 ROW = {"question": "What is 2 + 2?", "subject": "high_school_mathematics",
        "choices": ["3", "4", "5", "22"], "answer": 1}
@@ -191,7 +191,7 @@ def test_reference_first_token_lookup_is_wrong_for_a_byte_level_tokenizer(organi
 
 
 def test_continuation_logprobs_equal_separate_scoring(organism, world):
-    from kbnb.generation import response_logprobs
+    from kbnb.lm.generation import response_logprobs
     model, tok = organism
     rows, _ = rt.tinyworld_questions(world)
     ctx = [rt.sure_context(p, "B.") for p in rt.build_prompts(rows[:6])]
@@ -204,7 +204,7 @@ def test_continuation_logprobs_equal_separate_scoring(organism, world):
 
 
 def test_per_context_continuations_equal_separate_scoring(organism, world):
-    from kbnb.generation import response_logprobs
+    from kbnb.lm.generation import response_logprobs
     model, tok = organism
     rows, _ = rt.tinyworld_questions(world)
     rows = rows[:5]
@@ -230,7 +230,7 @@ def test_cloze_query_reads_the_organisms_knowledge(organism, world):
 
 
 def test_query_is_batched_and_consistent(organism, world):
-    from kbnb.generation import next_token_probs
+    from kbnb.lm.generation import next_token_probs
     model, tok = organism
     rows, _ = rt.tinyworld_questions(world)
     prompts = rt.build_prompts(rows[:10])
@@ -385,7 +385,7 @@ def test_run_items_values_and_statistics():
 
 
 def test_chapter_results_several_seeds_and_one_seed(tmp_path):
-    from kbnb.chapter import Chapter
+    from kbnb.report.chapter import Chapter
     g = ["known", "unseen"] * 20
     rng = np.random.default_rng(0)
 

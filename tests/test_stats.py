@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from kbnb import stats as S
+from kbnb.eval import stats as S
 
 DRAWS = 400
 # 95% of DRAWS intervals should contain the truth; a binomial(400, 0.95) lies in

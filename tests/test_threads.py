@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from kbnb import threads
+from kbnb.core import threads
 
 
 def test_available_cores_respects_the_affinity():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from kbnb import tofu_metrics as M
-from kbnb import unlearning as U
-from kbnb.generation import response_logprobs
-from kbnb.models import format_example
+from kbnb.eval import tofu as M
+from kbnb.unlearning import methods as U
+from kbnb.lm.generation import response_logprobs
+from kbnb.lm.models import format_example
 
 
 # ---- a tiny random model with a tokenizer trained here ---------------------------------------
@@ -355,7 +355,7 @@ def test_chapter_refuses_unknown_methods_with_the_list():
 
 
 def test_organism_sets_keep_their_roles_apart():
-    from kbnb.world import make_world
+    from kbnb.organism.world import make_world
     w = make_world(0)
     s = M.organism_sets(w, "forget10", n_retain=90)
     authors = {k: {r["author"] for r in v} for k, v in s.items()}

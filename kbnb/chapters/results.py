@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import stats
+from kbnb.eval import stats
 
 
 @dataclass(frozen=True)

@@ -65,9 +65,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import check_choice
-from .generation import _batched, generate, pack_prompt_response, response_logprobs
-from .models import format_example, format_prompt
+from kbnb.core.checks import check_choice
+from kbnb.lm.generation import _batched, generate, pack_prompt_response, response_logprobs
+from kbnb.lm.models import format_example, format_prompt
 
 EPS = 1e-10  # open-unlearning's epsilon in truth ratio, probability_w_options, privleak
 AGGREGATORS = ("closer_to_1_better", "true_better")
@@ -504,7 +504,7 @@ def paraphrased_perturbations(row: dict, world) -> dict:
     answers perturb its paraphrased answer: the forget and retain truth ratios then
     compare the right and wrong values in one phrasing, not a trained phrasing (the
     world rows' perturbations use the training answer's) with a held-out one."""
-    from .world import ATTRIBUTES
+    from kbnb.organism.world import ATTRIBUTES
 
     attr = next(a for a in ATTRIBUTES if a.name == row["attribute"])
     by_answer = {attr.answer.format(n=row["author"], v=w): w for w in world._values(attr)}
@@ -524,7 +524,7 @@ def tofu_sets(forget_split: str = "forget10", data_dir=None, n_retain: int | Non
     """The five sets of real TOFU (``kbnb.data.load_tofu``): forget and retain with
     perturbations (``{split}_perturbed``, ``retain_perturbed``), real authors and world
     facts (``*_perturbed``), the matching holdout split."""
-    from .data import load_tofu
+    from kbnb.data.loaders import load_tofu
 
     _, holdout_name = _check_split(forget_split)
     retain = load_tofu("retain_perturbed", data_dir)
@@ -555,8 +555,8 @@ def retain_evaluation(model_name: str = "tinyworld", forget_split: str = "forget
     import json
     from pathlib import Path
 
-    from .models import load_model, resolve_model_path
-    from .organism import retain_organism_name, world_for
+    from kbnb.lm.models import load_model, resolve_model_path
+    from kbnb.organism.model import retain_organism_name, world_for
 
     name = retain_organism_name(model_name, forget_split)
     path = Path(resolve_model_path(name))
@@ -602,7 +602,7 @@ def fq_mu(model, tok, world=None, forget_split: str = "forget10", retain_ref: di
     ``world``: the organism's world (default: ``world_for(model_name)``); ``retain_ref``:
     the retain reference (default: ``retain_reference(model_name, forget_split)``, the
     retain organism trained once and cached). Returns ``evaluate_unlearning``'s dict."""
-    from .organism import world_for
+    from kbnb.organism.model import world_for
 
     world = world or world_for(model_name)
     if retain_ref is None:

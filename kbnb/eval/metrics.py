@@ -61,7 +61,7 @@ def refusal_quality(texts, refusal_templates, embedder="default") -> float:
     """LUNAR's refusal quality RQ: the mean over ``texts`` (the model's outputs on the
     forget set) of the largest cosine similarity of each text's sentence embedding to
     any refusal template. Higher means the outputs read more like refusals."""
-    from .embed import max_similarity
+    from kbnb.lm.embed import max_similarity
 
     texts = list(texts)
     if not texts:

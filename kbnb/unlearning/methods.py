@@ -53,10 +53,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import activations as A
-from .generation import pack_prompt_response, response_logprobs, sequence_logprobs
-from .models import format_example
-from .npo import cycle_batches, ga_loss, npo_loss
+from kbnb.lm import activations as A
+from kbnb.lm.generation import pack_prompt_response, response_logprobs, sequence_logprobs
+from kbnb.lm.models import format_example
+from kbnb.unlearning.npo import cycle_batches, ga_loss, npo_loss
 
 # a paired t test over seeds of a deterministic method (LUNAR's closed form) has identical
 # differences; scipy warns about it, the interval and verdict are still right
@@ -333,7 +333,7 @@ def _rmu_trainable(p):
 
 
 def _lunar(model, tok, forget_rows, retain_rows, p, batch_size, seed, progress):
-    from . import lunar as L
+    from kbnb.unlearning import lunar as L
 
     if not p["ref_rows"]:
         raise ValueError("method='lunar' needs ref_rows=[...]: rows (with 'question') the model "
@@ -506,7 +506,7 @@ def run_methods(model, tok, sets: dict, retain_rows, methods, seeds, retain_ref:
     "forget_truth_ratios": [...], "seconds": s}}}``."""
     import time
 
-    from .tofu_metrics import evaluate_unlearning
+    from kbnb.eval.tofu import evaluate_unlearning
 
     out = {}
     for method in check_methods(methods):
@@ -532,7 +532,7 @@ def results_table(rows: dict, headlines: dict, digits: int = 3):
     method to ``{metric: headline dict}`` (mean ± half the 95% interval over seeds)."""
     import pandas as pd
 
-    from .stats import format_mean_ci
+    from kbnb.eval.stats import format_mean_ci
 
     def num(v):
         return "n/a" if v is None else (f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.{digits}f}")
@@ -633,7 +633,7 @@ def chapter_sets(dataset: str, forget_split: str, world=None, data_dir=None,
                  n_retain: int | None = 90) -> dict:
     """The five evaluation sets: ``tofu_metrics.organism_sets`` on the organism's world,
     ``tofu_metrics.tofu_sets`` on real TOFU."""
-    from .tofu_metrics import organism_sets, tofu_sets
+    from kbnb.eval.tofu import organism_sets, tofu_sets
     if dataset == "tinyworld":
         return organism_sets(world, forget_split, n_retain)
     return tofu_sets(forget_split, data_dir, n_retain)
@@ -642,10 +642,10 @@ def chapter_sets(dataset: str, forget_split: str, world=None, data_dir=None,
 def chapter_retain_rows(dataset: str, forget_split: str, world=None, data_dir=None) -> list:
     """Rows of the methods' retain term: the organism's known retain facts, or TOFU's
     retain split."""
-    from .tofu_metrics import _check_split, organism_retain_rows
+    from kbnb.eval.tofu import _check_split, organism_retain_rows
     if dataset == "tinyworld":
         return organism_retain_rows(world, forget_split)
-    from .data import load_tofu
+    from kbnb.data.loaders import load_tofu
     return load_tofu(_check_split(forget_split)[0], data_dir)
 
 
@@ -654,7 +654,7 @@ def chapter_ref_rows(dataset: str, world=None, data_dir=None) -> list:
     refusal questions, or the harmful instructions for a real model."""
     if dataset == "tinyworld":
         return list(world.refusal_train)
-    from .data import load_refusal
+    from kbnb.data.loaders import load_refusal
     return load_refusal("train", data_dir)
 
 
@@ -667,9 +667,9 @@ def chapter_retain_evaluation(retain_model: str, model_name: str, dataset: str, 
 
     ``"auto"`` on the organism: the retain organism (trained once and cached,
     ``kbnb.tofu_metrics.retain_evaluation``); otherwise a hub id or directory."""
-    from .models import load_model, resolve_device
-    from .organism import parse_organism_name
-    from .tofu_metrics import evaluate_against, evaluate_unlearning, retain_evaluation
+    from kbnb.lm.models import load_model, resolve_device
+    from kbnb.organism.model import parse_organism_name
+    from kbnb.eval.tofu import evaluate_against, evaluate_unlearning, retain_evaluation
 
     if not retain_model:
         return None

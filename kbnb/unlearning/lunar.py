@@ -44,12 +44,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import activations as A
-from .data import check_choice
-from .encoding import encode_batch, encode_prompt, join_completion, model_inputs
-from .generation import _batched, generate
-from .metrics import (deviation_score, is_refusal, mrr, refusal_quality, rouge1_recall, thr)
-from .models import format_prompt
+from kbnb.lm import activations as A
+from kbnb.core.checks import check_choice
+from kbnb.lm.encoding import encode_batch, encode_prompt, join_completion, model_inputs
+from kbnb.lm.generation import _batched, generate
+from kbnb.eval.metrics import (deviation_score, is_refusal, mrr, refusal_quality,
+    rouge1_recall, thr)
+from kbnb.lm.models import format_prompt
 
 POSITIONS = ("mean", "last")
 ACTIVATIONS = ("mlp", "residual")
@@ -93,7 +94,7 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
 
     dataset ``tinyworld`` uses ``world`` (default: the default organism's world);
     ``tofu`` reads ``load_tofu`` and ``load_refusal`` from ``data_dir``."""
-    from .data import load_refusal, load_tofu
+    from kbnb.data.loaders import load_refusal, load_tofu
 
     check_choice("dataset", dataset, DATASETS)
     check_choice("forget_split", forget_split, FORGET_SPLITS)
@@ -104,9 +105,9 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
             raise ValueError(f"{name}={v!r}: must be an integer >= 1"
                              + (" or None (all)" if name == "n_ref" else ""))
     if dataset == "tinyworld":
-        from .world import REFUSALS
+        from kbnb.organism.world import REFUSALS
         if world is None:
-            from .organism import OrganismConfig, world_of
+            from kbnb.organism.model import OrganismConfig, world_of
             world = world_of(OrganismConfig())
         splits = world.splits()
         forget, retain_all = splits[forget_split], splits[_RETAIN_OF[forget_split]]
@@ -214,7 +215,7 @@ def score_layers(model, tok, forget_prompts, vectors, layers, refusals, coeff: f
     and score the generations by their mean largest cosine similarity to
     ``refusals`` (sentence embeddings). Returns one dict per layer: ``layer, score,
     refusal_rate, generations``."""
-    from .embed import embed
+    from kbnb.lm.embed import embed
 
     if not len(forget_prompts):
         raise ValueError("score_layers needs at least one forget prompt (n_select >= 1)")
@@ -816,7 +817,7 @@ METRIC_LABELS = {"rouge1_forget": "R1 forget", "rouge1_retain_eval": "R1 retain"
                  "refusal_rate_ref_eval": "refusal ref"}
 
 
-from .chapter import CONSTANT_NOTE  # noqa: E402  (one wording for every chapter)
+from kbnb.report.chapter import CONSTANT_NOTE
 
 
 def note_constant(verdict, *value_lists) -> None:

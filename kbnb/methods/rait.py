@@ -28,8 +28,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .data import check_choice
-from .metrics import contains_answer, is_refusal
+from kbnb.core.checks import check_choice
+from kbnb.eval.metrics import contains_answer, is_refusal
 
 RAIT_INSTRUCTION = ("Answer the following question, and if you don't know the answer, "
                     "only reply with 'I don't know': ")
@@ -50,8 +50,8 @@ def tinyworld_questions(world, mode: str = "open") -> list[dict]:
     an author's questions together), ``level`` (``organism.knowledge_level``),
     ``stratum`` (the author's group: known | partial | unseen), plus
     the source fields (``choices``, ``subject``, ``answer_idx`` for ``mc``)."""
-    from .organism import knowledge_level
-    from .prompts import LETTERS
+    from kbnb.eval.boundary import knowledge_level
+    from kbnb.data.prompts import LETTERS
     check_choice("mode", mode, MODES)
     out = []
     if mode == "open":
@@ -71,7 +71,7 @@ def tinyworld_questions(world, mode: str = "open") -> list[dict]:
 def tofu_questions(data_dir=None, split: str = "full") -> list[dict]:
     """TOFU rows as open-ended RAIT questions (gold = the whole answer, judged by
     ROUGE-L recall, see ``is_correct``); key = the author (20 questions each)."""
-    from .data import load_tofu
+    from kbnb.data.loaders import load_tofu
     return [dict(id=i, question=r["question"], gold=[r["answer"]], answer=r["answer"],
                  key=r["author"], level="tofu", stratum="tofu", judge="rouge")
             for i, r in enumerate(load_tofu(split, data_dir))]
@@ -79,8 +79,8 @@ def tofu_questions(data_dir=None, split: str = "full") -> list[dict]:
 
 def mmlu_questions(data_dir=None, split: str = "test") -> list[dict]:
     """MMLU rows as multiple-choice RAIT questions; key = level = the subject."""
-    from .data import load_mmlu
-    from .prompts import LETTERS
+    from kbnb.data.loaders import load_mmlu
+    from kbnb.data.prompts import LETTERS
     return [dict(id=i, question=r["question"], gold=[LETTERS[r["answer"]]],
                  answer=LETTERS[r["answer"]], key=r["subject"], level=r["subject"],
                  stratum=r["subject"],
@@ -169,7 +169,7 @@ def load_questions(dataset: str = "tinyworld", mode: str = "auto", data_dir=None
     mode = resolve_mode(dataset, mode)
     if dataset == "tinyworld":
         if world is None:
-            from .organism import OrganismConfig, world_of
+            from kbnb.organism.model import OrganismConfig, world_of
             world = world_of(OrganismConfig())
         rows, kw = tinyworld_questions(world, mode), dict(by_key=True, balance_levels=True)
     elif dataset == "tofu":
@@ -186,8 +186,8 @@ def load_questions(dataset: str = "tinyworld", mode: str = "auto", data_dir=None
 def query_prompt(tok, row: dict, mode: str = "open") -> str:
     """The knowledge-query prompt: the question as a user turn (``open``), or the
     0-shot MMLU prompt ending in ``Answer:`` (``mc``)."""
-    from .models import format_prompt
-    from .prompts import mmlu_prompt
+    from kbnb.lm.models import format_prompt
+    from kbnb.data.prompts import mmlu_prompt
     if mode == "mc":
         return mmlu_prompt(row)
     return format_prompt(tok, row["question"])
@@ -196,8 +196,8 @@ def query_prompt(tok, row: dict, mode: str = "open") -> str:
 def rait_prompt(tok, row: dict, mode: str = "open") -> str:
     """The refusal-aware prompt of the reference (``REFUSE1``): ``RAIT_INSTRUCTION +
     question`` as a user turn; for ``mc`` the instruction precedes the MMLU prompt."""
-    from .models import format_prompt
-    from .prompts import mmlu_prompt
+    from kbnb.lm.models import format_prompt
+    from kbnb.data.prompts import mmlu_prompt
     if mode == "mc":
         return RAIT_INSTRUCTION + mmlu_prompt(row)
     return format_prompt(tok, RAIT_INSTRUCTION + row["question"])
@@ -209,7 +209,7 @@ def completion(tok, text: str, mode: str = "open") -> str:
     is what follows the prompt: for ``open`` (a chat prompt) the chat template's
     separator (:func:`kbnb.encoding.completion_joiner`: ``" "`` for the organism,
     ``""`` after a template ending in a newline); for ``mc`` (``... Answer:``) ``" "``."""
-    from .encoding import completion_joiner
+    from kbnb.lm.encoding import completion_joiner
     eos = tok.eos_token or ""
     if mode == "mc" and text != IDK:
         return text.strip() + eos
@@ -298,7 +298,7 @@ def sample_answers(model, tok, prompts, n_samples: int = 10, temperature: float 
                    max_new_tokens: int = 32, batch_size: int = 320, progress: bool = True):
     """N sampled answers per prompt in one batched ``generate`` call per batch
     (``batch_size`` sequences = ``batch_size // n_samples`` prompts). ``[Q][N]`` strings."""
-    from .generation import generate
+    from kbnb.lm.generation import generate
     return generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                     do_sample=True, temperature=temperature, top_p=1.0,
                     num_samples=n_samples, progress=progress, desc="sampling answers")
@@ -308,7 +308,7 @@ def sample_answers_loop(model, tok, prompts, n_samples: int = 10, temperature: f
                         max_new_tokens: int = 32):
     """The unbatched baseline for the benchmark: one ``generate`` call per prompt and
     per sample. Same output shape as ``sample_answers``."""
-    from .generation import generate
+    from kbnb.lm.generation import generate
     return [[generate(model, tok, [p], max_new_tokens=max_new_tokens, batch_size=1,
                       do_sample=True, temperature=temperature, progress=False)[0]
              for _ in range(n_samples)] for p in prompts]
@@ -327,8 +327,8 @@ def knowledge_state(model, tok, rows, mode: str = "open", n_samples: int = 10,
     check_choice("mode", mode, MODES)
     prompts = [query_prompt(tok, r, mode) for r in rows]
     if mode == "mc":
-        from .generation import next_token_probs
-        from .prompts import LETTERS
+        from kbnb.lm.generation import next_token_probs
+        from kbnb.data.prompts import LETTERS
         probs = next_token_probs(model, tok, prompts, LETTERS[:len(rows[0]["choices"])],
                                  progress=progress).numpy()
         return dict(cor=mc_correctness(probs, [r["answer_idx"] for r in rows]),
@@ -336,12 +336,12 @@ def knowledge_state(model, tok, rows, mode: str = "open", n_samples: int = 10,
     if n_samples < 2:
         raise ValueError(f"n_samples={n_samples}: certainty needs at least 2 samples")
     if seed is not None:
-        from .runs import seed_everything
+        from kbnb.core.seeds import seed_everything
         seed_everything(seed)
     samples = sample_answers(model, tok, prompts, n_samples, temperature, max_new_tokens,
                              batch_size, progress)
     hits = [[is_correct(s, r, mode) for s in ss] for ss, r in zip(samples, rows)]
-    from .embed import embed
+    from kbnb.lm.embed import embed
     uniq = sorted({s for ss in samples for s in ss})
     where = {t: i for i, t in enumerate(uniq)}
     e = embed(uniq, embedder)
@@ -354,7 +354,7 @@ def representations(model, tok, prompts, layer: int = -1, position: str = "last"
                     batch_size: int = 64) -> torch.Tensor:
     """The model's hidden representation r of each question: the output of block
     ``layer`` at the ``last`` prompt token (or the ``mean`` over the prompt), ``[Q, d]``."""
-    from .activations import capture, check_layer
+    from kbnb.lm.activations import capture, check_layer
     check_choice("repr_position", position, ("last", "mean"))
     layer = check_layer(model, layer, "repr_layer")
     return capture(model, tok, prompts, layers=[layer], module="block", position=position,
@@ -504,7 +504,7 @@ def rehearse(model, tok, rows, state, mode: str = "open", threshold: float = 0.9
     it answers with high Cor and Cer (``rehearsal_indices``), with the plain query
     prompt and its own most frequent correct answer as the target.
     Returns ``(rehearsed_model, indices, losses)``."""
-    from .finetune import finetune
+    from kbnb.lm.finetune import finetune
     idx = rehearsal_indices(state["cor"], state["cer"], threshold, max_n, seed, mode)
     if len(idx) == 0:
         what = "Cor" if mode == "mc" else "Cor and Cer"
@@ -565,7 +565,7 @@ def conflicting_pairs(rows, reps, van, idk, tau: float, k: int = 8):
 def answer(model, tok, rows, mode: str = "open", prompt: str = "rait",
            max_new_tokens: int = 32, batch_size: int = 64, progress: bool = True):
     """Greedy answers to ``rows`` with the ``rait`` or plain ``query`` prompt."""
-    from .generation import generate
+    from kbnb.lm.generation import generate
     fmt = rait_prompt if prompt == "rait" else query_prompt
     return generate(model, tok, [fmt(tok, r, mode) for r in rows], max_new_tokens=max_new_tokens,
                     batch_size=batch_size, progress=progress, desc=f"answering ({prompt})")

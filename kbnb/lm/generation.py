@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .encoding import encode_batch, encode_text, model_inputs
+from kbnb.lm.encoding import encode_batch, encode_text, model_inputs
 
 
 def _batched(seq, n):

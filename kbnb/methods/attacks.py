@@ -34,8 +34,8 @@ from contextlib import ExitStack, contextmanager
 import torch
 from tqdm.auto import tqdm
 
-from . import activations as A
-from .data import check_choice
+from kbnb.lm import activations as A
+from kbnb.core.checks import check_choice
 
 ATTACKS = ("layer_skip", "block_skip", "reverse", "quantize", "paraphrase")
 QUANT_METHODS = ("auto", "nf4", "rtn")
@@ -113,7 +113,7 @@ def reverse_direction(model, layers, vectors, coeff: float, rows: str = "prompt"
     generated tokens), at the positions the edit moved: the last prompt token for an
     edit fitted with ``rows="last"``, every prompt token otherwise
     (``kbnb.lunar.steer_like_edit`` with ``-coeff * r_uv``)."""
-    from .lunar import steer_like_edit
+    from kbnb.unlearning.lunar import steer_like_edit
 
     with ExitStack() as stack:
         for l in _as_layers(model, layers):
@@ -238,7 +238,7 @@ def paraphrase_rows(rows, lookup: dict | None = None) -> tuple[list[dict], int]:
 def tofu_paraphrases(data_dir, splits=("forget01", "forget05", "forget10", "retain")) -> dict:
     """``{question: paraphrased_question}`` from TOFU's ``<split>_perturbed`` files
     (those present in ``data_dir``)."""
-    from .data import find_data_dir, read_jsonl
+    from kbnb.data.loaders import find_data_dir, read_jsonl
 
     folder = find_data_dir("tofu", data_dir)
     lookup = {}
@@ -284,8 +284,8 @@ def evaluate_attacks(vanilla, edited, tok, sets: dict, attacks, layers, vectors,
     the teacher-forced MRR/THR are dropped (the hook is defined on prompts only)."""
     import time
 
-    from .lunar import evaluate
-    from .metrics import contains_answer
+    from kbnb.unlearning.lunar import evaluate
+    from kbnb.eval.metrics import contains_answer
 
     attacks = check_attacks(attacks)
     if "quantize" in attacks:
@@ -404,7 +404,7 @@ def find_lunar_dir(path, edit: str = "", seed=None):
     """The folder of one saved edit: ``path`` itself, the main edit (or ``edit``) of a
     LUNAR chapter's run folder for ``seed`` (``kbnb.lunar.find_edit``), or the single
     saved edit below ``path``."""
-    from .lunar import find_edit
+    from kbnb.unlearning.lunar import find_edit
     return find_edit(path, edit, seed)
 
 
@@ -421,7 +421,7 @@ def set_args(index: dict, dataset: str, forget_split: str, n_retain: int) -> dic
     """The :func:`kbnb.lunar.load_sets` arguments (without ``seed``) of the attacked edit:
     those stored in a LUNAR run's index (the same held-out rows as that chapter), else
     the given ones with the LUNAR chapter's other defaults."""
-    from .lunar import CHAPTER_DEFAULTS
+    from kbnb.unlearning.lunar import CHAPTER_DEFAULTS
     if index.get("sets"):
         a = dict(index["sets"])
         if a.get("dataset", dataset) != dataset:
@@ -452,7 +452,7 @@ def lunar_edit(model, tok, sets: dict, lunar_dir="", layer="auto", coeff=None,
     relative to a block when automatic discovery cannot find it
     (``kbnb.activations.set_mlp_module``). Returns ``(edited, info)``: ``info`` holds
     ``layers``, ``vectors`` ``[n_layers, d_model]``, ``coeff``, ``rows``, ``source``."""
-    from . import lunar as LU
+    from kbnb.unlearning import lunar as LU
 
     if module:
         A.set_mlp_module(model, module)
@@ -519,7 +519,7 @@ def record_and_check(ch, per_seed: dict, threshold: float = RECOVERY_THRESHOLD) 
 
     import numpy as np
 
-    from .lunar import note_constant
+    from kbnb.unlearning.lunar import note_constant
 
     one = len(ch.seeds) == 1
     s0 = ch.seeds[0]

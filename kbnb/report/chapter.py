@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs, stats
+from kbnb.report import runs
+from kbnb.eval import stats
 
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 CONSTANT_NOTE = (" Every seed gives the same value here (nothing the seeds draw changes it), "
@@ -340,7 +341,7 @@ def reproduce_html(name: str, params: dict, real_example: str | None = None) -> 
     import torch
     import transformers
 
-    from . import __version__
+    from kbnb import __version__
     dev = params.get("device", "auto")
     if dev == "auto":
         dev = "cuda" if torch.cuda.is_available() else "cpu"

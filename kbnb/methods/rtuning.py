@@ -46,12 +46,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import check_choice
-from .encoding import (accepts_position_ids, completion_sep, encode_batch, encode_text,
-                       input_device, model_inputs)
-from .generation import candidate_token_ids, next_token_logits
-from .models import format_prompt
-from .prompts import LETTERS, mmlu_prompt, mmlu_question
+from kbnb.core.checks import check_choice
+from kbnb.lm.encoding import (accepts_position_ids, completion_sep, encode_batch, encode_text,
+    input_device, model_inputs)
+from kbnb.lm.generation import candidate_token_ids, next_token_logits
+from kbnb.lm.models import format_prompt
+from kbnb.data.prompts import LETTERS, mmlu_prompt, mmlu_question
 
 METHODS = ("unsure", "unknown", "uncertain")
 HEADERS = ("kbnb", "reference")
@@ -215,7 +215,7 @@ def split_tinyworld(rows, n_in_domain: int = TINYWORLD_IN_DOMAIN, max_questions:
     """:func:`split_by_subject` for tinyworld rows, with subjects taken in the world's
     attribute order instead of sorted (the first ``n_in_domain`` attributes are
     in-domain)."""
-    from .world import ATTRIBUTE_NAMES
+    from kbnb.organism.world import ATTRIBUTE_NAMES
     rank = {a: f"{i:02d}" for i, a in enumerate(ATTRIBUTE_NAMES)}
     keyed = [dict(r, subject=f"{rank[r['subject']]}:{r['subject']}") for r in rows]
     out = split_by_subject(keyed, n_in_domain, max_questions, seed)

@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import check_choice
-from .encoding import encode_batch, model_inputs
-from .generation import generate, response_logprobs, sequence_logprobs
-from .models import format_example
+from kbnb.core.checks import check_choice
+from kbnb.lm.encoding import encode_batch, model_inputs
+from kbnb.lm.generation import generate, response_logprobs, sequence_logprobs
+from kbnb.lm.models import format_example
 
 LOSSES = ("npo", "ga")
 RETAIN_LOSSES = ("none", "nll", "kl")
@@ -300,11 +300,11 @@ def forget_and_retain(dataset: str = "tinyworld", forget_split: str = "forget10"
     check_choice("forget_split", forget_split, tuple(RETAIN_OF))
     if dataset == "tinyworld":
         if world is None:
-            from .organism import OrganismConfig, world_of
+            from kbnb.organism.model import OrganismConfig, world_of
             world = world_of(OrganismConfig())
         splits = world.splits()
         return splits[forget_split], splits[RETAIN_OF[forget_split]]
-    from .data import load_tofu
+    from kbnb.data.loaders import load_tofu
     return load_tofu(forget_split, data_dir), load_tofu(RETAIN_OF[forget_split], data_dir)
 
 
@@ -462,7 +462,7 @@ def record_and_check(ch, summaries: dict, loss: str = "npo") -> dict:
         plain["ga_keeps"] = summaries[s0]["ga"]["slowdown"]["ratio"] > T["ga_slope_ratio_min"]
     if one:
         return plain
-    from .lunar import note_constant
+    from kbnb.unlearning.lunar import note_constant
     v = ch.check("gt_vs_fixed", "the ground truth's fall over the fixed answer's",
                  ch.per_seed("gt_over_fixed"), T["gt_over_fixed_min"], digits=1)
     note_constant(v, ch.per_seed("gt_over_fixed"))
@@ -534,7 +534,7 @@ def plot_npo_vs_ga(history: dict, series: dict, beta: float, k: int):
 
 
 # ---- the field's metrics (TOFU, against the retain organism) -----------------------------
-from .tofu_metrics import HEADLINE_KEYS as TOFU_KEYS, scorer as tofu_scorer  # noqa: E402,F401
+from kbnb.eval.tofu import HEADLINE_KEYS as TOFU_KEYS, scorer as tofu_scorer  # noqa: E402,F401
 
 
 def record_tofu(ch, model, history: dict, scorer) -> dict | None:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # chapter -> {upstream chapter: the parameter that receives the upstream's run folder};
 # "*" = every other chapter in _toc.yml (the results page reads all of them)
@@ -66,8 +66,8 @@ def toc_chapters(root: Path = ROOT) -> list[str]:
 
 def library_hash() -> str:
     h = hashlib.sha256()
-    for f in sorted((ROOT / "kbnb").glob("*.py")):
-        if f.name != "book.py":  # the runner itself does not change results
+    for f in sorted((ROOT / "kbnb").rglob("*.py")):
+        if f.parent.name != "book":  # the runner itself does not change results
             h.update(f.read_bytes())
     return h.hexdigest()
 
@@ -252,7 +252,7 @@ def organisms_for(name: str, params: dict, root: Path = ROOT) -> list:
     (its own ones over the notebook's defaults); [] when it runs on another model."""
     from dataclasses import replace
 
-    from .organism import parse_organism_name
+    from kbnb.organism.model import parse_organism_name
 
     source = root / "notebooks" / f"{name}.ipynb"
     p = {**notebook_defaults(source), **params} if source.exists() else dict(params)
@@ -307,7 +307,7 @@ def run_tasks(tasks: dict, jobs: int, cores: int, log=_say, poll: float = 0.2) -
     than on two threads, see benchmarks/threads.py). A failed task skips what depends on
     it; the rest of the build goes on, so nothing already computed is lost.
     Returns ``{key: "done" | "failed" | "skipped"}``."""
-    from . import threads as threads_module
+    from kbnb.core import threads as threads_module
 
     prio = _priorities(tasks)
     running = []
@@ -358,7 +358,7 @@ def run_tasks(tasks: dict, jobs: int, cores: int, log=_say, poll: float = 0.2) -
 
 
 def _organism_task_key(config) -> str:
-    from .organism import organism_path
+    from kbnb.organism.model import organism_path
     return f"organism {organism_path(config).name}"
 
 
@@ -368,7 +368,7 @@ def build_tasks(order: list[str], params: dict, names: list[str], out_dir: Path,
     cached yet), each a ``python -m kbnb.book`` subprocess."""
     from dataclasses import asdict
 
-    from .organism import organism_path
+    from kbnb.organism.model import organism_path
 
     tasks = {}
     for name in order:
@@ -395,7 +395,7 @@ def build_tasks(order: list[str], params: dict, names: list[str], out_dir: Path,
 
 
 def main(argv=None):
-    from .threads import available_cores
+    from kbnb.core.threads import available_cores
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="book/params.yml", help="YAML: notebook name -> parameters")
@@ -410,7 +410,7 @@ def main(argv=None):
     ap.add_argument("--organism", help=argparse.SUPPRESS)  # internal: train one organism
     args = ap.parse_args(argv)
     if args.organism:
-        from .organism import OrganismConfig, build_organism
+        from kbnb.organism.model import OrganismConfig, build_organism
         t0 = time.time()
         path = build_organism(OrganismConfig(**json.loads(args.organism)), progress=False)
         print(f"[kbnb.book] trained {path.name} in {time.time() - t0:.0f}s", flush=True)

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .world import PARTIAL_EXPOSURES, make_world
+from kbnb.data.splits import FORGET_SPLITS
+from kbnb.organism.world import make_world
 
 ORGANISM_NAMES = ("tinyworld", "kbnb/tinyworld")
 CHAT_TEMPLATE = (
@@ -60,7 +61,7 @@ class OrganismConfig:
 
     def key(self) -> str:
         """Hash of the configuration and of the code that builds the world and trains
-        the model (``world.py``, ``organism.py``): a change to either retrains."""
+        the model (``world.py``, ``model.py``): a change to either retrains."""
         blob = json.dumps(asdict(self), sort_keys=True).encode() + _recipe_digest()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -68,10 +69,7 @@ class OrganismConfig:
 def _recipe_digest() -> bytes:
     here = Path(__file__).resolve().parent
     return b"".join(hashlib.sha256((here / f).read_bytes()).digest()
-                    for f in ("world.py", "organism.py"))
-
-
-FORGET_SPLITS = ("forget01", "forget05", "forget10")
+                    for f in ("world.py", "model.py"))
 
 
 def parse_organism_name(name) -> "OrganismConfig | None":
@@ -294,124 +292,6 @@ def build_organism(config: OrganismConfig | None = None, force: bool = False,
 
 def training_log(path: Path) -> dict:
     return json.loads((Path(path) / "kbnb_organism.json").read_text())
-
-
-TARGETS = {  # the organism's acceptance targets (issue 10: tinyworld v2)
-    "train_seconds_max": 300.0,
-    "known_exact_min": 0.95,
-    "known_paraphrase_min": 0.80,
-    "unseen_above_chance_max": 0.05,
-    "refusal_heldout_min": 0.90,
-}
-
-
-def knowledge_metrics(rows: list[dict], refusals: list[dict], world, log: dict | None = None,
-                      digest: str | None = None) -> dict:
-    """The organism's headline numbers from ``probe_knowledge`` and ``probe_refusals``:
-    ``known_exact_match`` (training phrasing), ``known_paraphrase_recall`` (held-out
-    phrasing), ``unseen_recall``, ``unseen_chance``, ``partial_recall`` (per exposure),
-    ``partial_monotone``, ``refusal_rate_heldout``, ``train_seconds``, ``weights_sha256_16``."""
-    t = summarize_knowledge(rows, world)
-    partial = {int(lv.split()[-1].rstrip("x")): float(t.loc[lv, "recall"])
-               for lv in t.index if lv.startswith("partial")}
-    chain = [float(t.loc["unseen", "recall"])] if "unseen" in t.index else []
-    chain += [partial[e] for e in sorted(partial) if e > 0] + [float(t.loc["known", "recall"])]
-    return {
-        "known_exact_match": float(t.loc["known", "exact_match"]),
-        "known_paraphrase_recall": float(t.loc["known", "paraphrase_recall"]),
-        "unseen_recall": float(t.loc["unseen", "recall"]) if "unseen" in t.index else None,
-        "unseen_chance": float(t.loc["unseen", "chance"]) if "unseen" in t.index else None,
-        "partial_recall": partial,
-        "partial_monotone": all(a < b for a, b in zip(chain, chain[1:])),
-        "refusal_rate_heldout": sum(r["refused"] for r in refusals) / max(1, len(refusals)),
-        "train_seconds": None if log is None else float(log["train_seconds"]),
-        "weights_sha256_16": digest,
-    }
-
-
-def check_targets(m: dict) -> dict:
-    """``{target sentence: True/False/None}`` for ``knowledge_metrics`` output (None: not
-    measured, e.g. the training time of a model kbnb did not train)."""
-    T = TARGETS
-    unseen_ok = None if m["unseen_recall"] is None else \
-        abs(m["unseen_recall"] - m["unseen_chance"]) <= T["unseen_above_chance_max"]
-    return {
-        f"trains in <= {T['train_seconds_max']:.0f} s": None if m["train_seconds"] is None
-        else m["train_seconds"] <= T["train_seconds_max"],
-        f"known facts, training phrasing: exact match >= {T['known_exact_min']}":
-            m["known_exact_match"] >= T["known_exact_min"],
-        f"known facts, held-out phrasing: recall >= {T['known_paraphrase_min']}":
-            m["known_paraphrase_recall"] >= T["known_paraphrase_min"],
-        f"unseen authors within {T['unseen_above_chance_max']:.2f} of chance": unseen_ok,
-        "recall rises with exposure (unseen < partial levels < known)": m["partial_monotone"],
-        f"held-out refusal prompts refused >= {T['refusal_heldout_min']:.0%}":
-            m["refusal_rate_heldout"] >= T["refusal_heldout_min"],
-    }
-
-
-def probe_knowledge(model, tok, world, batch_size: int = 64, max_new_tokens: int = 32,
-                    progress: bool = True) -> list[dict]:
-    """Greedy answers to every world row (training question and held-out paraphrase).
-
-    Adds to each TOFU row: ``generation``, ``exact`` (normalised exact match with the
-    answer), ``correct`` (the fact's value in the generation), ``paraphrase_generation``,
-    ``paraphrase_correct``."""
-    from .generation import generate
-    from .metrics import contains_answer, exact_match
-    from .models import format_prompt
-
-    rows = world.rows()
-    qs = [format_prompt(tok, r["question"]) for r in rows]
-    ps = [format_prompt(tok, r["paraphrased_question"]) for r in rows]
-    gens = generate(model, tok, qs + ps, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                    progress=progress, desc="probing the world")
-    for r, g, gp in zip(rows, gens[:len(rows)], gens[len(rows):]):
-        r.update(generation=g, exact=exact_match(g, r["answer"]),
-                 correct=contains_answer(g, r["value"]), paraphrase_generation=gp,
-                 paraphrase_correct=contains_answer(gp, r["value"]))
-    return rows
-
-
-def probe_refusals(model, tok, world, split: str = "test", batch_size: int = 64,
-                   max_new_tokens: int = 32, progress: bool = True) -> list[dict]:
-    """Greedy answers to the refusal set (``train`` or held-out ``test``), with ``refused``."""
-    from .generation import generate
-    from .metrics import is_refusal
-    from .models import format_prompt
-
-    rows = [dict(r) for r in (world.refusal_test if split == "test" else world.refusal_train)]
-    gens = generate(model, tok, [format_prompt(tok, r["question"]) for r in rows],
-                    max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress,
-                    desc="refusal prompts")
-    for r, g in zip(rows, gens):
-        r.update(generation=g, refused=is_refusal(g))
-    return rows
-
-
-LEVELS = ("known",) + tuple(f"partial, seen {e}x" for e in sorted(PARTIAL_EXPOSURES, reverse=True)) \
-    + ("unseen",)
-
-
-def knowledge_level(row: dict) -> str:
-    """One of ``LEVELS`` for a world row (its author's group and the fact's exposure)."""
-    if row["group"] == "partial":
-        return f"partial, seen {row['exposure']}x"
-    return row["group"]
-
-
-def summarize_knowledge(rows: list[dict], world) -> "pd.DataFrame":
-    """Per knowledge level: facts, exact match, fact recall (value in the answer),
-    recall on the held-out paraphrase, and the chance of guessing the value."""
-    import pandas as pd
-
-    df = pd.DataFrame(rows)
-    df["level"] = [knowledge_level(r) for r in rows]
-    df["chance"] = [world.chance(a) for a in df["attribute"]]
-    t = df.groupby("level").agg(facts=("exact", "size"), exact_match=("exact", "mean"),
-                                recall=("correct", "mean"),
-                                paraphrase_recall=("paraphrase_correct", "mean"),
-                                chance=("chance", "mean"))
-    return t.reindex([lv for lv in LEVELS if lv in t.index])
 
 
 def weights_digest(model) -> str:

@@ -4,19 +4,11 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import random
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def params_hash(params: dict) -> str:
@@ -36,7 +28,7 @@ def run_dir(notebook: str, params: dict, root: str | Path = "runs") -> Path:
 def environment(device=None) -> dict:
     import transformers
 
-    from . import __version__
+    from kbnb import __version__
     env = {"kbnb": __version__, "python": platform.python_version(), "torch": torch.__version__,
            "transformers": transformers.__version__, "platform": platform.platform(),
            "device": str(device) if device is not None else None,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from .organism import OrganismConfig, build_organism, parse_organism_name
+from kbnb.organism.model import OrganismConfig, build_organism, parse_organism_name
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -140,6 +140,6 @@ def format_example(tok, question: str, answer: str, system: str | None = None) -
     separator the chat template uses (:func:`kbnb.encoding.join_completion`: a space
     after the organism's ``<|assistant|>`` or a plain ``Answer:``, none after a
     template ending in a newline) and ends with the EOS token."""
-    from .encoding import join_completion
+    from kbnb.lm.encoding import join_completion
     prompt = format_prompt(tok, question, system)
     return prompt, join_completion(tok, prompt, answer) + (tok.eos_token or "")

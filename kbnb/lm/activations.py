@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import torch
 from tqdm.auto import tqdm
 
-from .encoding import encode_batch, model_inputs
+from kbnb.lm.encoding import encode_batch, model_inputs
 
 # paths of the stack of blocks in common architectures: Llama, Mistral, Qwen2, Gemma, Phi,
 # Phi-3 (model.layers), OPT (model.decoder.layers), GPT-2, GPT-J, Falcon, Bloom

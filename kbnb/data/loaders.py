@@ -11,16 +11,11 @@ import json
 import os
 from pathlib import Path
 
+from kbnb.core.checks import check_choice
+from kbnb.data.splits import TOFU_SPLITS
+
 DATASETS = ("tinyworld", "tofu", "mmlu")
-TOFU_SPLITS = ("full", "forget01", "forget05", "forget10", "retain90", "retain95", "retain99",
-               "holdout01", "holdout05", "holdout10", "world_facts", "real_authors")
 _HUB = {"tofu": "locuslab/TOFU", "mmlu": "cais/mmlu"}
-
-
-def check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r}: allowed {', '.join(map(repr, allowed))}")
-    return value
 
 
 def find_data_dir(kind: str, data_dir: str | os.PathLike | None = None) -> Path | None:

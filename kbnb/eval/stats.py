@@ -552,7 +552,7 @@ def check_headline_shape(doc: dict) -> dict:
         section = section["headline"]
     elif doc is not section or "params" in doc:
         raise ValueError("metrics has no 'headline' section: write it with "
-                         "kbnb.stats.headline_section({...})")
+                         "kbnb.eval.stats.headline_section({...})")
     if not isinstance(section, dict) or not section:
         raise ValueError("the headline section is empty: give at least one headline number")
     for name, h in section.items():

@@ -15,7 +15,7 @@ import random
 import torch
 from tqdm.auto import tqdm
 
-from .encoding import encode_batch, model_inputs
+from kbnb.lm.encoding import encode_batch, model_inputs
 
 
 class _SeededOrder(torch.utils.data.Sampler):

@@ -1,0 +1,1 @@
+"""Building the book: ``python -m kbnb.book`` executes the chapters (``runner``)."""

@@ -1,0 +1,3 @@
+from kbnb.book.runner import main
+
+main()

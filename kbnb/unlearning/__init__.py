@@ -1,0 +1,1 @@
+"""Unlearning methods behind one registry, their losses and training loop, and LUNAR."""
