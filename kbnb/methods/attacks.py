@@ -519,7 +519,7 @@ def record_and_check(ch, per_seed: dict, threshold: float = RECOVERY_THRESHOLD) 
 
     import numpy as np
 
-    from kbnb.unlearning.lunar import note_constant
+    from kbnb.report.chapter import note_constant
 
     one = len(ch.seeds) == 1
     s0 = ch.seeds[0]

@@ -14,7 +14,7 @@ bookkeeping to a :class:`Chapter`::
     ch.save(metrics, device=model.device)                # metrics.json: headline + checks
     ch.glue_all()                                        # numbers and sentences for the text
 
-Intervals and verdicts come from :mod:`kbnb.stats`: with several seeds the interval is
+Intervals and verdicts come from :mod:`kbnb.eval.stats`: with several seeds the interval is
 a t interval over seeds and a comparison is paired over seeds; with one seed the
 chapter passes per-question values and the interval is a bootstrap over questions.
 An effect counts as shown only when its 95% interval excludes no effect; otherwise the
@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from kbnb.report import runs
+from kbnb.core.seeds import check_seeds  # noqa: F401  (kbnb.report.chapter.check_seeds)
 from kbnb.eval import stats
+from kbnb.report.params import ChapterParams
 
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 CONSTANT_NOTE = (" Every seed gives the same value here (nothing the seeds draw changes it), "
@@ -41,28 +43,12 @@ CONSTANT_NOTE = (" Every seed gives the same value here (nothing the seeds draw 
 STATUS_WORDS = {"PASS": "shown", "MISS": "opposite shown", "UNCLEAR": "cannot tell"}
 
 
-def check_seeds(seeds) -> list[int]:
-    """``seeds`` as a list of distinct non-negative ints (an int is one seed).
-
-    Raises ValueError naming the parameter and what is allowed."""
-    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
-        seeds = [int(seeds)]
-    if isinstance(seeds, str):
-        try:
-            seeds = json.loads(seeds)
-        except ValueError:
-            raise ValueError(f"seeds={seeds!r}: give a list of integers, e.g. [0, 1, 2]") from None
-        return check_seeds(seeds)
-    if not isinstance(seeds, (list, tuple)) or not seeds:
-        raise ValueError(f"seeds={seeds!r}: give a non-empty list of integers, e.g. [0, 1, 2]")
-    out = []
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
-            raise ValueError(f"seeds={list(seeds)!r}: every seed must be a non-negative integer")
-        out.append(int(s))
-    if len(set(out)) != len(out):
-        raise ValueError(f"seeds={out}: seeds must be distinct (a repeated seed repeats a run)")
-    return out
+def note_constant(verdict, *value_lists) -> None:
+    """Append :data:`CONSTANT_NOTE` to a check's sentence when every list of per-seed
+    values it compared holds one value repeated (a deterministic quantity)."""
+    if CONSTANT_NOTE not in verdict.sentence and \
+            all(len(v) > 1 and len(set(map(float, v))) == 1 for v in value_lists):
+        verdict.sentence += CONSTANT_NOTE
 
 
 def _key(name: str) -> str:
@@ -75,14 +61,20 @@ def _key(name: str) -> str:
 class Chapter:
     """Bookkeeping of one chapter run.
 
-    name: the notebook's name (``"rait"``). params: the notebook's parameters (a flat
-    dict; ``seeds`` among them or given separately). output_dir: root of the run
-    folders; results go to ``output_dir/<name>-<hash of params>/`` next to
+    name: the notebook's name (``"rait"``). params: the chapter's ``Params`` (see
+    :mod:`kbnb.report.params`; its ``run_params()`` are hashed) or a flat dict; ``seeds``
+    among them or given separately. output_dir: root of the run folders (default: the
+    params' ``output_dir``, else ``runs``); results go to ``output_dir/<name>-<hash of params>/`` next to
     ``params.json``. seeds: the seeds of the stochastic parts (see :func:`check_seeds`).
     """
 
-    def __init__(self, name: str, params: dict, output_dir: str | Path = "runs", seeds=None,
+    def __init__(self, name: str, params, output_dir: str | Path | None = None, seeds=None,
                  real_example: str | None = None):
+        if isinstance(params, ChapterParams):  # the chapter's typed parameters
+            output_dir = params.as_dict().get("output_dir", "runs") if output_dir is None \
+                else output_dir
+            params = params.run_params()
+        output_dir = "runs" if output_dir is None else output_dir
         self.name = name
         self.seeds = check_seeds(params.get("seeds") if seeds is None else seeds)
         self.params = {**params, "seeds": self.seeds}

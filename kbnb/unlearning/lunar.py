@@ -820,14 +820,6 @@ METRIC_LABELS = {"rouge1_forget": "R1 forget", "rouge1_retain_eval": "R1 retain"
 from kbnb.report.chapter import CONSTANT_NOTE
 
 
-def note_constant(verdict, *value_lists) -> None:
-    """Append :data:`CONSTANT_NOTE` to a check's sentence when every list of per-seed
-    values it compared holds one value repeated (a deterministic quantity)."""
-    if CONSTANT_NOTE not in verdict.sentence and \
-            all(len(v) > 1 and len(set(map(float, v))) == 1 for v in value_lists):
-        verdict.sentence += CONSTANT_NOTE
-
-
 def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict) -> None:
     """Headlines and checks of the LUNAR chapter on a :class:`kbnb.chapter.Chapter`.
 

@@ -462,7 +462,7 @@ def record_and_check(ch, summaries: dict, loss: str = "npo") -> dict:
         plain["ga_keeps"] = summaries[s0]["ga"]["slowdown"]["ratio"] > T["ga_slope_ratio_min"]
     if one:
         return plain
-    from kbnb.unlearning.lunar import note_constant
+    from kbnb.report.chapter import note_constant
     v = ch.check("gt_vs_fixed", "the ground truth's fall over the fixed answer's",
                  ch.per_seed("gt_over_fixed"), T["gt_over_fixed_min"], digits=1)
     note_constant(v, ch.per_seed("gt_over_fixed"))
