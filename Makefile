@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make book   # builds the whole book on the embedded default -> _build/html/index.html
-#   make test   # runs the test suite
+#   make test   # lints (ruff) and runs the test suite
 # Each creates .venv if missing. GPU users: `make TORCH="torch==2.5.1 --index-url
 # https://download.pytorch.org/whl/cu121" book` (any pip spec for your torch build).
 VENV ?= .venv
@@ -24,6 +24,7 @@ book: env
 	$(PY) -m kbnb.book --params $(PARAMS)
 
 test: env
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -x tests
 
 bench: env

@@ -2,7 +2,7 @@
 
 Trains the organism's architecture (24 layers, 64 wide) for a few steps, alone and as
 two processes at once, under: torch's default (idle threads spin), GOMP_SPINCOUNT=1000
-(kbnb's default, see kbnb/threads.py), OMP_WAIT_POLICY=PASSIVE, and one thread each.
+(kbnb's default, see kbnb/core/threads.py), OMP_WAIT_POLICY=PASSIVE, and one thread each.
 Prints tokens per second per process and the ratio to the default.
 
     .venv/bin/python benchmarks/threads.py

@@ -1,11 +1,11 @@
 """kbnb: knowledge-boundary notebooks. A thin library behind the book's chapters."""
-__version__ = "0.1.0"
+from kbnb.core.version import __version__  # noqa: F401
 
 import os as _os
 
 from kbnb.core import threads as _threads
 
-_threads.configure_environment()  # before torch loads OpenMP: see kbnb/threads.py
+_threads.configure_environment()  # before torch loads OpenMP: see kbnb/core/threads.py
 
 if _os.environ.get("TQDM_DISABLE"):  # set by `python -m kbnb.book`: no bars in the book
     import tqdm.auto as _tqdm_auto

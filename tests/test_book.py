@@ -1,4 +1,5 @@
-"""The book runner: dependency order, run folders passed on, no stale page published."""
+"""The book runner: dependency order (from the chapters' SPEC), run folders passed on,
+no stale page published."""
 import json
 
 import nbformat
@@ -6,6 +7,7 @@ import pytest
 
 from kbnb import organism
 from kbnb.book import runner as book
+from kbnb.report.spec import ChapterSpec
 
 
 def _notebook(path, params_src, body_src):
@@ -40,7 +42,8 @@ def root(tmp_path, monkeypatch):
               "import pathlib\nassert (pathlib.Path(a_dir) / 'metrics.json').exists(), a_dir\n"
               + WRITE.replace("NAME", "b").replace("UP", "a_dir"))
     (tmp_path / "book" / "params.yml").write_text("a: {}\nb: {}\nc: {}\n")
-    monkeypatch.setattr(book, "DEPENDS", {"b": {"a": "a_dir"}})
+    monkeypatch.setattr(book, "spec_of", lambda n: ChapterSpec(
+        title=n, depends={"a": "a_dir"} if n == "b" else {}))
     return tmp_path
 
 

@@ -57,7 +57,7 @@ def test_source_notebooks_have_no_outputs_and_one_parameters_cell():
 
 
 def test_every_toc_chapter_has_a_source_notebook():
-    from kbnb.book.runner import toc_chapters
+    from kbnb.chapters import toc_chapters
     for name in toc_chapters(ROOT):
         assert (ROOT / "notebooks" / f"{name}.ipynb").exists()
     params = yaml.safe_load((ROOT / "book" / "params.yml").read_text())

@@ -7,10 +7,11 @@ with the parameters in the YAML file, then ``jupyter-book build . -W -n --keep-g
 * **Cache.** A notebook is executed again only when its source, its parameters, the
   ``kbnb`` library or a chapter it depends on changed (the hash is stored in the
   executed copy's metadata, with the run folder its results went to).
-* **Dependencies** live here, in :data:`DEPENDS`, and nowhere else: a chapter that
-  builds on another receives that chapter's run folder as a parameter (the attacks
-  chapter attacks the LUNAR chapter's selected edit), and the results page reads
-  every chapter's ``metrics.json``. Chapters run in dependency order.
+* **Declarations.** Each chapter declares itself once, in ``SPEC`` of its chapter module
+  ``kbnb/chapters/<name>.py`` (:mod:`kbnb.report.spec`): the chapters it builds on (it
+  receives their run folder as a parameter: the attacks chapter attacks the LUNAR
+  chapter's selected edit; the results page reads every chapter's ``metrics.json``),
+  the retain organism it loads, its cost. Chapters run in dependency order.
 * ``--only X`` executes X (and what depends on it); the HTML is built only when
   every other executed chapter is current, so a stale copy is never published.
 * **Parallel.** Chapters run as ``--jobs`` processes at once (default 2 on 2 cores or
@@ -30,39 +31,17 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import yaml
 
+from kbnb.chapters import spec_of, toc_chapters
+from kbnb.core import threads as threads_module
+from kbnb.core.threads import available_cores
+from kbnb.organism import OrganismConfig, build_organism, organism_path, parse_organism_name
+
 ROOT = Path(__file__).resolve().parents[2]
-
-# chapter -> {upstream chapter: the parameter that receives the upstream's run folder};
-# "*" = every other chapter in _toc.yml (the results page reads all of them)
-DEPENDS = {
-    "lunar_attacks": {"lunar": "lunar_dir"},
-    "results": {"*": None},
-}
-
-
-def toc_chapters(root: Path = ROOT) -> list[str]:
-    """Names of the executed notebooks the table of contents lists (``book/chapters/X``)."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    names = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k == "file" and str(v).startswith("book/chapters/"):
-                    names.append(Path(v).stem)
-                else:
-                    walk(v)
-        elif isinstance(node, list):
-            for x in node:
-                walk(x)
-
-    walk(toc)
-    return names
-
 
 def library_hash() -> str:
     h = hashlib.sha256()
@@ -93,8 +72,9 @@ def _stored_hash(path: Path) -> str | None:
 
 
 def upstream(name: str, names: list[str]) -> dict:
-    """``{upstream chapter: parameter or None}`` for ``name`` among ``names`` (from DEPENDS)."""
-    dep = DEPENDS.get(name, {})
+    """``{upstream chapter: parameter or None}`` for ``name`` among ``names`` (its
+    ``SPEC.depends``)."""
+    dep = spec_of(name).depends
     if "*" in dep:
         return {n: None for n in names if n != name}
     return {n: p for n, p in dep.items() if n in names}
@@ -108,7 +88,7 @@ def in_order(names: list[str]) -> list[str]:
         if n in done:
             return
         if n in stack:
-            raise ValueError(f"DEPENDS has a cycle through {n}")
+            raise ValueError(f"the chapters' SPEC.depends have a cycle through {n}")
         for u in upstream(n, names):
             visit(u, stack + (n,))
         done.add(n)
@@ -211,21 +191,8 @@ def build_html(root: Path = ROOT, strict: bool = True) -> Path:
 
 # ---- parallel execution ---------------------------------------------------------------
 
-# Which organisms a chapter loads besides its model_name: the retain organism of a forget
-# split (chapter -> function of its effective parameters giving the split, or None).
-# Only used to train organisms ahead of the chapters, in parallel; a chapter whose
-# organism is missing still trains it itself.
-RETAIN_USERS = {
-    "npo_toy": lambda p: p.get("forget_split"),
-    "unlearning": lambda p: p.get("forget_split") if p.get("retain_model") == "auto" else None,
-    "lunar": lambda p: p.get("forget_split") if p.get("forget_quality") else None,
-}
-
-# Seconds each task took in a cold build (2 cores, 2 jobs, one thread each; the organism
-# alone on both cores). Only the scheduling order uses them (longest remaining chain
-# first); a chapter's last execution replaces its hint.
-COST_HINT = {"tinyworld": 37, "rtuning": 288, "rait": 155, "lunar": 73, "lunar_attacks": 70,
-             "npo_toy": 106, "unlearning": 241, "results": 10}
+# Seconds an organism took to train in a cold build (2 cores); only the scheduling order
+# uses them (longest remaining chain first). Chapters declare theirs in SPEC.cost.
 ORGANISM_COST_HINT = {"": 308, "retain": 350}
 
 
@@ -249,24 +216,23 @@ def notebook_defaults(source: Path) -> dict:
 
 def organisms_for(name: str, params: dict, root: Path = ROOT) -> list:
     """The ``OrganismConfig``s chapter ``name`` trains or loads with these parameters
-    (its own ones over the notebook's defaults); [] when it runs on another model."""
-    from dataclasses import replace
-
-    from kbnb.organism.model import parse_organism_name
-
-    source = root / "notebooks" / f"{name}.ipynb"
-    p = {**notebook_defaults(source), **params} if source.exists() else dict(params)
+    (its own ones over its ``Params`` defaults, read from its ``SPEC``); [] when it runs on
+    another model or its parameters are invalid (the chapter itself reports them)."""
+    spec = spec_of(name)
+    if spec.params is None:
+        return []
     try:
-        config = parse_organism_name(p.get("model_name", ""))
+        p = spec.params.from_dict(params, strict=False)
+        config = parse_organism_name(getattr(p, "model_name", ""))
     except ValueError:
-        return []  # the chapter itself reports the bad name
+        return []
     if config is None:
         return []
-    if name == "tinyworld":  # the organism chapter sets the recipe's size
-        config = replace(config, **{k: p[k] for k in ("n_authors", "n_layers", "epochs") if k in p})
+    if spec.recipe:  # the organism chapter sets the recipe's size
+        config = replace(config, **{k: getattr(p, k) for k in spec.recipe})
     out = [config]
-    split = RETAIN_USERS.get(name, lambda p: None)(p)
-    if split and p.get("dataset", "tinyworld") == "tinyworld":
+    split = spec.retain_split(p) if spec.retain_split else None
+    if split and getattr(p, "dataset", "tinyworld") == "tinyworld":
         out.append(replace(config, retain=split))
     return out
 
@@ -307,7 +273,6 @@ def run_tasks(tasks: dict, jobs: int, cores: int, log=_say, poll: float = 0.2) -
     than on two threads, see benchmarks/threads.py). A failed task skips what depends on
     it; the rest of the build goes on, so nothing already computed is lost.
     Returns ``{key: "done" | "failed" | "skipped"}``."""
-    from kbnb.core import threads as threads_module
 
     prio = _priorities(tasks)
     running = []
@@ -358,7 +323,6 @@ def run_tasks(tasks: dict, jobs: int, cores: int, log=_say, poll: float = 0.2) -
 
 
 def _organism_task_key(config) -> str:
-    from kbnb.organism.model import organism_path
     return f"organism {organism_path(config).name}"
 
 
@@ -366,10 +330,6 @@ def build_tasks(order: list[str], params: dict, names: list[str], out_dir: Path,
                 force: bool = False) -> dict:
     """Tasks for the chapters in ``order`` (and the organisms they need that are not
     cached yet), each a ``python -m kbnb.book`` subprocess."""
-    from dataclasses import asdict
-
-    from kbnb.organism.model import organism_path
-
     tasks = {}
     for name in order:
         deps = {u for u in upstream(name, names) if u in order}
@@ -390,13 +350,11 @@ def build_tasks(order: list[str], params: dict, names: list[str], out_dir: Path,
                                 "force": force})]
 
         stored = _stored(out_dir / f"{name}.ipynb").get("seconds")
-        tasks[name] = Task(name, cmd, deps, cost=stored or COST_HINT.get(name, 60))
+        tasks[name] = Task(name, cmd, deps, cost=stored or spec_of(name).cost)
     return tasks
 
 
 def main(argv=None):
-    from kbnb.core.threads import available_cores
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="book/params.yml", help="YAML: notebook name -> parameters")
     ap.add_argument("--root", default=str(ROOT), help="book root (holds _toc.yml)")
@@ -410,7 +368,6 @@ def main(argv=None):
     ap.add_argument("--organism", help=argparse.SUPPRESS)  # internal: train one organism
     args = ap.parse_args(argv)
     if args.organism:
-        from kbnb.organism.model import OrganismConfig, build_organism
         t0 = time.time()
         path = build_organism(OrganismConfig(**json.loads(args.organism)), progress=False)
         print(f"[kbnb.book] trained {path.name} in {time.time() - t0:.0f}s", flush=True)

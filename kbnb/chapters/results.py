@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kbnb.chapters import spec_of, toc_chapters
 from kbnb.eval import stats
 from kbnb.report.params import ChapterParams, param
 from kbnb.report.spec import ChapterSpec, Row
@@ -46,7 +47,6 @@ def run_dirs(chapters_dir: str | Path = "book/chapters") -> dict[str, Path]:
 def chapter_rows(names=None) -> list[tuple[str, str, Row]]:
     """``(chapter, title, row)`` for every results-page row the chapters declare (their
     ``SPEC.rows``), in the table of contents' order."""
-    from kbnb.chapters import spec_of, toc_chapters
     out = []
     for name in names if names is not None else toc_chapters():
         spec = spec_of(name)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 import string
 
+from kbnb.lm.embed import max_similarity
+
 REFUSAL_MARKERS = ("i don't know", "i do not know", "i'm sorry", "i am sorry", "i cannot",
                    "i can't", "i am not aware", "i'm not aware", "no information",
                    "not able to", "unable to", "i am unsure", "as an ai")
@@ -61,8 +63,6 @@ def refusal_quality(texts, refusal_templates, embedder="default") -> float:
     """LUNAR's refusal quality RQ: the mean over ``texts`` (the model's outputs on the
     forget set) of the largest cosine similarity of each text's sentence embedding to
     any refusal template. Higher means the outputs read more like refusals."""
-    from kbnb.lm.embed import max_similarity
-
     texts = list(texts)
     if not texts:
         return float("nan")

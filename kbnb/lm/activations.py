@@ -129,7 +129,7 @@ def mlp_out_name(model) -> str:
                 return f"{cname}.{projs[-1]}"
     raise ValueError(f"cannot find the MLP output projection in {type(block).__name__}; "
                      f"pass module=... (the LUNAR and attacks notebooks' `module` parameter, "
-                     f"or kbnb.activations.set_mlp_module(model, name)) naming one of the "
+                     f"or kbnb.lm.activations.set_mlp_module(model, name)) naming one of the "
                      f"block's submodules: {', '.join(n for n, _ in block.named_modules() if n)}")
 
 

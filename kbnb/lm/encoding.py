@@ -111,7 +111,7 @@ def completion_joiner(tok) -> str:
     """What goes between a chat prompt (ending in the generation prompt) and the
     assistant's text: ``" "`` or ``""``, read from the chat template by rendering a
     dummy assistant turn after the generation prompt. ``" "`` when the tokenizer has
-    no chat template (:func:`kbnb.models.format_prompt` then writes the plain
+    no chat template (:func:`kbnb.lm.models.format_prompt` then writes the plain
     ``Question: ...\nAnswer:`` prompt)."""
     return _template_probe(tok)[0]
 

@@ -91,7 +91,7 @@ def response_logprobs(model, tok, prompts, responses, batch_size: int = 32,
 def pack_prompt_response(tok, prompts, responses, device="cpu"):
     """Left-padded ``input_ids``, ``attention_mask`` and ``labels`` ([B, T] each) for
     prompt+response; labels are -100 everywhere except on the response tokens. The
-    prompt gets the tokenizer's BOS once (:func:`kbnb.encoding.encode_batch`, which
+    prompt gets the tokenizer's BOS once (:func:`kbnb.lm.encoding.encode_batch`, which
     also gives the ``position_ids`` to pass with them)."""
     b = encode_batch(tok, prompts, responses, device)
     return b["input_ids"], b["attention_mask"], b["labels"]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from kbnb.lm.encoding import join_completion
 from kbnb.organism.model import OrganismConfig, build_organism, parse_organism_name
 
 
@@ -137,9 +138,8 @@ def format_prompt(tok, question: str, system: str | None = None, answer_prefix: 
 
 def format_example(tok, question: str, answer: str, system: str | None = None) -> tuple[str, str]:
     """(prompt, completion) for training: the completion is the answer after the
-    separator the chat template uses (:func:`kbnb.encoding.join_completion`: a space
+    separator the chat template uses (:func:`kbnb.lm.encoding.join_completion`: a space
     after the organism's ``<|assistant|>`` or a plain ``Answer:``, none after a
     template ending in a newline) and ends with the EOS token."""
-    from kbnb.lm.encoding import join_completion
     prompt = format_prompt(tok, question, system)
     return prompt, join_completion(tok, prompt, answer) + (tok.eos_token or "")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kbnb.core.version import __version__
 from kbnb.report import runs
 from kbnb.core.seeds import check_seeds  # noqa: F401  (kbnb.report.chapter.check_seeds)
 from kbnb.eval import stats
@@ -178,7 +179,7 @@ class Chapter:
     def check(self, name: str, effect: str, new, baseline, better: str = "higher", *,
               subject: str | None = None, baseline_name: str | None = None, unit: str = "",
               digits: int = 3, **compare) -> stats.Verdict:
-        """A claim as a paired comparison with its verdict (:func:`kbnb.stats.check`).
+        """A claim as a paired comparison with its verdict (:func:`kbnb.eval.stats.check`).
 
         new, baseline: paired values (one per seed, or per question for one seed), or
         a fixed target number as ``baseline``. ``over`` defaults to ``"seeds"`` when
@@ -332,8 +333,6 @@ def reproduce_html(name: str, params: dict, real_example: str | None = None) -> 
 
     import torch
     import transformers
-
-    from kbnb import __version__
     dev = params.get("device", "auto")
     if dev == "auto":
         dev = "cuda" if torch.cuda.is_available() else "cpu"

@@ -18,6 +18,7 @@ import dataclasses
 from dataclasses import MISSING, field, fields
 
 from kbnb.core.checks import check_choice, check_int, check_number
+from kbnb.core.seeds import check_seeds
 
 
 def param(default, check=None, *, run: bool = True):
@@ -59,7 +60,6 @@ def flag(default: bool):
 
 def seeds_param(default=(0, 1, 2)):
     """The ``seeds`` of a chapter's stochastic parts: a list of distinct non-negative ints."""
-    from kbnb.core.seeds import check_seeds
     return param(list(default), lambda name, v: check_seeds(v))
 
 

@@ -1,4 +1,4 @@
-"""Seeds, parameter-keyed output folders and metrics files."""
+"""Run folders keyed by a hash of the parameters, and the metrics files inside them."""
 from __future__ import annotations
 
 import hashlib
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from kbnb.core.version import __version__
 
 
 def params_hash(params: dict) -> str:
@@ -27,8 +29,6 @@ def run_dir(notebook: str, params: dict, root: str | Path = "runs") -> Path:
 
 def environment(device=None) -> dict:
     import transformers
-
-    from kbnb import __version__
     env = {"kbnb": __version__, "python": platform.python_version(), "torch": torch.__version__,
            "transformers": transformers.__version__, "platform": platform.platform(),
            "device": str(device) if device is not None else None,
