@@ -1,9 +1,27 @@
-"""kbnb: knowledge-boundary notebooks. A thin library behind the book's chapters."""
-from kbnb.core.version import __version__  # noqa: F401
+"""kbnb: knowledge-boundary notebooks, the library behind the book's chapters.
 
+Subpackages by concept, each importing only from those listed before it:
+
+==============  ==========================================================================
+``core``        parameter checks, seeding, CPU thread settings, the version
+``data``        TOFU, MMLU and refusal data sets; TOFU's split table; prompt formats
+``organism``    tinyworld (a world with a known knowledge boundary) and its model organism
+``lm``          any causal LM: loading, encoding, generation, activations, fine-tuning, embeddings
+``eval``        answer metrics, intervals and paired comparisons, TOFU's suite, organism probes
+``unlearning``  unlearning methods in one registry, their losses and loop, LUNAR
+``methods``     R-Tuning, RAIT/CRaFT, attacks on LUNAR (algorithms only)
+``report``      what every chapter shares: the Chapter helper, typed parameters, declarations
+``chapters``    one module per notebook: its parameters, declaration, tables, figures, text
+``book``        the book runner (``python -m kbnb.book``)
+==============  ==========================================================================
+
+The front door: ``kbnb.load_model(name)`` (the organism ``"tinyworld"``, a hub id or a
+folder) and ``kbnb.format_prompt(tok, question)``.
+"""
 import os as _os
 
 from kbnb.core import threads as _threads
+from kbnb.core.version import __version__  # noqa: F401
 
 _threads.configure_environment()  # before torch loads OpenMP: see kbnb/core/threads.py
 
@@ -17,15 +35,6 @@ if _os.environ.get("TQDM_DISABLE"):  # set by `python -m kbnb.book`: no bars in 
 
     _tqdm_auto.tqdm = _QuietTqdm
 
-from kbnb import organism
-from kbnb.lm import activations
-from kbnb.data import loaders as data
-from kbnb.lm import encoding
-from kbnb.lm import generation
-from kbnb.eval import metrics
-from kbnb.report import runs
-from kbnb.eval import stats
-from kbnb.organism import world  # noqa: F401
-from kbnb.lm.models import format_prompt, load_model, resolve_device  # noqa: F401
+from kbnb.lm.models import format_prompt, load_model, resolve_device  # noqa: E402, F401
 
 _threads.configure_torch()
