@@ -1,7 +1,7 @@
 """Benchmark: LUNAR's exact closed-form solve against the official SGD recipe.
 
-Both minimise the same mean squared error over token rows (kbnb.lunar). The closed
-form solves it once; the recipe (AdamW, lr 1e-2, x0.9 per epoch, batches of 64 rows)
+Both minimise the same mean squared error over token rows (kbnb.unlearning.lunar). The
+closed form solves it once; the recipe (AdamW, lr 1e-2, x0.9 per epoch, batches of 64 rows)
 runs epoch after epoch. We time the closed form, the recipe's 20 epochs, and the
 recipe run until its MSE comes within ``--tol`` of the closed form's ("equal MSE"),
 and print the time ratio.

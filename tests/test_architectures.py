@@ -49,7 +49,7 @@ def _sentences(n=300, seed=0):
             f"Question: Where was {a} born?\nAnswer: {a} was born near the {b}.",
             f"{a} wrote a {b} in {rng.randint(1800, 2020)}. I am sure. I am unsure.",
             f"Are you sure you accurately answered the question? I am sure, {a}.",
-            f"The answer is A. The answer is B. The answer is C. The answer is D.",
+            "The answer is A. The answer is B. The answer is C. The answer is D.",
             f"<|user|> Who is {a}?\n<|assistant|> {a} is a {b} keeper.</s>",
         ]))
     return out
@@ -339,7 +339,7 @@ def test_one_finetuning_step_changes_weights(saved, arch, lora):
     tuned, losses = finetune(model, tok, prompts, comps, epochs=1, lr=1e-2, batch_size=2,
                              lora=lora, lora_r=2, progress=False)
     assert len(losses) == 1 and losses[0] == losses[0]
-    name = lunar_param = None
+    lunar_param = None
     from kbnb.unlearning import lunar
     lunar_param = lunar._param_name(model, 0)  # an MLP projection: a LoRA target too
     before, after = model.state_dict(), tuned.state_dict()
@@ -362,9 +362,8 @@ def test_finetune_is_deterministic_given_seed(saved):
 
 @pytest.mark.parametrize("arch", FULL)
 def test_chapter_paths_run(saved, arch):
+    from kbnb.methods import rait, rtuning
     from kbnb.unlearning import npo
-    from kbnb.methods import rait
-    from kbnb.methods import rtuning
     model, tok = load(saved, arch)
     rows = [{"question": q, "choices": ["Alice", "Bob", "Carol", "Dan"], "answer": i % 4,
              "subject": "people"} for i, q in enumerate(QUESTIONS)]
@@ -419,11 +418,9 @@ def test_data_errors_keep_their_cause(monkeypatch):
 
 
 def test_zero_valued_parameters_are_rejected(saved):
-    from kbnb.methods import attacks
-    from kbnb.unlearning import lunar
-    from kbnb.unlearning import npo
-    from kbnb.methods import rait
     from kbnb.lm.finetune import finetune
+    from kbnb.methods import attacks, rait
+    from kbnb.unlearning import lunar, npo
     model, tok = load(saved, "gpt2")
     p = _prompts(tok)
     with pytest.raises(ValueError, match="n_select=0"):
@@ -536,6 +533,7 @@ def test_qwen_tokenizer_letters_joining_and_sure(qwen_tok):
                     position_ids=None):
             B, T = input_ids.shape
             from types import SimpleNamespace
+
             from transformers import DynamicCache
             cache = past_key_values if past_key_values is not None else DynamicCache()
             return SimpleNamespace(logits=self.logits.expand(B, T, -1).clone(),

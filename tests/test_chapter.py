@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from kbnb.report import chapter
 from kbnb.eval import stats
+from kbnb.report import chapter
 from kbnb.report.chapter import Chapter, check_seeds
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import kbnb
-from kbnb.report import runs
 from kbnb.lm.embed import embed, max_similarity
+from kbnb.report import runs
 
 
 def test_bad_model_name_gives_one_clear_error():

@@ -1,8 +1,7 @@
 import torch
 
 from kbnb import format_prompt
-from kbnb.lm.generation import (candidate_token_ids, generate, next_token_probs,
-    response_logprobs)
+from kbnb.lm.generation import candidate_token_ids, generate, next_token_probs, response_logprobs
 
 
 def test_batched_greedy_equals_one_by_one(organism, world):

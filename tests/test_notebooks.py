@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import ROOT, shared_data_dir
+from conftest import ROOT
 
 FAST = yaml.safe_load((ROOT / "tests" / "params-fast.yml").read_text())
 

@@ -15,7 +15,7 @@ def test_same_seed_gives_the_same_model(tmp_path, monkeypatch):
     monkeypatch.setenv("KBNB_CACHE", str(tmp_path))
     a = organism.train_organism(_tiny(), tmp_path / "a", progress=False)
     b = organism.train_organism(_tiny(), tmp_path / "b", progress=False)
-    c = organism.train_organism(_tiny(seed=1), tmp_path / "c", progress=False)
+    organism.train_organism(_tiny(seed=1), tmp_path / "c", progress=False)
     assert a["losses"] == b["losses"]
     da, db, dc = (organism.weights_digest(AutoModelForCausalLM.from_pretrained(tmp_path / x))
                   for x in "abc")
@@ -81,8 +81,8 @@ def test_default_organism_meets_its_targets(organism, world):
     """The organism the book uses: deep, knows what it saw (also when asked in words it
     never saw), not what it did not, and more the more often it saw it."""
     model, tok = organism
-    from kbnb.lm.activations import n_layers
     from kbnb import organism as org
+    from kbnb.lm.activations import n_layers
     assert n_layers(model) >= 24
     rows = boundary.probe_knowledge(model, tok, world, progress=False)
     refusals = boundary.probe_refusals(model, tok, world, progress=False)

@@ -1,9 +1,8 @@
 """The project's set-up files agree with each other."""
 import re
+
 import tomllib
-
 import yaml
-
 from conftest import ROOT
 
 

@@ -2,8 +2,14 @@ from collections import Counter
 
 import pytest
 
-from kbnb.organism.world import (ATTRIBUTE_NAMES, ATTRIBUTES, FRAMES, KNOWN_PER_EPOCH,
-    PARTIAL_EXPOSURES, make_world)
+from kbnb.organism.world import (
+    ATTRIBUTE_NAMES,
+    ATTRIBUTES,
+    FRAMES,
+    KNOWN_PER_EPOCH,
+    PARTIAL_EXPOSURES,
+    make_world,
+)
 
 
 def test_same_seed_same_world_other_seed_other_world():

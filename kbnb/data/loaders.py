@@ -27,7 +27,8 @@ def find_data_dir(kind: str, data_dir: str | os.PathLike | None = None) -> Path 
     root = Path(given).expanduser()
     if (root / kind).is_dir():
         return root / kind
-    if root.is_dir() and any(root.glob("*.jsonl")) and not any((root / k).is_dir() for k in ("tofu", "mmlu", "refusal")):
+    if root.is_dir() and any(root.glob("*.jsonl")) \
+            and not any((root / k).is_dir() for k in ("tofu", "mmlu", "refusal")):
         return root
     src = "data_dir" if data_dir not in (None, "") else "KBNB_DATA_DIR"
     raise FileNotFoundError(f"{src}={str(given)!r} has no {kind} data: expected "

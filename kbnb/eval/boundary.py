@@ -2,11 +2,15 @@
 prompt, summarised by knowledge level, and the organism's acceptance targets."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kbnb.eval.metrics import contains_answer, exact_match, is_refusal
 from kbnb.lm.generation import generate
 from kbnb.lm.models import format_prompt
 from kbnb.organism.world import PARTIAL_EXPOSURES
 
+if TYPE_CHECKING:
+    import pandas as pd
 
 TARGETS = {  # the organism's acceptance targets (issue 10: tinyworld v2)
     "train_seconds_max": 300.0,

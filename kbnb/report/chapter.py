@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kbnb.core.version import __version__
-from kbnb.report import runs
 from kbnb.core.seeds import check_seeds  # noqa: F401  (kbnb.report.chapter.check_seeds)
+from kbnb.core.version import __version__
 from kbnb.eval import stats
+from kbnb.report import runs
 from kbnb.report.params import ChapterParams
 
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
