@@ -1,6 +1,6 @@
 """Benchmark: the RAIT knowledge query (N sampled answers per question), batched vs a loop.
 
-The batched query (``kbnb.rait.sample_answers``) generates all N samples of many
+The batched query (``kbnb.methods.rait.sample_answers``) generates all N samples of many
 questions in one ``generate`` call per batch; the baseline calls ``generate`` once per
 question and per sample. Both run side by side in this process on the same questions;
 the script prints both times and their ratio.

@@ -1,4 +1,4 @@
-"""R-Tuning's knowledge query, batched (kbnb.rtuning) vs the reference's loop, side by side.
+"""R-Tuning's knowledge query, batched (kbnb.methods.rtuning) vs the reference's loop, side by side.
 
     .venv/bin/python benchmarks/rtuning_query.py [--n 128] [--batch-size 64] [--model tinyworld]
 
@@ -63,7 +63,7 @@ def main():
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     model, tok = kbnb.load_model(args.model, device=args.device)
-    rows, _ = rt.tinyworld_questions(world_of(OrganismConfig()))
+    rows, _ = rt.tinyworld_questions_and_shots(world_of(OrganismConfig()))
     prompts = rt.build_prompts(rows[:args.n])
     batched(model, tok, prompts[:4], args.batch_size)  # warm-up
 

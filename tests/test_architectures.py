@@ -371,7 +371,7 @@ def test_chapter_paths_run(saved, arch):
     prompts = rtuning.make_prompts(tok, rows, "cloze")
     q = rtuning.query(model, tok, prompts, rows, scoring="cloze", refusals=True, progress=False)
     assert q["probs"].shape == (4, 4) and torch.allclose(q["probs"].sum(-1), torch.ones(4))
-    df = rtuning.evaluate(model, tok, rows, prompts, "unsure", scoring="cloze", progress=False)
+    df = rtuning.score_questions(model, tok, rows, prompts, "unsure", scoring="cloze", progress=False)
     assert df["willing"].between(0, 1).all()
     mc = rtuning.make_prompts(tok, rows, "letter")
     ql = rtuning.query(model, tok, mc, scoring="letter", progress=False)

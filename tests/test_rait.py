@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from kbnb.chapters import rait as chapter
+from kbnb.eval import stats
 from kbnb.methods import rait
 
 # ---------------------------------------------------------------- Cor and Cer --
@@ -83,7 +85,7 @@ def test_most_frequent_correct_answer():
 def test_crss_on_hand_vectors():
     idk = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     van = torch.tensor([[1.0, 0.1], [-1.0, 0.0]])
-    sim, j = rait.max_similarity(idk, van)
+    sim, j = rait.nearest_neighbours(idk, van)
     assert sim[0] == pytest.approx(1 / math.sqrt(1.01))
     assert sim[1] == pytest.approx(0.1 / math.sqrt(1.01))
     assert j.tolist() == [0, 0, 0]
@@ -262,14 +264,14 @@ def test_knowledge_states_are_a_function_of_each_seed(organism, few):
     model, tok = organism
     kw = dict(n_samples=4, max_new_tokens=12, temperature=1.5, progress=False)
     torch.manual_seed(123)
-    a = rait.knowledge_states(model, tok, [few[:4], few[4:8]], seeds=[5, 6], **kw)
+    a = chapter.knowledge_states(model, tok, [few[:4], few[4:8]], seeds=[5, 6], **kw)
     torch.manual_seed(456)
-    b = rait.knowledge_states(model, tok, [few[4:8]], seeds=[6], **kw)
-    c = rait.knowledge_states(model, tok, [few[4:8]], seeds=[7], **kw)
+    b = chapter.knowledge_states(model, tok, [few[4:8]], seeds=[6], **kw)
+    c = chapter.knowledge_states(model, tok, [few[4:8]], seeds=[7], **kw)
     assert a[1]["samples"] == b[0]["samples"] and (a[1]["cer"] == b[0]["cer"]).all()
     assert c[0]["samples"] != b[0]["samples"]  # another seed, other samples
     with pytest.raises(ValueError, match="2 question lists but 1 seeds"):
-        rait.knowledge_states(model, tok, [few[:4], few[4:8]], seeds=[5], **kw)
+        chapter.knowledge_states(model, tok, [few[:4], few[4:8]], seeds=[5], **kw)
 
 
 def test_multiple_choice_state_on_the_organism(organism, world):
@@ -328,7 +330,7 @@ def test_rait_notebook(tmp_path, organism):
     assert ths0 and all(t == 0.0 for t in ths0)
     for row in m["evaluation"]:
         assert row["Pc"] + row["Pw"] + row["Pr"] == pytest.approx(1.0)
-    assert set(m["headline"]) == set(rait.HEADLINE_LABELS)
+    assert set(m["headline"]) == set(chapter.HEADLINE_LABELS)
     assert m["headline"]["over_refusal_craft"]["ci_method"] == "t interval over seeds"
     assert set(m["checks"]) == {"or_craft_vs_cor", "ths_craft_vs_cor", "crss_craft_vs_cor",
                                 "flow_vs_noise"}
@@ -352,15 +354,19 @@ def test_ths_statistic_matches_ths():
     assert rait.ths_statistic(c0, w0, c0, w0) == pytest.approx(0.0)
 
 
-def test_flow_spread_and_bootstrap_interval():
+def test_flow_spread_and_the_bootstrap_tests_of_the_chapter():
     assert rait.flow_spread([0.0, 0.2, -0.2]) == pytest.approx(0.2)
     assert math.isnan(rait.flow_spread([0.1]))
-    h, p = rait.bootstrap_interval(lambda x: float(np.mean(x)), [np.full(50, 1.0)])
-    assert h["mean"] == 1.0 and h["ci95"] == [1.0, 1.0] and p == pytest.approx(1 / 2000)
+    h, p = stats.bootstrap_test(np.full(50, 1.0), lambda x: float(np.mean(x)), n_boot=2000)
+    assert h["mean"] == 1.0 and h["ci95"] == [1.0, 1.0] and p == 0.0
+    assert h["ci_method"] == "bootstrap over questions" and h["n"] == 50
     rng = np.random.default_rng(0)
-    h, p = rait.bootstrap_interval(lambda ab: float(np.mean(ab[0]) - np.mean(ab[1])),
-                                   [(rng.normal(0, 1, 200), rng.normal(0, 1, 200))])
-    assert h["ci95"][0] < 0 < h["ci95"][1] and p > 0.05
+    h, p = stats.bootstrap_test((rng.normal(0, 1, 200), rng.normal(0, 1, 150)),
+                                lambda a, b: float(np.mean(a) - np.mean(b)), paired=False)
+    assert h["ci95"][0] < 0 < h["ci95"][1] and p > 0.05 and h["n"] == 350
+    h, p = stats.bootstrap_test((rng.normal(1, 1, 200), rng.normal(0, 1, 150)),
+                                lambda a, b: float(np.mean(a) - np.mean(b)), paired=False)
+    assert h["ci95"][0] > 0 and p < 0.05
 
 
 def _items(seed, craft_refuses=0.1, cor_refuses=0.5):
@@ -379,17 +385,17 @@ def _items(seed, craft_refuses=0.1, cor_refuses=0.5):
             "CRaFT": r.random(20) < 0.1}
     cor = r.random(30)
     d_cor = r.normal(0, 0.5, 30)
-    return rait.run_items(res, list(base), hits, d_cor, cor, 10)
+    return chapter.run_items(res, list(base), hits, d_cor, cor, 10)
 
 
 def test_run_items_names_and_values():
     it = _items(0)
-    assert set(it) == set(rait.HEADLINE_LABELS)
+    assert set(it) == set(chapter.HEADLINE_LABELS)
     assert it["over_refusal_init_refuse"]["value"] == 0.0
     assert it["ths_init_refuse"]["value"] == pytest.approx(0.0)
     assert it["flow_noise"]["value"] == pytest.approx(
         rait.flow_noise_sd(it["flow_noise"]["per_item"][0], 10))
-    no_noise = rait.run_items({"CRaFT": {"labels": ["correct"]}}, ["correct"], {}, [0.1, 0.2],
+    no_noise = chapter.run_items({"CRaFT": {"labels": ["correct"]}}, ["correct"], {}, [0.1, 0.2],
                               [0.5, 0.5], None)
     assert "flow_noise" not in no_noise
 
@@ -397,14 +403,40 @@ def test_run_items_names_and_values():
 def test_chapter_results_several_seeds_and_one_seed(tmp_path):
     from kbnb.report.chapter import Chapter
     ch = Chapter("rait", {"seeds": [0, 1, 2]}, tmp_path)
-    rait.chapter_results(ch, {s: _items(s) for s in ch.seeds})
+    chapter.chapter_results(ch, {s: _items(s) for s in ch.seeds})
     assert set(ch.verdicts) == {"or_craft_vs_cor", "ths_craft_vs_cor", "crss_craft_vs_cor",
                                 "flow_vs_noise"}
     assert ch.verdicts["or_craft_vs_cor"].status == "PASS"
     assert ch.headlines["crss_craft"]["ci_method"].endswith("seeds")
     ch1 = Chapter("rait", {"seeds": [7]}, tmp_path)
-    rait.chapter_results(ch1, {7: _items(7)})
+    chapter.chapter_results(ch1, {7: _items(7)})
     assert ch1.verdicts["or_craft_vs_cor"].status == "PASS"
     assert ch1.verdicts["crss_craft_vs_cor"].status == "PASS"
     assert ch1.verdicts["flow_vs_noise"].status in ("PASS", "UNCLEAR", "MISS")
     assert "bootstrap" in ch1.headlines["ths_craft"]["ci_method"]
+
+
+def test_params_resolve_the_mode_and_hash_it_as_given():
+    p = chapter.Params()
+    assert p.resolved_mode == "open" and p.run_params()["mode"] == "auto"
+    assert "output_dir" not in p.run_params() and list(p.run_params())[:4] == [
+        "model_name", "dataset", "data_dir", "mode"]
+    assert chapter.Params(dataset="mmlu").resolved_mode == "mc"
+    with pytest.raises(ValueError, match="mode='mc'"):
+        chapter.Params(dataset="tofu", mode="mc")
+    with pytest.raises(ValueError, match="flow_rule='up': allowed 'rose', 'not_fell'"):
+        chapter.Params(flow_rule="up")
+
+
+def test_score_labels_and_conflict_hits():
+    base = ["correct", "wrong", "correct", "refused"]
+    lab = ["refused", "wrong", "correct", "correct"]
+    s = rait.score_labels(lab, base)
+    assert s["labels"] == lab and (s["Pc"], s["Pw"], s["Pr"]) == (0.5, 0.25, 0.25)
+    assert s["over_refusal"] == 0.5
+    assert s["THS"] == pytest.approx(rait.ths(0.5, 0.25, 0.5, 0.25))
+    reps = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.05], [0.0, -1.0]])
+    hits = rait.conflict_hits(reps, {"A": (np.array([0]), np.array([2, 3]))}, 0.9)
+    assert hits["A"].tolist() == [True, False]
+    assert rait.label_answers(["I don't know.", "Oslo"], [{"gold": ["Oslo"]}] * 2) == \
+        ["refused", "correct"]

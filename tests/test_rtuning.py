@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from kbnb.chapters import rtuning as chapter
 from kbnb.methods import rtuning as rt
 
 ROW = {"question": "What is 2 + 2?", "subject": "high_school_mathematics",
@@ -20,20 +21,22 @@ def test_reference_prompt_golden_string():
     # Written by hand from run_MMLU.py's gen_prompt: format_subject puts a space before
     # every word and the header says "about {}", hence two spaces after "about"; shots
     # end in "Answer:{gold}\n\n" with no space; the question ends in "\nAnswer:".
-    expected = ("The following are multiple choice questions (with answers) about  high school mathematics.\n\n"
+    expected = ("The following are multiple choice questions (with answers) about  "
+                "high school mathematics.\n\n"
                 "What is 1 + 1?\nA. 2\nB. 1\nC. 0\nD. 11\nAnswer:A\n\n"
                 "What is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:")
     assert rt.reference_prompt(ROW, [SHOT]) == expected
-    assert rt.query_prompt(ROW, [SHOT], header="reference") == expected
+    assert rt.mmlu_query_prompt(ROW, [SHOT], header="reference") == expected
 
 
 def test_kbnb_prompt_differs_from_the_reference_only_in_the_header_space():
-    expected = ("The following are multiple choice questions (with answers) about high school mathematics.\n\n"
+    expected = ("The following are multiple choice questions (with answers) about "
+                "high school mathematics.\n\n"
                 "What is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:")
-    assert rt.query_prompt(ROW) == expected
+    assert rt.mmlu_query_prompt(ROW) == expected
     assert rt.reference_prompt(ROW).replace("about  ", "about ") == expected
     with pytest.raises(ValueError, match="prompt_header='hendrycks': allowed 'kbnb', 'reference'"):
-        rt.query_prompt(ROW, header="hendrycks")
+        rt.mmlu_query_prompt(ROW, header="hendrycks")
 
 
 def test_choose_shots_takes_the_first_dev_rows_of_each_subject():
@@ -63,7 +66,7 @@ def test_split_by_subject_halves_in_domain_subjects():
 
 
 def test_tinyworld_split_by_attribute_order_and_disjoint_authors(world):
-    rows, dev = rt.tinyworld_questions(world)
+    rows, dev = rt.tinyworld_questions_and_shots(world)
     assert {r["author"] for r in rows}.isdisjoint({r["author"] for r in dev})
     assert len(dev) == 5 * 9 and all(r["group"] == "known" for r in dev)
     sp = rt.split_tinyworld(rows)
@@ -134,7 +137,7 @@ def test_uncertain_data_lower_entropy_half_is_sure():
 
 
 def test_cloze_answers_and_unknown_refusal_prefix(world):
-    rows, _ = rt.tinyworld_questions(world)
+    rows, _ = rt.tinyworld_questions_and_shots(world)
     r = rows[0]
     gold = rt.answer_text(r, r["answer"], "cloze")
     assert gold == " " + r["choice_answers"][r["answer"]] and gold.endswith(".")
@@ -155,7 +158,7 @@ def test_scoring_choice_and_cloze_prompts(organism, world):
     assert rt.resolve_scoring("auto", "mmlu") == "letter"
     with pytest.raises(ValueError, match="scoring='logit': allowed 'auto', 'letter', 'cloze'"):
         rt.resolve_scoring("logit", "mmlu")
-    rows, dev = rt.tinyworld_questions(world)
+    rows, dev = rt.tinyworld_questions_and_shots(world)
     p = rt.make_prompts(tok, rows[:1], "cloze")[0]
     assert rows[0]["question"] in p and "Answer:" not in p
     with pytest.raises(ValueError, match="n_shots > 0 needs scoring='letter'"):
@@ -193,7 +196,7 @@ def test_reference_first_token_lookup_is_wrong_for_a_byte_level_tokenizer(organi
 def test_continuation_logprobs_equal_separate_scoring(organism, world):
     from kbnb.lm.generation import response_logprobs
     model, tok = organism
-    rows, _ = rt.tinyworld_questions(world)
+    rows, _ = rt.tinyworld_questions_and_shots(world)
     ctx = [rt.sure_context(p, "B.") for p in rt.build_prompts(rows[:6])]
     lp = rt.continuation_logprobs(model, tok, ctx, [" sure", " unsure"], batch_size=4)
     ref = response_logprobs(model, tok, ctx * 2, [" sure"] * 6 + [" unsure"] * 6)
@@ -206,25 +209,27 @@ def test_continuation_logprobs_equal_separate_scoring(organism, world):
 def test_per_context_continuations_equal_separate_scoring(organism, world):
     from kbnb.lm.generation import response_logprobs
     model, tok = organism
-    rows, _ = rt.tinyworld_questions(world)
+    rows, _ = rt.tinyworld_questions_and_shots(world)
     rows = rows[:5]
     prompts = rt.make_prompts(tok, rows, "cloze")
     conts = [[" " + t for t in rt.option_texts(r)] + [" I don't know."] for r in rows]
     lp = rt.continuation_logprobs(model, tok, prompts, conts, batch_size=2)
-    ref = response_logprobs(model, tok, [p for p in prompts for _ in range(5)], [c for cs in conts for c in cs])
+    ref = response_logprobs(model, tok, [p for p in prompts for _ in range(5)],
+                            [c for cs in conts for c in cs])
     assert torch.allclose(lp, ref.view(5, 5), atol=1e-4)
 
 
 def test_cloze_query_reads_the_organisms_knowledge(organism, world):
     model, tok = organism
-    rows, _ = rt.tinyworld_questions(world)
+    rows, _ = rt.tinyworld_questions_and_shots(world)
     rows = [r for r in rows if r["group"] == "known"][:8] + [r for r in rows if r["group"] == "unseen"][:8]
     prompts = rt.make_prompts(tok, rows, "cloze")
     q = rt.query(model, tok, prompts, rows, scoring="cloze", n_samples=3, refusals=True, progress=False)
     df = rt.questions_frame(rows, q)
     assert df["correct"][:8].all()  # known facts
     assert torch.allclose(q["probs"].sum(-1), torch.ones(16), atol=1e-5)
-    assert q["answer_mass"].shape == (16,) and all(len(s) == 3 and set(s) <= set("ABCD") for s in q["samples"])
+    assert q["answer_mass"].shape == (16,)
+    assert all(len(s) == 3 and set(s) <= set("ABCD") for s in q["samples"])
     with pytest.raises(ValueError, match="needs the rows"):
         rt.query(model, tok, prompts, scoring="cloze")
 
@@ -232,7 +237,7 @@ def test_cloze_query_reads_the_organisms_knowledge(organism, world):
 def test_query_is_batched_and_consistent(organism, world):
     from kbnb.lm.generation import next_token_probs
     model, tok = organism
-    rows, _ = rt.tinyworld_questions(world)
+    rows, _ = rt.tinyworld_questions_and_shots(world)
     prompts = rt.build_prompts(rows[:10])
     q = rt.query(model, tok, prompts, n_samples=5, batch_size=4, progress=False)
     assert q["probs"].shape == (10, 4)
@@ -246,23 +251,24 @@ def test_query_is_batched_and_consistent(organism, world):
     assert q2["samples"] == q["samples"]  # seeded
 
 
-def test_evaluate_and_summarize(organism, world):
+def test_score_questions_and_summarize(organism, world):
     model, tok = organism
-    rows, _ = rt.tinyworld_questions(world)
+    rows, _ = rt.tinyworld_questions_and_shots(world)
     rows = rows[:12]
-    df = rt.evaluate(model, tok, rows, rt.build_prompts(rows), "unsure", "letter", batch_size=6, progress=False)
+    df = rt.score_questions(model, tok, rows, rt.build_prompts(rows), "unsure", "letter",
+                            batch_size=6, progress=False)
     assert list(df["gold"]) == [rt.LETTERS[r["answer"]] for r in rows]
     assert np.allclose(df["score"], 0.5 * df["conf"] + 0.5 * df["willing"])
     assert (df["answered"] == (df["willing"] > 0.5)).all()
     s = rt.summarize(df)
     assert s["n"] == 12 and 0 <= s["answer_rate"] <= 1 and s["accuracy"] == df["correct"].mean()
-    assert set(rt.boundary_shares(df)) == {"sure_on_known", "unsure_on_unseen", "n_known", "n_unseen"}
+    assert set(chapter.boundary_shares(df)) == {"sure_on_known", "unsure_on_unseen", "n_known", "n_unseen"}
     for scoring in ("letter", "cloze"):
-        unk = rt.evaluate(model, tok, rows, rt.make_prompts(tok, rows, scoring), "unknown", scoring,
-                          batch_size=6, progress=False)
+        unk = rt.score_questions(model, tok, rows, rt.make_prompts(tok, rows, scoring), "unknown",
+                                 scoring, batch_size=6, progress=False)
         assert ((unk["willing"] > 0) & (unk["willing"] <= 1 + 1e-6)).all()
-    cl = rt.evaluate(model, tok, rows, rt.make_prompts(tok, rows, "cloze"), "uncertain", "cloze",
-                     batch_size=6, progress=False)
+    cl = rt.score_questions(model, tok, rows, rt.make_prompts(tok, rows, "cloze"), "uncertain",
+                            "cloze", batch_size=6, progress=False)
     assert ((cl["willing"] >= 0) & (cl["willing"] <= 1)).all()
 
 
@@ -287,7 +293,7 @@ def test_rtuning_notebook(tmp_path, organism):
                                                          "ap_score"}
         assert sum(m["training_labels"][s].values()) == 60
     assert 0 <= m["boundary_shares"]["sure_on_known"] <= 1
-    assert set(m["headline"]) == set(rt.HEADLINES)
+    assert set(m["headline"]) == set(chapter.HEADLINES)
     assert m["headline"]["ap_test_tuned"]["ci_method"] == "t interval over seeds"
     assert m["headline"]["ap_test_tuned"]["values"] == m["per_seed"]["ap_test_tuned"]
     assert set(m["checks"]) == {"ap_gain_test", "ap_gain_ood", "sure_on_known_target",
@@ -330,7 +336,8 @@ def test_rtuning_notebook_mmlu_smoke(tmp_path, organism, data_dir):
 def test_rtuning_notebook_rejects_a_bad_method(tmp_path):
     import papermill as pm
     from test_notebooks import run_notebook
-    with pytest.raises(pm.PapermillExecutionError, match="method='idk': allowed 'unsure', 'unknown', 'uncertain'"):
+    with pytest.raises(pm.PapermillExecutionError,
+                       match="method='idk': allowed 'unsure', 'unknown', 'uncertain'"):
         run_notebook("rtuning", tmp_path, method="idk")
 
 
@@ -355,12 +362,12 @@ def test_by_prompt_scores_each_distinct_prompt_once():
         calls.append(list(prompts))
         return pd.DataFrame({"q": [r["q"] for r in rows], "p": prompts})
 
-    a = rt.by_prompt(fn, [[{"q": 1}, {"q": 2}], [{"q": 2}, {"q": 3}]], [["p1", "p2"], ["p2", "p3"]])
+    a = chapter.by_prompt(fn, [[{"q": 1}, {"q": 2}], [{"q": 2}, {"q": 3}]], [["p1", "p2"], ["p2", "p3"]])
     assert calls == [["p1", "p2", "p3"]]
     assert a[0]["p"].tolist() == ["p1", "p2"] and a[1]["p"].tolist() == ["p2", "p3"]
     assert a[1]["q"].tolist() == [2, 3]
     with pytest.raises(ValueError, match="rows but"):
-        rt.by_prompt(fn, [[{"q": 1}]], [["p1", "p2"]])
+        chapter.by_prompt(fn, [[{"q": 1}]], [["p1", "p2"]])
 
 
 def test_run_items_values_and_statistics():
@@ -368,8 +375,8 @@ def test_run_items_values_and_statistics():
     before = {k: _frame([1, 0, 1, 0], [0.9, 0.8, 0.4, 0.3]) for k in ("test", "ood")}
     after = {k: _frame([1, 0, 1, 1], [0.9, 0.2, 0.8, 0.1], score=[0.9, 0.2, 0.8, 0.1],
                        answered=[1, 0, 1, 1], group=g) for k in ("test", "ood")}
-    it = rt.run_items(before, after)
-    assert set(it) == set(rt.HEADLINES)
+    it = chapter.run_items(before, after)
+    assert set(it) == set(chapter.HEADLINES)
     assert it["acc_test_before"]["value"] == pytest.approx(0.5)
     assert it["acc_test_after"]["value"] == pytest.approx(0.75)
     assert it["ap_test_untuned"]["value"] == pytest.approx(rt.average_precision([1, 0, 1, 0],
@@ -381,7 +388,7 @@ def test_run_items_values_and_statistics():
     assert it["unsure_on_unseen"]["value"] == 0.5
     bad = {"test": before["test"].iloc[:3], "ood": before["ood"]}
     with pytest.raises(ValueError, match="not the same questions"):
-        rt.run_items(bad, after)
+        chapter.run_items(bad, after)
 
 
 def test_chapter_results_several_seeds_and_one_seed(tmp_path):
@@ -395,18 +402,48 @@ def test_chapter_results_several_seeds_and_one_seed(tmp_path):
         before = {k: _frame(y, r.random(40)) for k in ("test", "ood")}
         after = {k: _frame(y, r.random(40), score=y + 0.1 * r.random(40),
                            answered=np.array(g) == "known", group=g) for k in ("test", "ood")}
-        return rt.run_items(before, after)
+        return chapter.run_items(before, after)
 
     ch = Chapter("rtuning", {"seeds": [0, 1, 2]}, tmp_path)
-    rt.chapter_results(ch, {s: items(s) for s in ch.seeds})
-    assert set(ch.headlines) == set(rt.HEADLINES)
+    chapter.chapter_results(ch, {s: items(s) for s in ch.seeds})
+    assert set(ch.headlines) == set(chapter.HEADLINES)
     assert ch.headlines["ap_test_tuned"]["ci_method"].endswith("seeds")
     assert set(ch.verdicts) == {"ap_gain_test", "ap_gain_ood", "sure_on_known_target",
                                 "unsure_on_unseen_target"}
     assert ch.verdicts["ap_gain_test"].status == "PASS"  # a perfect score vs a random one
     ch1 = Chapter("rtuning", {"seeds": [4]}, tmp_path)
-    rt.chapter_results(ch1, {4: items(4)})
+    chapter.chapter_results(ch1, {4: items(4)})
     assert "bootstrap" in ch1.headlines["ap_test_tuned"]["ci_method"]
     assert ch1.verdicts["ap_gain_ood"].status == "PASS"
     assert ch1.verdicts["ap_gain_ood"].result.n == 40
     del rng
+
+
+def test_params_resolve_scoring_and_shots_and_hash_them_resolved():
+    p = chapter.Params()
+    assert (p.resolved_scoring, p.resolved_shots) == ("cloze", 0)
+    # the hashed parameters are what the notebook hashed before Params: resolved values
+    assert p.run_params() == dict(
+        model_name="tinyworld", dataset="tinyworld", data_dir="", scoring="cloze", n_shots=0,
+        prompt_header="kbnb", method="unsure", n_samples=5, temperature=0.7, epochs=10,
+        lr=1e-3, train_batch_size=16, lora=False, max_questions=400, batch_size=64,
+        seeds=[0, 1, 2], device="auto")
+    m = chapter.Params(dataset="mmlu").run_params()
+    assert (m["scoring"], m["n_shots"]) == ("letter", 5)
+    assert chapter.Params(dataset="mmlu", scoring="cloze").resolved_shots == 0
+    assert chapter.Params(dataset="mmlu", n_shots=1).resolved_shots == 1
+    with pytest.raises(ValueError, match="n_shots=2 needs scoring='letter'"):
+        chapter.Params(n_shots=2)
+    with pytest.raises(ValueError, match="n_samples"):
+        chapter.Params(n_samples=1)
+    with pytest.raises(ValueError, match="n_shots"):
+        chapter.Params(n_shots=-2)
+
+
+def test_refusal_aware_examples_use_the_gold_answers_and_the_flags():
+    rows = [dict(ROW), dict(SHOT)]
+    prompts = rt.build_prompts(rows)
+    ex = rt.refusal_aware_examples(None, None, rows, prompts, [True, False], "unsure", "letter",
+                                   seed=3)
+    want = rt.build_training_data("unsure", prompts, ["B.", "A."], [True, False], seed=3)
+    assert ex == want

@@ -1,8 +1,20 @@
-"""The RAIT and CRaFT chapter (``notebooks/rait.ipynb``): parameters and declaration."""
+"""The RAIT and CRaFT chapter (``notebooks/rait.ipynb``): parameters, declaration, the
+seed-by-seed run of the method and the chapter's headlines and checks.
+
+The algorithms (knowledge state, static and dynamic conflict, the three training sets,
+tuning and THS) are in :mod:`kbnb.methods.rait`; this module runs them as the chapter
+does: several seeds, each with its own questions, samples, sets and tuning order
+(:func:`run_seeds`), then a headline with its 95% interval for every metric and the four
+checks CRaFT vs Cor-RAIT (:func:`chapter_results`, intervals from :mod:`kbnb.eval.stats`).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
+
+from kbnb.core.seeds import seed_everything
+from kbnb.eval import stats
 from kbnb.methods import rait
 from kbnb.report.params import ChapterParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row
@@ -42,6 +54,15 @@ class Params(ChapterParams):
     lora: bool = flag(False)  # LoRA adapters instead of full fine-tuning (for large models)
     train_batch_size: int = integer(16, 1)  # examples per optimisation step
 
+    def validate(self) -> None:
+        rait.resolve_mode(self.dataset, self.mode)  # a mode the dataset lacks: ValueError
+
+    @property
+    def resolved_mode(self) -> str:
+        """``mode`` with ``auto`` resolved for the dataset (:func:`kbnb.methods.rait.resolve_mode`):
+        ``open`` or ``mc``. The run is hashed with ``mode`` as given."""
+        return rait.resolve_mode(self.dataset, self.mode)
+
 
 SPEC = ChapterSpec(
     title="RAIT and CRaFT", params=Params, cost=155,
@@ -52,3 +73,240 @@ SPEC = ChapterSpec(
             "ths_craft_vs_cor", "above Cor-RAIT's", "Zhu et al. 2025, LLaMA2/3 on TriviaQA and MMLU"),
     ),
 )
+
+
+# ---------------------------------------------------------------- several seeds ----
+def knowledge_states(model, tok, row_lists, mode: str = "open", seeds=None, **kw) -> list[dict]:
+    """:func:`kbnb.methods.rait.knowledge_state` of several question lists, list ``i``
+    sampled under ``seeds[i]``: a seed's samples are the same whichever other seeds run
+    beside it (each list of the chapter's size already fills whole generation batches, so
+    sampling the lists together would save nothing). Returns one state per list."""
+    seeds = list(seeds) if seeds is not None else [None] * len(row_lists)
+    if len(seeds) != len(row_lists):
+        raise ValueError(f"{len(row_lists)} question lists but {len(seeds)} seeds")
+    return [rait.knowledge_state(model, tok, rows, mode, seed=s, **kw)
+            for rows, s in zip(row_lists, seeds)]
+
+
+def answer_once(model, tok, row_lists, mode: str = "open", prompt: str = "rait",
+                max_new_tokens: int = 32, batch_size: int = 64) -> list[list[str]]:
+    """Greedy :func:`kbnb.methods.rait.answer` of several question lists, each distinct
+    prompt generated once (greedy answers of one model are deterministic). One list of
+    answers per list."""
+    fmt = rait.rait_prompt if prompt == "rait" else rait.query_prompt
+    keys = [[fmt(tok, r, mode) for r in rs] for rs in row_lists]
+    uniq = {}
+    for rs, ks in zip(row_lists, keys):
+        for r, k in zip(rs, ks):
+            uniq.setdefault(k, r)
+    order = list(uniq)
+    gens = rait.answer(model, tok, [uniq[k] for k in order], mode, prompt, max_new_tokens,
+                       batch_size, progress=False) if order else []
+    got = dict(zip(order, gens))
+    return [[got[k] for k in ks] for ks in keys]
+
+
+@dataclass
+class SeedRuns:
+    """What :func:`run_seeds` gives, each ``{seed: ...}``.
+
+    items: :func:`run_items` (the headline values); results: ``{(test set, variant):
+    {"labels", "Pc", "Pw", "Pr", "THS", "over_refusal", ...}}`` for Init-Basic,
+    Init-Refuse and the three tuned variants; flows: :func:`kbnb.methods.rait.knowledge_flow`;
+    sets: ``{variant: (van, idk)}``; set_hits: :func:`kbnb.methods.rait.conflict_hits`;
+    losses: ``{variant: tuning losses}``."""
+    items: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
+    flows: dict = field(default_factory=dict)
+    sets: dict = field(default_factory=dict)
+    set_hits: dict = field(default_factory=dict)
+    losses: dict = field(default_factory=dict)
+
+
+def run_seeds(ch, p: Params, model, tok, sources: dict, states: dict, cands: dict,
+              reps: dict, tests: dict) -> SeedRuns:
+    """The chapter's run after the knowledge query: the untuned baselines, then for each
+    seed rehearsal and knowledge flow, the three sets, their static conflicts, tuning and
+    evaluation.
+
+    ch: the :class:`kbnb.report.chapter.Chapter` (seeds, timings); p: the parameters;
+    sources, states, cands, reps, tests: ``{seed: ...}`` of the source questions, their
+    :func:`kbnb.methods.rait.knowledge_state`, their ``(van, idk)`` candidates, their
+    ``[Q, d]`` representations and ``{test set: rows}``.
+
+    The untuned model's greedy answers (plain prompt: Init-Basic; refusal instruction:
+    Init-Refuse) are computed first, each distinct test question once for all seeds. Then
+    each seed starts with ``seed_everything(seed)`` and runs, in this order: rehearsal and
+    re-query (:func:`kbnb.methods.rait.knowledge_flow`), :func:`kbnb.methods.rait.build_sets`,
+    the sets' conflicts, the untuned labels, and
+    :func:`kbnb.methods.rait.tune_and_evaluate`."""
+    mode = p.resolved_mode
+    names = list(tests[ch.seeds[0]])
+    with ch.timed("untuned"):
+        def untuned(n, prompt):  # {seed: greedy answers}, each distinct question once
+            rows = [tests[s][n] for s in ch.seeds]
+            return dict(zip(ch.seeds, answer_once(model, tok, rows, mode, prompt,
+                                                  p.max_new_tokens)))
+        base = {n: untuned(n, "query") for n in names}
+        refuse = {n: untuned(n, "rait") for n in names}
+    out = SeedRuns()
+    for s in ch.seeds:
+        seed_everything(s)
+        src, st, (_, idk_cand) = sources[s], states[s], cands[s]
+        flow_idx = idk_cand if p.flow_questions == "idk" else np.arange(len(src))
+        with ch.timed("rehearsal_and_flow"):  # dynamic conflict: knowledge flow
+            flow = rait.knowledge_flow(
+                model, tok, src, st, flow_idx, mode, threshold=p.rehearsal_threshold,
+                max_rehearsal=p.max_rehearsal, rehearsal_epochs=p.rehearsal_epochs, lr=p.lr,
+                train_batch_size=p.train_batch_size, lora=p.lora, seed=s,
+                n_samples=p.n_samples, temperature=p.temperature,
+                max_new_tokens=p.max_new_tokens, batch_size=p.batch_size,
+                embedder=p.embedder, progress=False)
+        sets = rait.build_sets(st["cor"], st["cer"], flow["delta_cor"], p.n_train, p.idk_frac,
+                               s, p.flow_rule)
+        hits = rait.conflict_hits(reps[s], sets, p.tau_sim)
+        labels0 = {n: rait.label_answers(base[n][s], tests[s][n], mode) for n in names}
+        results = {(n, "Init-Basic"): dict(labels=labels0[n], **rait.rates(labels0[n]),
+                                           THS=0.0, over_refusal=rait.over_refusal(
+                                               labels0[n], labels0[n])) for n in names}
+        for n in names:
+            results[(n, "Init-Refuse")] = rait.score_labels(
+                rait.label_answers(refuse[n][s], tests[s][n], mode), labels0[n])
+        with ch.timed("tune_and_evaluate"):
+            tuned, losses = rait.tune_and_evaluate(
+                model, tok, src, sets, {n: tests[s][n] for n in names}, labels0, mode,
+                epochs=p.train_epochs, lr=p.lr, batch_size=p.train_batch_size, lora=p.lora,
+                seed=s, max_new_tokens=p.max_new_tokens, progress=False)
+        results.update(tuned)
+        ev = {v: results[("in-domain", v)] for v in ("Init-Refuse",) + tuple(rait.VARIANTS)}
+        out.items[s] = run_items(ev, labels0["in-domain"], hits, flow["delta_cor"][flow_idx],
+                                 st["cor"][flow_idx], p.n_samples if mode == "open" else None)
+        out.results[s], out.flows[s], out.sets[s] = results, flow, sets
+        out.set_hits[s], out.losses[s] = hits, losses
+    return out
+
+
+# ---------------------------------------------------------------- headlines, checks
+VARIANT_KEYS = {"Cor-RAIT": "cor_rait", "Cor-Cer-RAIT": "cor_cer_rait", "CRaFT": "craft",
+                "Init-Refuse": "init_refuse"}
+
+
+def run_items(results: dict, base_labels, set_hits: dict, d_cor, flow_cor,
+              n_samples: int | None) -> dict:
+    """One seed's headline values with their per-question data.
+
+    results: ``{variant: evaluate_rait(...)}`` on the in-domain test set (Init-Refuse and
+    the three tuned variants); base_labels: the untuned model's labels on it;
+    set_hits: ``{variant: 0/1 per idk question, max similarity > tau_sim}``; d_cor,
+    flow_cor: ΔCor and the Cor before rehearsal of the re-queried questions;
+    n_samples: N of the open-mode query (None in multiple-choice mode: no noise).
+    Returns ``{name: {"value", "per_item", "statistic"}}``: ``over_refusal_<v>``,
+    ``ths_<v>``, ``crss_<v>``, ``flow_spread``, ``flow_noise``."""
+    base = np.asarray(base_labels)
+    known = base == "correct"
+    c0, w0 = (base == "correct").astype(float), (base == "wrong").astype(float)
+    out = {}
+    for v, r in results.items():
+        k = VARIANT_KEYS[v]
+        lab = np.asarray(r["labels"])
+        refused = (lab[known] == "refused").astype(float)
+        out[f"over_refusal_{k}"] = {"value": float(refused.mean()) if refused.size else
+                                    float("nan"), "per_item": refused, "statistic": None}
+        cols = ((lab == "correct").astype(float), (lab == "wrong").astype(float), c0, w0)
+        out[f"ths_{k}"] = {"value": rait.ths_statistic(*cols), "per_item": cols,
+                           "statistic": rait.ths_statistic}
+    for v, hits in set_hits.items():
+        h = np.asarray(hits, dtype=float)
+        out[f"crss_{VARIANT_KEYS[v]}"] = {"value": float(h.mean()), "per_item": h,
+                                          "statistic": None}
+    d = np.asarray(d_cor, dtype=float)
+    out["flow_spread"] = {"value": rait.flow_spread(d), "per_item": (d,),
+                          "statistic": rait.flow_spread}
+    if n_samples:
+        noise = lambda p: rait.flow_noise_sd(p, n_samples)  # noqa: E731
+        out["flow_noise"] = {"value": noise(flow_cor), "per_item": (np.asarray(flow_cor, float),),
+                             "statistic": noise}
+    return out
+
+
+HEADLINE_LABELS = {
+    "over_refusal_init_refuse": "over-refusal, Init-Refuse",
+    "over_refusal_cor_rait": "over-refusal, Cor-RAIT",
+    "over_refusal_cor_cer_rait": "over-refusal, Cor-Cer-RAIT",
+    "over_refusal_craft": "over-refusal, CRaFT",
+    "ths_init_refuse": "THS, Init-Refuse", "ths_cor_rait": "THS, Cor-RAIT",
+    "ths_cor_cer_rait": "THS, Cor-Cer-RAIT", "ths_craft": "THS, CRaFT",
+    "crss_cor_rait": "CRSS, Cor-RAIT set", "crss_cor_cer_rait": "CRSS, Cor-Cer-RAIT set",
+    "crss_craft": "CRSS, CRaFT set",
+    "flow_spread": "knowledge flow: sd of dCor", "flow_noise": "re-sampling noise: sd",
+}
+
+
+def chapter_results(ch, items_by_seed: dict) -> None:
+    """Record every seed's values on ``ch``, make the headlines and the four checks:
+    CRaFT vs Cor-RAIT over-refusal (lower), CRSS (lower), THS (higher), and the flow's
+    spread vs re-sampling noise (higher; open mode only).
+
+    Several seeds: intervals over seeds, checks paired over seeds. One seed: bootstraps
+    over questions; over-refusal and THS paired over the same test questions; CRSS (two
+    different idk sets, resampled apart) and the flow (spread minus noise on the same
+    questions) by :func:`kbnb.eval.stats.bootstrap_test` of the difference."""
+    # a metric undefined in some seed (THS when the untuned model is never wrong) gets
+    # no headline and no check
+    last = ch.record_items(items_by_seed, HEADLINE_LABELS)
+    several = len(ch.seeds) > 1
+    who = dict(subject="CRaFT", baseline_name="Cor-RAIT")
+    for name, metric, effect, better in (
+            ("or_craft_vs_cor", "over_refusal", "over-refusal", "lower"),
+            ("ths_craft_vs_cor", "ths", "THS", "higher")):
+        new, base = f"{metric}_craft", f"{metric}_cor_rait"
+        if new not in last or base not in last:
+            continue
+        if several:
+            ch.check(name, effect, ch.per_seed(new), ch.per_seed(base), better=better, **who)
+        else:
+            stat = last[new]["statistic"]
+            ch.check(name, effect, last[new]["per_item"], last[base]["per_item"],
+                     better=better, **({"statistic": stat} if stat else {}), **who)
+    if "crss_craft" not in last or "crss_cor_rait" not in last:
+        pass
+    elif several:
+        ch.check("crss_craft_vs_cor", "CRSS", ch.per_seed("crss_craft"),
+                 ch.per_seed("crss_cor_rait"), better="lower", **who)
+    else:
+        h, p = stats.bootstrap_test(
+            (last["crss_craft"]["per_item"], last["crss_cor_rait"]["per_item"]),
+            lambda a, b: float(np.mean(a) - np.mean(b)), items="idk questions", paired=False)
+        ch.check_interval("crss_craft_vs_cor", "CRSS relative to Cor-RAIT", h, p,
+                          "bootstrap of the difference", better="lower", subject="CRaFT")
+    if "flow_noise" in last and "flow_spread" in last:
+        if several:
+            ch.check("flow_vs_noise", "the spread of dCor", ch.per_seed("flow_spread"),
+                     ch.per_seed("flow_noise"), better="higher", subject="rehearsal",
+                     baseline_name="re-sampling noise")
+        else:
+            noise = last["flow_noise"]["statistic"]
+            h, p = stats.bootstrap_test(
+                (last["flow_spread"]["per_item"][0], last["flow_noise"]["per_item"][0]),
+                lambda d, c: rait.flow_spread(d) - noise(c), items="questions")
+            ch.check_interval("flow_vs_noise", "the spread of dCor above re-sampling noise",
+                              h, p, "bootstrap over questions", better="higher",
+                              subject="rehearsal")
+
+
+# ---------------------------------------------------------------- tables -----------
+def conflicting_pairs(rows, reps, van, idk, tau: float, k: int = 8):
+    """The static conflicts of a set: idk questions whose most similar van question
+    (cosine of the representations ``reps`` ``[Q, d]``) exceeds ``tau``, most similar
+    first, at most ``k``. A DataFrame with both questions, both labels and the cosine."""
+    import pandas as pd
+    sim, j = rait.nearest_neighbours(reps[idk], reps[van])
+    out = []
+    for a in np.argsort(-sim):
+        if sim[a] <= tau or len(out) >= k:
+            break
+        x, y = rows[idk[a]], rows[van[j[a]]]
+        out.append(dict(idk_question=x["question"], idk_label=rait.IDK,
+                        van_question=y["question"], van_label=y["answer"], cosine=float(sim[a])))
+    return pd.DataFrame(out, columns=["idk_question", "idk_label", "van_question", "van_label",
+                                      "cosine"])

@@ -1,8 +1,19 @@
-"""The R-Tuning chapter (``notebooks/rtuning.ipynb``): parameters and declaration."""
+"""The R-Tuning chapter (``notebooks/rtuning.ipynb``): parameters, declaration, the
+seed-by-seed run of the method and the chapter's tables, headlines and checks.
+
+The algorithms (query, refusal-aware data, P(sure), AP) are in
+:mod:`kbnb.methods.rtuning`; this module runs them as the chapter does: the untuned
+model's answers once for every seed's questions (:func:`query_untuned`), then per seed
+its own training data, tuning and evaluation (:func:`run_seeds`), then a headline with its
+95% interval for every metric and the checks (:func:`chapter_results`, intervals from
+:mod:`kbnb.eval.stats`).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from kbnb.core.seeds import seed_everything
+from kbnb.lm.encoding import completion_sep
 from kbnb.methods import rtuning
 from kbnb.report.params import ChapterParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row
@@ -31,6 +42,29 @@ class Params(ChapterParams):
     device: str = param("auto")  # auto | cpu | cuda | mps
     output_dir: str = param("runs", run=False)  # results go to output_dir/rtuning-<hash of the parameters>/
 
+    @property
+    def resolved_scoring(self) -> str:
+        """``scoring`` with ``auto`` resolved: ``cloze`` on tinyworld, ``letter`` on MMLU
+        (:func:`kbnb.methods.rtuning.resolve_scoring`)."""
+        return rtuning.resolve_scoring(self.scoring, self.dataset)
+
+    @property
+    def resolved_shots(self) -> int:
+        """``n_shots`` with ``-1`` resolved: 5 for MMLU with letter scoring (the
+        reference), else 0."""
+        if self.n_shots >= 0:
+            return self.n_shots
+        return 5 if self.dataset == "mmlu" and self.resolved_scoring == "letter" else 0
+
+    def validate(self) -> None:
+        if self.resolved_shots > 0 and self.resolved_scoring == "cloze":
+            raise ValueError(f"n_shots={self.n_shots} needs scoring='letter' (cloze prompts: 0-shot)")
+
+    def run_params(self) -> dict:
+        """The parameters with ``scoring`` and ``n_shots`` resolved (what the run used)."""
+        return {**super().run_params(), "scoring": self.resolved_scoring,
+                "n_shots": self.resolved_shots}
+
 
 SPEC = ChapterSpec(
     title="R-Tuning", params=Params, cost=288,
@@ -43,3 +77,204 @@ SPEC = ChapterSpec(
             "unsure_on_unseen_target", "", ""),
     ),
 )
+
+
+# ---- the run: untuned answers, then one tuning per seed ---------------------------------
+def query_untuned(ch, p: Params, model, tok, splits: dict, prompts: dict) -> tuple[dict, dict]:
+    """The untuned model on every seed's questions, each distinct prompt once
+    (:func:`by_prompt`; its answers are deterministic).
+
+    splits, prompts: ``{seed: {split: rows / prompts}}``. Returns ``(train_q, before)``:
+    ``train_q = {seed: questions_frame}`` of the train split (who is certain) and
+    ``before = {"test" | "ood": {seed: score_questions frame}}``."""
+    scoring = p.resolved_scoring
+
+    def untuned(split_name, with_sure):
+        def ask(rows, ps):
+            if with_sure:
+                return rtuning.score_questions(model, tok, rows, ps, p.method, scoring,
+                                               batch_size=p.batch_size, progress=False)
+            q = rtuning.query(model, tok, ps, rows, scoring=scoring, batch_size=p.batch_size,
+                              progress=False)
+            return rtuning.questions_frame(rows, q)
+        frames = by_prompt(ask, [splits[s][split_name] for s in ch.seeds],
+                           [prompts[s][split_name] for s in ch.seeds])
+        return dict(zip(ch.seeds, frames))
+
+    with ch.timed("query_untuned"):
+        train_q = untuned("train", with_sure=False)
+        before = {k: untuned(k, with_sure=True) for k in ("test", "ood")}
+    return train_q, before
+
+
+@dataclass
+class SeedRuns:
+    """What :func:`run_seeds` gives, each ``{seed: ...}``: ``items`` (:func:`run_items`),
+    ``after`` (``{"test" | "ood": score_questions frame}`` of the tuned model),
+    ``losses`` (tuning loss per step) and ``labels`` (training labels and their counts)."""
+    items: dict = field(default_factory=dict)
+    after: dict = field(default_factory=dict)
+    losses: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)
+
+
+def run_seeds(ch, p: Params, model, tok, splits: dict, prompts: dict, train_q: dict,
+              before: dict) -> SeedRuns:
+    """One R-Tuning run per seed: ``seed_everything(seed)``, the refusal-aware data of
+    the seed's train split (:func:`kbnb.methods.rtuning.refusal_aware_examples`, written
+    to ``<run folder>/training_data/seed<N>/`` as LMFlow JSON and a dataset), tuning a
+    fresh copy of ``model`` (:func:`kbnb.methods.rtuning.tune_on_examples`) and scoring it
+    on the seed's test and out-of-domain questions, in that order.
+
+    splits, prompts: ``{seed: {split: ...}}``; train_q, before: :func:`query_untuned`."""
+    import pandas as pd
+    scoring = p.resolved_scoring
+    sep = completion_sep(tok, prompts[ch.seeds[0]]["train"][0])
+    out = SeedRuns()
+    for s in ch.seeds:
+        seed_everything(s)
+        sp, pr = splits[s], prompts[s]
+        examples = rtuning.refusal_aware_examples(
+            model, tok, sp["train"], pr["train"], train_q[s]["correct"].tolist(), p.method,
+            scoring, sep, n_samples=p.n_samples, temperature=p.temperature,
+            batch_size=p.batch_size, seed=s)
+        rtuning.write_training_data(examples, ch.out / "training_data" / f"seed{s}",
+                                    f"{p.dataset}_{p.method}")
+        out.labels[s] = pd.Series([e["label"] for e in examples]).value_counts().to_dict()
+        with ch.timed("tune"):
+            tuned, out.losses[s] = rtuning.tune_on_examples(
+                model, tok, examples, epochs=p.epochs, lr=p.lr, batch_size=p.train_batch_size,
+                lora=p.lora, seed=s, progress=False)
+        with ch.timed("evaluate_tuned"):
+            out.after[s] = {k: rtuning.score_questions(tuned, tok, sp[k], pr[k], p.method,
+                                                       scoring, batch_size=p.batch_size,
+                                                       progress=False)
+                            for k in ("test", "ood")}
+        del tuned
+        out.items[s] = run_items({k: before[k][s] for k in ("test", "ood")}, out.after[s])
+    return out
+
+
+# ---- tables ------------------------------------------------------------------------------
+def subject_table(df):
+    """Per subject: questions, accuracy, mean confidence, and mean confidence on the
+    certain (correct) and uncertain (wrong) questions."""
+    import pandas as pd
+
+    g = df.groupby("subject", sort=True)
+    t = pd.DataFrame({"questions": g.size(), "accuracy": g["correct"].mean(),
+                      "confidence": g["conf"].mean()})
+    t["conf_certain"] = df[df["correct"]].groupby("subject")["conf"].mean()
+    t["conf_uncertain"] = df[~df["correct"]].groupby("subject")["conf"].mean()
+    return t
+
+
+def boundary_shares(df) -> dict:
+    """Share of "I am sure" (answered) on known-author questions and of "I am unsure"
+    (not answered) on unseen-author questions (tinyworld rows with ``group``)."""
+    if "group" not in df:
+        return {}
+    known, unseen = df[df["group"] == "known"], df[df["group"] == "unseen"]
+    return {"sure_on_known": float(known["answered"].mean()) if len(known) else float("nan"),
+            "unsure_on_unseen": float((~unseen["answered"]).mean()) if len(unseen) else float("nan"),
+            "n_known": int(len(known)), "n_unseen": int(len(unseen))}
+
+
+# ---- headlines and checks -----------------------------------------------------------------
+HEADLINES = {
+    "ap_test_tuned": "AP, R-Tuned score, in-domain test",
+    "ap_ood_tuned": "AP, R-Tuned score, out-of-domain",
+    "ap_test_untuned": "AP, untuned confidence, in-domain test",
+    "ap_ood_untuned": "AP, untuned confidence, out-of-domain",
+    "acc_test_before": "accuracy, untuned, in-domain test",
+    "acc_test_after": "accuracy, R-Tuned, in-domain test",
+    "acc_ood_before": "accuracy, untuned, out-of-domain",
+    "acc_ood_after": "accuracy, R-Tuned, out-of-domain",
+    "sure_on_known": "says 'I am sure' on known authors",
+    "unsure_on_unseen": "says 'I am unsure' on unseen authors",
+}
+TARGET_SHARE = 0.8  # the chapter's target for both boundary shares
+
+
+def by_prompt(fn, rows_lists, prompts_lists):
+    """Run ``fn(rows, prompts) -> DataFrame`` (one row per prompt) once on the distinct
+    prompts of several lists and return one frame per list, in its order.
+
+    The untuned model's answers are deterministic, so questions shared by several
+    seeds' splits are scored once."""
+    uniq = {}
+    for rows, prompts in zip(rows_lists, prompts_lists):
+        if len(rows) != len(prompts):
+            raise ValueError(f"{len(rows)} rows but {len(prompts)} prompts")
+        for r, p in zip(rows, prompts):
+            uniq.setdefault(p, r)
+    ps = list(uniq)
+    df = fn([uniq[p] for p in ps], ps) if ps else None
+    pos = {p: i for i, p in enumerate(ps)}
+    return [df.iloc[[pos[p] for p in prompts]].reset_index(drop=True) if prompts else df
+            for prompts in prompts_lists]
+
+
+def run_items(before: dict, after: dict) -> dict:
+    """One seed's headline values with their per-question data.
+
+    before, after: ``{"test": frame, "ood": frame}`` of
+    :func:`kbnb.methods.rtuning.score_questions` for the untuned and the tuned model on
+    the same questions. Returns ``{name: {"value", "per_item", "statistic"}}`` for every
+    name of :data:`HEADLINES` (``statistic`` is
+    :func:`kbnb.methods.rtuning.average_precision` for the APs, else None: the mean of
+    ``per_item``)."""
+    import pandas as pd
+    out = {}
+    for k in ("test", "ood"):
+        b, a = before[k], after[k]
+        if len(a) != len(b) or list(a["gold"]) != list(b["gold"]):
+            raise ValueError(f"split {k!r}: untuned and tuned frames are not the same questions")
+        for name, df, col in ((f"ap_{k}_tuned", a, "score"), (f"ap_{k}_untuned", b, "conf")):
+            cols = (df["correct"].to_numpy(float), df[col].to_numpy(float))
+            out[name] = {"value": rtuning.average_precision(*cols), "per_item": cols,
+                         "statistic": rtuning.average_precision}
+        for name, df in ((f"acc_{k}_before", b), (f"acc_{k}_after", a)):
+            y = df["correct"].to_numpy(float)
+            out[name] = {"value": float(y.mean()), "per_item": y, "statistic": None}
+    both = pd.concat([after["test"], after["ood"]], ignore_index=True)
+    if "group" in both:
+        sure = both.loc[both["group"] == "known", "answered"].to_numpy(float)
+        unsure = 1.0 - both.loc[both["group"] == "unseen", "answered"].to_numpy(float)
+        for name, y in (("sure_on_known", sure), ("unsure_on_unseen", unsure)):
+            out[name] = {"value": float(y.mean()) if y.size else float("nan"), "per_item": y,
+                         "statistic": None}
+    return out
+
+
+def chapter_results(ch, items_by_seed: dict, target_share: float = TARGET_SHARE) -> None:
+    """Record every seed's values on ``ch`` (a :class:`kbnb.report.chapter.Chapter`), make the
+    headlines and the checks.
+
+    items_by_seed: ``{seed: run_items(...)}``. With several seeds the intervals are over
+    seeds and the AP checks are paired over seeds; with one seed the intervals are
+    bootstraps over questions and the AP checks are paired bootstraps of the AP
+    difference over the same questions. Checks: tuned vs untuned AP (in-domain test,
+    out of domain), and the two boundary shares against ``target_share``."""
+    # a metric undefined in some seed (AP when no answer is correct) gets no headline
+    # and no check
+    last = ch.record_items(items_by_seed, HEADLINES)
+    several = len(ch.seeds) > 1
+    where = {"test": "on the in-domain test questions", "ood": "out of domain"}
+    for k in ("test", "ood"):
+        new, base = f"ap_{k}_tuned", f"ap_{k}_untuned"
+        if new not in last or base not in last:
+            continue
+        if several:
+            args = dict(new=ch.per_seed(new), baseline=ch.per_seed(base))
+        else:
+            args = dict(new=last[new]["per_item"], baseline=last[base]["per_item"],
+                        statistic=rtuning.average_precision)
+        ch.check(f"ap_gain_{k}", f"AP {where[k]}", better="higher", subject="the R-Tuned model",
+                 baseline_name="the untuned model's confidence", **args)
+    for name, what in (("sure_on_known", "the share of known-author questions marked sure"),
+                       ("unsure_on_unseen", "the share of unseen-author questions marked "
+                                            "unsure")):
+        if name in last:
+            new = ch.per_seed(name) if several else last[name]["per_item"]
+            ch.check(f"{name}_target", what, new, target_share, better="higher")

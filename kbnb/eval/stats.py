@@ -20,6 +20,11 @@ Which interval, and why
   95%; :func:`_expanded_tail`).
   This measures sampling noise over questions, not over training seeds; ``ci_method``
   says which one a number carries.
+* **One seed, a claim about one statistic** (not a paired comparison of two methods,
+  e.g. "the spread of ΔCor exceeds re-sampling noise", or a difference of two shares
+  measured on different questions): :func:`bootstrap_test`, the same expanded
+  percentile bootstrap plus a bootstrap p-value, with independent samples resampled
+  apart.
 * ``method="auto"`` takes the t interval below :data:`AUTO_T_BELOW` values and the
   percentile bootstrap from there on; ``"t"`` and ``"bootstrap"`` force one.
 
@@ -33,7 +38,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 from scipy import stats as _st
@@ -225,6 +230,68 @@ def headline(per_seed=None, per_item=None, statistic: Callable | None = None,
                          "be the same run's per-item values (pass statistic= if the metric "
                          "is not their mean)")
     return h
+
+
+def _boot_stats_apart(samples: list[np.ndarray], statistic, n_boot: int,
+                      seed: int) -> np.ndarray:
+    """``n_boot`` bootstrap replicates of ``statistic(*samples)`` with every sample
+    resampled on its own (independent samples, lengths may differ)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_boot)
+    step = max(1, _CHUNK // sum(x.size for x in samples))
+    for s in range(0, n_boot, step):
+        k = min(step, n_boot - s)
+        idx = [rng.integers(0, x.size, size=(k, x.size)) for x in samples]
+        out[s:s + k] = [statistic(*(x[i[r]] for x, i in zip(samples, idx))) for r in range(k)]
+    return out
+
+
+def bootstrap_test(per_item, statistic: Callable, null: float = 0.0, n_boot: int = N_BOOT,
+                   seed: int = 0, items: str = "questions",
+                   paired: bool = True) -> tuple[dict, float]:
+    """One run's statistic with its 95% interval and the two-sided bootstrap p-value of
+    "statistic = ``null``", for a claim about a single statistic (e.g. "the spread of a
+    change exceeds its noise", "one share is below another") that is no paired
+    comparison of two methods.
+
+    per_item: one array or a tuple of arrays (the statistic's columns).
+    statistic: function of the columns returning a float.
+    paired: True: the columns have one value per item (equal lengths) and are resampled
+        together, as in :func:`headline`; False: the columns are independent samples
+        (lengths may differ, e.g. two shares measured on different questions) and each
+        is resampled on its own.
+    The interval is the expanded percentile bootstrap of :func:`headline` (``n`` for
+    the expansion: the number of items, unpaired the smallest sample); the p-value is
+    twice the share of resampled statistics on the far side of ``null`` (capped at 1),
+    as in :func:`paired_compare`.
+
+    Returns ``(h, p)``: ``h = {"mean", "ci95": [lo, hi], "values", "n", "ci_method"}``
+    (unpaired: ``values`` is [], ``n`` the number of items over all samples), ready for
+    ``Chapter.check_interval``.
+    """
+    n_boot = _check_boot(n_boot)
+    if not callable(statistic):
+        raise ValueError("statistic must be a function of the per-item columns")
+    if paired:
+        cols = _columns(per_item, "per_item")
+    else:
+        cols = [_values(c, f"per_item[{i}]", min_n=2)
+                for i, c in enumerate(per_item if isinstance(per_item, tuple) else (per_item,))]
+    value = float(statistic(*cols))
+    if not math.isfinite(value):
+        raise ValueError(f"statistic is {value} on the full per_item data")
+    if paired:
+        reps = _boot_stats(cols, statistic, n_boot, seed)
+        n_tail = n = cols[0].size
+        values = cols[0].tolist() if len(cols) == 1 else np.column_stack(cols).tolist()
+    else:
+        reps = _boot_stats_apart(cols, statistic, n_boot, seed)
+        n_tail, n, values = min(c.size for c in cols), sum(c.size for c in cols), []
+    lo, hi = _percentile_interval(reps, n_tail, "per_item")
+    r = reps[np.isfinite(reps)]
+    p = float(min(1.0, 2 * min((r <= null).mean(), (r >= null).mean())))
+    return ({"mean": value, "ci95": [lo, hi], "values": values, "n": int(n),
+             "ci_method": _label("bootstrap", items)}, p)
 
 
 # ---- paired comparisons ---------------------------------------------------------------

@@ -2,22 +2,29 @@
 
 Reproduces Zhu et al., "Utilize the Flow before Stepping into the Same River Twice:
 Certainty Represented Knowledge Flow for Refusal-Aware Instruction Tuning" (AAAI
-2025, arXiv 2410.06913; reference code opendatalab/CRaFT). Used by the chapter
-``notebooks/rait.ipynb``.
+2025, arXiv 2410.06913; reference code opendatalab/CRaFT). The algorithms only: the
+chapter ``notebooks/rait.ipynb`` runs them seed by seed through
+:mod:`kbnb.chapters.rait`, which also holds its headlines and checks.
 
 The pipeline, for any causal LM:
 
 1. *Knowledge state* of each source question ``x`` from N sampled answers ``â_j``
-   (one batched call): correctness ``Cor(M, x) = (1/N) Σ_j 1(â_j ≅ x.a)`` and
-   certainty ``Cer(M, x) = 1/(N(N−1)) Σ_{j≠k} cos(E(â_j), E(â_k))`` (E = sentence
-   embedding). Multiple choice: ``Cor = p(gold)``, ``Cer = −H(p)`` over the options.
-2. *Static conflict*: ``CRSS = |{x_i ∈ D_idk : max_{x_j ∈ D_van} cos(r_i, r_j) > τ}| /
-   |D_idk|``, ``r`` the model's hidden representation of the question.
-3. *Dynamic conflict*: rehearsal-tune on questions with high Cor and Cer (the
-   model's own answers), re-query: knowledge flow ``ΔCor``, ``ΔCer``.
-4. Three training sets of equal size: Cor-RAIT, Cor-Cer-RAIT, CRaFT.
-5. Tune with the refusal instruction and evaluate: correct / wrong / refused rates,
-   ``THS = Pc − Pw·Pc0/Pw0`` and over-refusal.
+   (:func:`knowledge_state`, one batched call): correctness
+   ``Cor(M, x) = (1/N) Σ_j 1(â_j ≅ x.a)`` and certainty
+   ``Cer(M, x) = 1/(N(N−1)) Σ_{j≠k} cos(E(â_j), E(â_k))`` (E = sentence embedding).
+   Multiple choice: ``Cor = p(gold)``, ``Cer = −H(p)`` over the options.
+2. *Static conflict* (:func:`crss`, :func:`conflict_hits`): ``CRSS = |{x_i ∈ D_idk :
+   max_{x_j ∈ D_van} cos(r_i, r_j) > τ}| / |D_idk|``, ``r`` the model's hidden
+   representation of the question (:func:`representations`); no reference code
+   computes it.
+3. *Dynamic conflict* (:func:`knowledge_flow`): rehearsal-tune on questions with high
+   Cor and Cer (the model's own answers, :func:`rehearse`), re-query: knowledge flow
+   ``ΔCor``, ``ΔCer``.
+4. Three training sets of equal size (:func:`build_sets`): Cor-RAIT, Cor-Cer-RAIT, CRaFT
+   (the reference's thresholds: van Cor ≥ 0.51, idk Cor ≤ 0.49).
+5. Tune with the refusal instruction and evaluate (:func:`tune_and_evaluate`,
+   :func:`evaluate_rait`): correct / wrong / refused rates, ``THS = Pc − Pw·Pc0/Pw0``
+   (the reference's ``cal_THS``) and over-refusal.
 """
 from __future__ import annotations
 
@@ -29,7 +36,18 @@ import numpy as np
 import torch
 
 from kbnb.core.checks import check_choice
+from kbnb.core.seeds import seed_everything
+from kbnb.data.loaders import load_mmlu, load_tofu
+from kbnb.data.prompts import LETTERS, mmlu_prompt
+from kbnb.eval.boundary import knowledge_level
 from kbnb.eval.metrics import contains_answer, is_refusal
+from kbnb.lm.activations import capture, check_layer
+from kbnb.lm.embed import embed
+from kbnb.lm.encoding import completion_joiner
+from kbnb.lm.finetune import finetune
+from kbnb.lm.generation import generate, next_token_probs
+from kbnb.lm.models import format_prompt
+from kbnb.organism.model import OrganismConfig, world_of
 
 RAIT_INSTRUCTION = ("Answer the following question, and if you don't know the answer, "
                     "only reply with 'I don't know': ")
@@ -50,8 +68,6 @@ def tinyworld_questions(world, mode: str = "open") -> list[dict]:
     an author's questions together), ``level`` (``organism.knowledge_level``),
     ``stratum`` (the author's group: known | partial | unseen), plus
     the source fields (``choices``, ``subject``, ``answer_idx`` for ``mc``)."""
-    from kbnb.eval.boundary import knowledge_level
-    from kbnb.data.prompts import LETTERS
     check_choice("mode", mode, MODES)
     out = []
     if mode == "open":
@@ -71,7 +87,6 @@ def tinyworld_questions(world, mode: str = "open") -> list[dict]:
 def tofu_questions(data_dir=None, split: str = "full") -> list[dict]:
     """TOFU rows as open-ended RAIT questions (gold = the whole answer, judged by
     ROUGE-L recall, see ``is_correct``); key = the author (20 questions each)."""
-    from kbnb.data.loaders import load_tofu
     return [dict(id=i, question=r["question"], gold=[r["answer"]], answer=r["answer"],
                  key=r["author"], level="tofu", stratum="tofu", judge="rouge")
             for i, r in enumerate(load_tofu(split, data_dir))]
@@ -79,8 +94,6 @@ def tofu_questions(data_dir=None, split: str = "full") -> list[dict]:
 
 def mmlu_questions(data_dir=None, split: str = "test") -> list[dict]:
     """MMLU rows as multiple-choice RAIT questions; key = level = the subject."""
-    from kbnb.data.loaders import load_mmlu
-    from kbnb.data.prompts import LETTERS
     return [dict(id=i, question=r["question"], gold=[LETTERS[r["answer"]]],
                  answer=LETTERS[r["answer"]], key=r["subject"], level=r["subject"],
                  stratum=r["subject"],
@@ -169,7 +182,6 @@ def load_questions(dataset: str = "tinyworld", mode: str = "auto", data_dir=None
     mode = resolve_mode(dataset, mode)
     if dataset == "tinyworld":
         if world is None:
-            from kbnb.organism.model import OrganismConfig, world_of
             world = world_of(OrganismConfig())
         rows, kw = tinyworld_questions(world, mode), dict(by_key=True, balance_levels=True)
     elif dataset == "tofu":
@@ -186,8 +198,6 @@ def load_questions(dataset: str = "tinyworld", mode: str = "auto", data_dir=None
 def query_prompt(tok, row: dict, mode: str = "open") -> str:
     """The knowledge-query prompt: the question as a user turn (``open``), or the
     0-shot MMLU prompt ending in ``Answer:`` (``mc``)."""
-    from kbnb.lm.models import format_prompt
-    from kbnb.data.prompts import mmlu_prompt
     if mode == "mc":
         return mmlu_prompt(row)
     return format_prompt(tok, row["question"])
@@ -196,8 +206,6 @@ def query_prompt(tok, row: dict, mode: str = "open") -> str:
 def rait_prompt(tok, row: dict, mode: str = "open") -> str:
     """The refusal-aware prompt of the reference (``REFUSE1``): ``RAIT_INSTRUCTION +
     question`` as a user turn; for ``mc`` the instruction precedes the MMLU prompt."""
-    from kbnb.lm.models import format_prompt
-    from kbnb.data.prompts import mmlu_prompt
     if mode == "mc":
         return RAIT_INSTRUCTION + mmlu_prompt(row)
     return format_prompt(tok, RAIT_INSTRUCTION + row["question"])
@@ -207,9 +215,8 @@ def completion(tok, text: str, mode: str = "open") -> str:
     """Training completion: ``sep + text + EOS`` (the letter directly for ``mc``
     van targets, as the organism and MMLU place it right after ``Answer:``). ``sep``
     is what follows the prompt: for ``open`` (a chat prompt) the chat template's
-    separator (:func:`kbnb.encoding.completion_joiner`: ``" "`` for the organism,
+    separator (:func:`kbnb.lm.encoding.completion_joiner`: ``" "`` for the organism,
     ``""`` after a template ending in a newline); for ``mc`` (``... Answer:``) ``" "``."""
-    from kbnb.lm.encoding import completion_joiner
     eos = tok.eos_token or ""
     if mode == "mc" and text != IDK:
         return text.strip() + eos
@@ -298,7 +305,6 @@ def sample_answers(model, tok, prompts, n_samples: int = 10, temperature: float 
                    max_new_tokens: int = 32, batch_size: int = 320, progress: bool = True):
     """N sampled answers per prompt in one batched ``generate`` call per batch
     (``batch_size`` sequences = ``batch_size // n_samples`` prompts). ``[Q][N]`` strings."""
-    from kbnb.lm.generation import generate
     return generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                     do_sample=True, temperature=temperature, top_p=1.0,
                     num_samples=n_samples, progress=progress, desc="sampling answers")
@@ -308,7 +314,6 @@ def sample_answers_loop(model, tok, prompts, n_samples: int = 10, temperature: f
                         max_new_tokens: int = 32):
     """The unbatched baseline for the benchmark: one ``generate`` call per prompt and
     per sample. Same output shape as ``sample_answers``."""
-    from kbnb.lm.generation import generate
     return [[generate(model, tok, [p], max_new_tokens=max_new_tokens, batch_size=1,
                       do_sample=True, temperature=temperature, progress=False)[0]
              for _ in range(n_samples)] for p in prompts]
@@ -327,8 +332,6 @@ def knowledge_state(model, tok, rows, mode: str = "open", n_samples: int = 10,
     check_choice("mode", mode, MODES)
     prompts = [query_prompt(tok, r, mode) for r in rows]
     if mode == "mc":
-        from kbnb.lm.generation import next_token_probs
-        from kbnb.data.prompts import LETTERS
         probs = next_token_probs(model, tok, prompts, LETTERS[:len(rows[0]["choices"])],
                                  progress=progress).numpy()
         return dict(cor=mc_correctness(probs, [r["answer_idx"] for r in rows]),
@@ -336,12 +339,10 @@ def knowledge_state(model, tok, rows, mode: str = "open", n_samples: int = 10,
     if n_samples < 2:
         raise ValueError(f"n_samples={n_samples}: certainty needs at least 2 samples")
     if seed is not None:
-        from kbnb.core.seeds import seed_everything
         seed_everything(seed)
     samples = sample_answers(model, tok, prompts, n_samples, temperature, max_new_tokens,
                              batch_size, progress)
     hits = [[is_correct(s, r, mode) for s in ss] for ss, r in zip(samples, rows)]
-    from kbnb.lm.embed import embed
     uniq = sorted({s for ss in samples for s in ss})
     where = {t: i for i, t in enumerate(uniq)}
     e = embed(uniq, embedder)
@@ -354,16 +355,16 @@ def representations(model, tok, prompts, layer: int = -1, position: str = "last"
                     batch_size: int = 64) -> torch.Tensor:
     """The model's hidden representation r of each question: the output of block
     ``layer`` at the ``last`` prompt token (or the ``mean`` over the prompt), ``[Q, d]``."""
-    from kbnb.lm.activations import capture, check_layer
     check_choice("repr_position", position, ("last", "mean"))
     layer = check_layer(model, layer, "repr_layer")
     return capture(model, tok, prompts, layers=[layer], module="block", position=position,
                    batch_size=batch_size)[0]
 
 
-def max_similarity(reps_idk, reps_van) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(reps_idk, reps_van) -> tuple[np.ndarray, np.ndarray]:
     """For each idk question, the largest cosine similarity to any van question and
-    that question's index: ``([A], [A])`` from ``[A, d]`` and ``[B, d]``."""
+    that question's index: ``([A] floats, [A] ints)`` from ``[A, d]`` and ``[B, d]``
+    (``(zeros, -1s)`` when either is empty)."""
     a = torch.nn.functional.normalize(torch.as_tensor(reps_idk, dtype=torch.float32), dim=-1)
     b = torch.nn.functional.normalize(torch.as_tensor(reps_van, dtype=torch.float32), dim=-1)
     if len(a) == 0 or len(b) == 0:
@@ -376,7 +377,7 @@ def max_similarity(reps_idk, reps_van) -> tuple[np.ndarray, np.ndarray]:
 def crss(reps_idk, reps_van, tau: float) -> float:
     """Certainty-free static-conflict score of a RAIT set:
     CRSS = |{x_i ∈ D_idk : max_{x_j ∈ D_van} cos(r_i, r_j) > τ}| / |D_idk|."""
-    sim, _ = max_similarity(reps_idk, reps_van)
+    sim, _ = nearest_neighbours(reps_idk, reps_van)
     return float((sim > tau).mean()) if len(sim) else float("nan")
 
 
@@ -504,7 +505,6 @@ def rehearse(model, tok, rows, state, mode: str = "open", threshold: float = 0.9
     it answers with high Cor and Cer (``rehearsal_indices``), with the plain query
     prompt and its own most frequent correct answer as the target.
     Returns ``(rehearsed_model, indices, losses)``."""
-    from kbnb.lm.finetune import finetune
     idx = rehearsal_indices(state["cor"], state["cer"], threshold, max_n, seed, mode)
     if len(idx) == 0:
         what = "Cor" if mode == "mc" else "Cor and Cer"
@@ -533,6 +533,33 @@ def flow_noise_sd(cor, n_samples: int) -> float:
     return float(np.sqrt(np.mean(2 * p * (1 - p) / n_samples))) if len(p) else float("nan")
 
 
+def knowledge_flow(model, tok, rows, state, flow_idx, mode: str = "open", *,
+                   threshold: float = 0.995, max_rehearsal: int | None = None,
+                   rehearsal_epochs: int = 2, lr: float = 3e-4, train_batch_size: int = 16,
+                   lora: bool = False, seed: int = 0, n_samples: int = 10,
+                   temperature: float = 1.0, max_new_tokens: int = 32, batch_size: int = 320,
+                   embedder="default", progress: bool = True) -> dict:
+    """Dynamic conflict (CRaFT's first stage): :func:`rehearse` a copy of the model,
+    re-query the questions ``flow_idx`` with it (:func:`knowledge_state`, sampling from
+    the global RNG where the rehearsal left it) and return the knowledge flow.
+
+    rows: the ``Q`` source questions; state: their :func:`knowledge_state` before
+    rehearsal; flow_idx: ``[F]`` indices of the questions to re-query. Returns
+    ``{"idx": flow_idx, "delta_cor": [Q] (ΔCor, 0 for the questions not re-queried),
+    "cor_after": [F], "cer_after": [F], "n_rehearsal": int}``."""
+    rehearsed, reh_idx, _ = rehearse(model, tok, rows, state, mode, threshold, max_rehearsal,
+                                     rehearsal_epochs, lr, train_batch_size, lora, seed,
+                                     progress=progress)
+    after = knowledge_state(rehearsed, tok, [rows[i] for i in flow_idx], mode, n_samples,
+                            temperature, max_new_tokens, batch_size, embedder,
+                            progress=progress)
+    del rehearsed
+    delta_cor = np.zeros(len(rows))
+    delta_cor[flow_idx] = after["cor"] - state["cor"][flow_idx]
+    return dict(idx=flow_idx, delta_cor=delta_cor, cor_after=after["cor"],
+                cer_after=after["cer"], n_rehearsal=len(reh_idx))
+
+
 def build_sets(cor, cer, delta_cor, n_train: int, idk_frac: float = 0.2, seed: int = 0,
                flow_rule: str = "rose", cor_hi: float = COR_HI, cor_lo: float = COR_LO) -> dict:
     """The three RAIT training sets, of the same size: ``{variant: (van, idk)}``
@@ -544,31 +571,26 @@ def build_sets(cor, cer, delta_cor, n_train: int, idk_frac: float = 0.2, seed: i
             for v in VARIANTS}
 
 
-def conflicting_pairs(rows, reps, van, idk, tau: float, k: int = 8):
-    """The static conflicts of a set: idk questions whose most similar van question
-    (cosine of the representations ``reps`` ``[Q, d]``) exceeds ``tau``, most similar
-    first, at most ``k``. A DataFrame with both questions, both labels and the cosine."""
-    import pandas as pd
-    sim, j = max_similarity(reps[idk], reps[van])
-    out = []
-    for a in np.argsort(-sim):
-        if sim[a] <= tau or len(out) >= k:
-            break
-        x, y = rows[idk[a]], rows[van[j[a]]]
-        out.append(dict(idk_question=x["question"], idk_label=IDK, van_question=y["question"],
-                        van_label=y["answer"], cosine=float(sim[a])))
-    return pd.DataFrame(out, columns=["idk_question", "idk_label", "van_question", "van_label",
-                                      "cosine"])
+def conflict_hits(reps, sets: dict, tau: float) -> dict:
+    """Per set, whether each idk question has a van question closer than ``tau``:
+    ``{variant: [n_idk] booleans}`` (their mean is the set's CRSS). reps: ``[Q, d]``
+    representations of the source questions; sets: ``{variant: (van, idk)}``."""
+    return {v: nearest_neighbours(reps[idk], reps[van])[0] > tau
+            for v, (van, idk) in sets.items()}
 
 
 # ---------------------------------------------------------------- evaluation ---
 def answer(model, tok, rows, mode: str = "open", prompt: str = "rait",
            max_new_tokens: int = 32, batch_size: int = 64, progress: bool = True):
     """Greedy answers to ``rows`` with the ``rait`` or plain ``query`` prompt."""
-    from kbnb.lm.generation import generate
     fmt = rait_prompt if prompt == "rait" else query_prompt
     return generate(model, tok, [fmt(tok, r, mode) for r in rows], max_new_tokens=max_new_tokens,
                     batch_size=batch_size, progress=progress, desc=f"answering ({prompt})")
+
+
+def label_answers(answers, rows, mode: str = "open") -> list[str]:
+    """:func:`label_answer` of each answer against its row: ``[Q]`` labels."""
+    return [label_answer(g, r, mode) for g, r in zip(answers, rows)]
 
 
 def rates(labels) -> dict:
@@ -590,8 +612,17 @@ def ths(pc: float, pw: float, pc0: float, pw0: float) -> float:
 
 def over_refusal(labels, base_labels) -> float:
     """Share of refusals among the questions the untuned model answered correctly."""
-    known = [l for l, b in zip(labels, base_labels) if b == "correct"]
-    return sum(l == "refused" for l in known) / len(known) if known else float("nan")
+    known = [lab for lab, b in zip(labels, base_labels) if b == "correct"]
+    return sum(lab == "refused" for lab in known) / len(known) if known else float("nan")
+
+
+def score_labels(labels, base_labels) -> dict:
+    """``labels`` against the untuned model's ``base_labels`` on the same questions:
+    ``{"labels", "Pc", "Pw", "Pr", "THS", "over_refusal"}`` (:func:`rates`,
+    :func:`ths`, :func:`over_refusal`)."""
+    r, r0 = rates(labels), rates(base_labels)
+    return dict(labels=labels, **r, THS=ths(r["Pc"], r["Pw"], r0["Pc"], r0["Pw"]),
+                over_refusal=over_refusal(labels, base_labels))
 
 
 def paired_difference(labels_a, labels_b, base_labels, what: str = "refused") -> dict:
@@ -608,48 +639,41 @@ def paired_difference(labels_a, labels_b, base_labels, what: str = "refused") ->
     return dict(only_a=b, only_b=c, z=(b - c) / np.sqrt(b + c) if b + c else 0.0)
 
 
-def evaluate(model, tok, rows, base_labels, mode: str = "open", prompt: str = "rait",
-             max_new_tokens: int = 32, batch_size: int = 64, progress: bool = True) -> dict:
-    """Answer ``rows`` greedily and score: ``labels``, ``generations``, Pc/Pw/Pr,
-    ``THS`` against the untuned ``base_labels`` and ``over_refusal``."""
+def evaluate_rait(model, tok, rows, base_labels, mode: str = "open", prompt: str = "rait",
+                  max_new_tokens: int = 32, batch_size: int = 64, progress: bool = True) -> dict:
+    """Answer ``rows`` greedily and score against the untuned ``base_labels``:
+    ``{"labels", "generations", "Pc", "Pw", "Pr", "THS", "over_refusal"}``
+    (:func:`score_labels`)."""
     gens = answer(model, tok, rows, mode, prompt, max_new_tokens, batch_size, progress)
-    labels = [label_answer(g, r, mode) for g, r in zip(gens, rows)]
-    r, r0 = rates(labels), rates(base_labels)
-    return dict(labels=labels, generations=gens, **r,
-                THS=ths(r["Pc"], r["Pw"], r0["Pc"], r0["Pw"]),
-                over_refusal=over_refusal(labels, base_labels))
+    s = score_labels(label_answers(gens, rows, mode), base_labels)
+    return dict(labels=s.pop("labels"), generations=gens, **s)
 
 
-# ---------------------------------------------------------------- the chapter: seeds
-def knowledge_states(model, tok, row_lists, mode: str = "open", seeds=None, **kw) -> list[dict]:
-    """:func:`knowledge_state` of several question lists, list ``i`` sampled under
-    ``seeds[i]``: a seed's samples are the same whichever other seeds run beside it
-    (each list of the chapter's size already fills whole generation batches, so
-    sampling the lists together would save nothing). Returns one state per list."""
-    seeds = list(seeds) if seeds is not None else [None] * len(row_lists)
-    if len(seeds) != len(row_lists):
-        raise ValueError(f"{len(row_lists)} question lists but {len(seeds)} seeds")
-    return [knowledge_state(model, tok, rows, mode, seed=s, **kw)
-            for rows, s in zip(row_lists, seeds)]
+def tune_and_evaluate(model, tok, rows, sets: dict, tests: dict, base_labels: dict,
+                      mode: str = "open", *, epochs: int = 3, lr: float = 3e-4,
+                      batch_size: int = 16, lora: bool = False, seed: int = 0,
+                      max_new_tokens: int = 32, progress: bool = True) -> tuple[dict, dict]:
+    """Tune a fresh copy of ``model`` on each RAIT set (:func:`training_pairs` with the
+    refusal instruction, :func:`kbnb.lm.finetune.finetune` under ``seed``) and
+    :func:`evaluate_rait` it on every test set, the sets in their order.
+
+    rows: the source questions the sets index; sets: ``{variant: (van, idk)}``; tests:
+    ``{test_name: rows}``; base_labels: ``{test_name: the untuned model's labels}``.
+    Returns ``({(test_name, variant): evaluate_rait(...)}, {variant: losses})``."""
+    results, losses = {}, {}
+    for v, (van, idk) in sets.items():
+        p, c = training_pairs(tok, rows, van, idk, mode)
+        tuned, losses[v] = finetune(model, tok, p, c, epochs=epochs, lr=lr,
+                                    batch_size=batch_size, lora=lora, seed=seed,
+                                    progress=progress)
+        for n, test_rows in tests.items():
+            results[(n, v)] = evaluate_rait(tuned, tok, test_rows, base_labels[n], mode, "rait",
+                                            max_new_tokens, progress=progress)
+        del tuned
+    return results, losses
 
 
-def answer_once(model, tok, row_lists, mode: str = "open", prompt: str = "rait",
-                max_new_tokens: int = 32, batch_size: int = 64) -> list[list[str]]:
-    """Greedy :func:`answer` of several question lists, each distinct prompt generated
-    once (greedy answers of one model are deterministic). One list of answers per list."""
-    fmt = rait_prompt if prompt == "rait" else query_prompt
-    keys = [[fmt(tok, r, mode) for r in rs] for rs in row_lists]
-    uniq = {}
-    for rs, ks in zip(row_lists, keys):
-        for r, k in zip(rs, ks):
-            uniq.setdefault(k, r)
-    order = list(uniq)
-    gens = answer(model, tok, [uniq[k] for k in order], mode, prompt, max_new_tokens,
-                  batch_size, progress=False) if order else []
-    got = dict(zip(order, gens))
-    return [[got[k] for k in ks] for ks in keys]
-
-
+# ---------------------------------------------------------------- statistics ---
 def ths_statistic(c, w, c0, w0) -> float:
     """THS from per-question 0/1 columns: correct and wrong of the tuned model, correct
     and wrong of the untuned one (for a bootstrap over questions)."""
@@ -660,138 +684,3 @@ def flow_spread(d_cor) -> float:
     """Spread of the knowledge flow: the standard deviation of ΔCor (ddof 1)."""
     d = np.asarray(d_cor, dtype=float)
     return float(d.std(ddof=1)) if d.size > 1 else float("nan")
-
-
-def bootstrap_interval(statistic, cols, n_boot: int = 2000, seed: int = 0,
-                       over: str = "questions") -> tuple[dict, float]:
-    """Percentile bootstrap of ``statistic(*cols)`` over items (columns resampled
-    together; a column may be a pair ``(a, b)`` of arrays resampled apart, for
-    statistics of two independent samples). Returns ``(headline dict, p)`` with p the
-    two-sided bootstrap p-value of "statistic = 0"."""
-    rng = np.random.default_rng(seed)
-    cols = [c if isinstance(c, tuple) else np.asarray(c, dtype=float) for c in cols]
-
-    def draw(c, idx):
-        if isinstance(c, tuple):
-            return tuple(np.asarray(x, dtype=float)[rng.integers(0, len(x), len(x))]
-                         for x in c)
-        return c[idx]
-
-    plain = [len(c) for c in cols if not isinstance(c, tuple)]
-    n = plain[0] if plain else len(cols[0][0])
-    value = float(statistic(*cols))
-    reps = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = rng.integers(0, n, n)
-        reps[b] = statistic(*(draw(c, idx) for c in cols))
-    reps = reps[np.isfinite(reps)]
-    lo, hi = (float(x) for x in np.percentile(reps, [2.5, 97.5]))
-    p = float(min(1.0, 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))))
-    return ({"mean": value, "ci95": [lo, hi], "n": int(n),
-             "ci_method": f"percentile bootstrap over {over}"}, max(p, 1 / n_boot))
-
-
-VARIANT_KEYS = {"Cor-RAIT": "cor_rait", "Cor-Cer-RAIT": "cor_cer_rait", "CRaFT": "craft",
-                "Init-Refuse": "init_refuse"}
-
-
-def run_items(results: dict, base_labels, set_hits: dict, d_cor, flow_cor,
-              n_samples: int | None) -> dict:
-    """One seed's headline values with their per-question data.
-
-    results: ``{variant: evaluate(...)}`` on the in-domain test set (Init-Refuse and
-    the three tuned variants); base_labels: the untuned model's labels on it;
-    set_hits: ``{variant: 0/1 per idk question, max similarity > tau_sim}``; d_cor,
-    flow_cor: ΔCor and the Cor before rehearsal of the re-queried questions;
-    n_samples: N of the open-mode query (None in multiple-choice mode: no noise).
-    Returns ``{name: {"value", "per_item", "statistic"}}``: ``over_refusal_<v>``,
-    ``ths_<v>``, ``crss_<v>``, ``flow_spread``, ``flow_noise``."""
-    base = np.asarray(base_labels)
-    known = base == "correct"
-    c0, w0 = (base == "correct").astype(float), (base == "wrong").astype(float)
-    out = {}
-    for v, r in results.items():
-        k = VARIANT_KEYS[v]
-        lab = np.asarray(r["labels"])
-        refused = (lab[known] == "refused").astype(float)
-        out[f"over_refusal_{k}"] = {"value": float(refused.mean()) if refused.size else
-                                    float("nan"), "per_item": refused, "statistic": None}
-        cols = ((lab == "correct").astype(float), (lab == "wrong").astype(float), c0, w0)
-        out[f"ths_{k}"] = {"value": ths_statistic(*cols), "per_item": cols,
-                           "statistic": ths_statistic}
-    for v, hits in set_hits.items():
-        h = np.asarray(hits, dtype=float)
-        out[f"crss_{VARIANT_KEYS[v]}"] = {"value": float(h.mean()), "per_item": h,
-                                          "statistic": None}
-    d = np.asarray(d_cor, dtype=float)
-    out["flow_spread"] = {"value": flow_spread(d), "per_item": (d,), "statistic": flow_spread}
-    if n_samples:
-        noise = lambda p: flow_noise_sd(p, n_samples)  # noqa: E731
-        out["flow_noise"] = {"value": noise(flow_cor), "per_item": (np.asarray(flow_cor, float),),
-                             "statistic": noise}
-    return out
-
-
-HEADLINE_LABELS = {
-    "over_refusal_init_refuse": "over-refusal, Init-Refuse",
-    "over_refusal_cor_rait": "over-refusal, Cor-RAIT",
-    "over_refusal_cor_cer_rait": "over-refusal, Cor-Cer-RAIT",
-    "over_refusal_craft": "over-refusal, CRaFT",
-    "ths_init_refuse": "THS, Init-Refuse", "ths_cor_rait": "THS, Cor-RAIT",
-    "ths_cor_cer_rait": "THS, Cor-Cer-RAIT", "ths_craft": "THS, CRaFT",
-    "crss_cor_rait": "CRSS, Cor-RAIT set", "crss_cor_cer_rait": "CRSS, Cor-Cer-RAIT set",
-    "crss_craft": "CRSS, CRaFT set",
-    "flow_spread": "knowledge flow: sd of dCor", "flow_noise": "re-sampling noise: sd",
-}
-
-
-def chapter_results(ch, items_by_seed: dict) -> None:
-    """Record every seed's values on ``ch``, make the headlines and the four checks:
-    CRaFT vs Cor-RAIT over-refusal (lower), CRSS (lower), THS (higher), and the flow's
-    spread vs re-sampling noise (higher; open mode only).
-
-    Several seeds: intervals over seeds, checks paired over seeds. One seed: bootstraps
-    over questions; over-refusal and THS paired over the same test questions; CRSS (two
-    different idk sets) and the flow (spread minus noise on the same questions) by a
-    bootstrap of the difference."""
-    # a metric undefined in some seed (THS when the untuned model is never wrong) gets
-    # no headline and no check
-    last = ch.record_items(items_by_seed, HEADLINE_LABELS)
-    several = len(ch.seeds) > 1
-    who = dict(subject="CRaFT", baseline_name="Cor-RAIT")
-    for name, metric, effect, better in (
-            ("or_craft_vs_cor", "over_refusal", "over-refusal", "lower"),
-            ("ths_craft_vs_cor", "ths", "THS", "higher")):
-        new, base = f"{metric}_craft", f"{metric}_cor_rait"
-        if new not in last or base not in last:
-            continue
-        if several:
-            ch.check(name, effect, ch.per_seed(new), ch.per_seed(base), better=better, **who)
-        else:
-            stat = last[new]["statistic"]
-            ch.check(name, effect, last[new]["per_item"], last[base]["per_item"],
-                     better=better, **({"statistic": stat} if stat else {}), **who)
-    if "crss_craft" not in last or "crss_cor_rait" not in last:
-        pass
-    elif several:
-        ch.check("crss_craft_vs_cor", "CRSS", ch.per_seed("crss_craft"),
-                 ch.per_seed("crss_cor_rait"), better="lower", **who)
-    else:
-        h, p = bootstrap_interval(lambda ab: float(np.mean(ab[0]) - np.mean(ab[1])),
-                                  [(last["crss_craft"]["per_item"],
-                                    last["crss_cor_rait"]["per_item"])], over="idk questions")
-        ch.check_interval("crss_craft_vs_cor", "CRSS relative to Cor-RAIT", h, p,
-                          "bootstrap of the difference", better="lower", subject="CRaFT")
-    if "flow_noise" in last and "flow_spread" in last:
-        if several:
-            ch.check("flow_vs_noise", "the spread of dCor", ch.per_seed("flow_spread"),
-                     ch.per_seed("flow_noise"), better="higher", subject="rehearsal",
-                     baseline_name="re-sampling noise")
-        else:
-            noise = last["flow_noise"]["statistic"]
-            h, p = bootstrap_interval(lambda d, c: flow_spread(d) - noise(c),
-                                      [last["flow_spread"]["per_item"][0],
-                                       last["flow_noise"]["per_item"][0]])
-            ch.check_interval("flow_vs_noise", "the spread of dCor above re-sampling noise",
-                              h, p, "bootstrap over questions", better="higher",
-                              subject="rehearsal")

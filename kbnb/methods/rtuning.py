@@ -6,7 +6,7 @@ The steps, with the reference repository's choices (shizhediao/R-Tuning,
 ``training/MMLU/run_MMLU.py``, ``evaluation/MMLU/evaluate.py``, ``calculate_ap.py``):
 
 1. Query (:func:`query`). ``scoring="letter"`` (the reference): prompt = MMLU header +
-   k answered shots + the question ending in ``Answer:`` (:func:`query_prompt`); with
+   k answered shots + the question ending in ``Answer:`` (:func:`mmlu_query_prompt`); with
    ``z_c`` the next-token logit of letter c, ``p = softmax(z_A, z_B, z_C, z_D)``.
    ``scoring="cloze"`` (for a model never taught the letter format, such as the
    organism): prompt = the chat prompt of the bare question,
@@ -14,15 +14,16 @@ The steps, with the reference repository's choices (shizhediao/R-Tuning,
    ``p = softmax(ℓ_1..ℓ_4)``. Either way prediction = ``argmax p``, confidence =
    ``max p``.
 2. Certain = predicted correctly, uncertain = wrong.
-3. Training data (:func:`build_training_data`), three methods, with ``{answer}`` the
-   gold answer as the model would say it (:func:`answer_text`: ``"B."`` for letter
-   scoring, ``" {option sentence}"`` for cloze):
+3. Training data (:func:`refusal_aware_examples`, :func:`build_training_data`), three
+   methods, with ``{answer}`` the gold answer as the model would say it
+   (:func:`answer_text`: ``"B."`` for letter scoring, ``" {option sentence}"`` for cloze):
    ``unsure``: ``{prompt}{answer} Are you sure ... knowledge? I am sure.`` (certain) or
    ``... I am unsure.`` (uncertain); ``unknown``: ``{prompt}{answer}`` (certain) or
    ``{prompt}{refusal sentence}`` (uncertain); ``uncertain`` (R-Tuning-U): 5 answers
    sampled at T = 0.7, ``H = entropy of the answer counts``; the lower half of H is
    "sure", the upper half "unsure" (labels do not use correctness).
-4. Evaluation: ``s = 0.5 * conf + 0.5 * P(sure) / (P(sure) + P(unsure))`` read after
+4. Evaluation (:func:`score_questions`, after :func:`tune_on_examples`):
+   ``s = 0.5 * conf + 0.5 * P(sure) / (P(sure) + P(unsure))`` read after
    ``{prompt}{predicted answer} Are you sure ... knowledge? I am``;
    ``AP = Σ_n (R_n − R_{n−1}) P_n`` of s against correctness (:func:`average_precision`).
 
@@ -33,6 +34,9 @@ tokenizers those are not the tokens that follow ``" I am"`` (no leading space, a
 compares the wrong events. Here P(sure) and P(unsure) are the full sequence
 probabilities of the continuations ``" sure"`` and ``" unsure"``
 (:func:`sure_probability`), which is correct for any tokenizer.
+
+The algorithms only: the chapter's seeds, headlines and checks are in
+:mod:`kbnb.chapters.rtuning`.
 """
 from __future__ import annotations
 
@@ -41,17 +45,29 @@ import math
 import random
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from kbnb.core.checks import check_choice
-from kbnb.lm.encoding import (accepts_position_ids, completion_sep, encode_batch, encode_text,
-    input_device, model_inputs)
+from kbnb.data.prompts import LETTERS, mmlu_prompt, mmlu_question
+from kbnb.lm.encoding import (
+    accepts_position_ids,
+    completion_sep,
+    encode_batch,
+    encode_text,
+    input_device,
+    model_inputs,
+)
+from kbnb.lm.finetune import finetune
 from kbnb.lm.generation import candidate_token_ids, next_token_logits
 from kbnb.lm.models import format_prompt
-from kbnb.data.prompts import LETTERS, mmlu_prompt, mmlu_question
+from kbnb.organism.world import ATTRIBUTE_NAMES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METHODS = ("unsure", "unknown", "uncertain")
 HEADERS = ("kbnb", "reference")
@@ -76,7 +92,7 @@ TINYWORLD_IN_DOMAIN = 5  # the first 5 tinyworld attributes are in-domain, the o
 def reference_prompt(row: dict, shots=()) -> str:
     """The reference's MMLU prompt, byte for byte (``gen_prompt`` in run_MMLU.py).
 
-    It differs from :func:`kbnb.prompts.mmlu_prompt` in one place: the reference's
+    It differs from :func:`kbnb.data.prompts.mmlu_prompt` in one place: the reference's
     ``format_subject`` puts a space before every word and the header says
     ``"about {}"``, so there are *two* spaces after "about"
     (``"... about  high school biology."``), as in the original MMLU code."""
@@ -85,9 +101,9 @@ def reference_prompt(row: dict, shots=()) -> str:
     return header + "".join(mmlu_question(s, with_answer=True) for s in shots) + mmlu_question(row)
 
 
-def query_prompt(row: dict, shots=(), header: str = "kbnb") -> str:
+def mmlu_query_prompt(row: dict, shots=(), header: str = "kbnb") -> str:
     """The MMLU query for ``row`` with answered ``shots``: ``header="kbnb"`` is
-    :func:`kbnb.prompts.mmlu_prompt` (one space after "about"), ``"reference"`` is
+    :func:`kbnb.data.prompts.mmlu_prompt` (one space after "about"), ``"reference"`` is
     :func:`reference_prompt` (two spaces)."""
     check_choice("prompt_header", header, HEADERS)
     return mmlu_prompt(row, shots) if header == "kbnb" else reference_prompt(row, shots)
@@ -113,7 +129,7 @@ def choose_shots(dev_rows, n_shots: int) -> dict:
 def build_prompts(rows, shots: dict | None = None, header: str = "kbnb") -> list[str]:
     """One MMLU query prompt per row, each with its subject's shots (none if missing)."""
     shots = shots or {}
-    return [query_prompt(r, shots.get(r["subject"], ()), header) for r in rows]
+    return [mmlu_query_prompt(r, shots.get(r["subject"], ()), header) for r in rows]
 
 
 def gold_letter(row: dict) -> str:
@@ -139,7 +155,7 @@ def answer_text(row: dict, index: int, scoring: str, sep: str = " ") -> str:
     """What follows the query prompt when the model gives option ``index``: ``"B."``
     for letter scoring (the reference writes ``{prompt}{letter}.``), ``sep + option``
     for cloze (a final period added if the option has none). ``sep`` is what the chat
-    template puts before the assistant's text: :func:`kbnb.encoding.completion_sep`
+    template puts before the assistant's text: :func:`kbnb.lm.encoding.completion_sep`
     of the prompt (``" "`` for the organism, ``""`` after a template ending in a
     newline)."""
     check_choice("scoring", scoring, SCORINGS[1:])
@@ -152,7 +168,7 @@ def answer_text(row: dict, index: int, scoring: str, sep: str = " ") -> str:
 def make_prompts(tok, rows, scoring: str, shots: dict | None = None,
                  header: str = "kbnb") -> list[str]:
     """Query prompts: :func:`build_prompts` (MMLU format) for letter scoring; the chat
-    prompt of the bare question (:func:`kbnb.format_prompt`) for cloze, which takes no
+    prompt of the bare question (:func:`kbnb.lm.models.format_prompt`) for cloze, which takes no
     shots."""
     check_choice("scoring", scoring, SCORINGS[1:])
     if scoring == "letter":
@@ -197,7 +213,7 @@ def split_by_subject(rows, n_in_domain: int, max_questions: int = 0, seed: int =
     return out
 
 
-def tinyworld_questions(world, n_dev_authors: int = 5):
+def tinyworld_questions_and_shots(world, n_dev_authors: int = 5):
     """(question rows, dev rows) of the organism's world in MMLU format.
 
     The dev rows (shots, for ``n_shots > 0``) are the questions about the first
@@ -215,7 +231,6 @@ def split_tinyworld(rows, n_in_domain: int = TINYWORLD_IN_DOMAIN, max_questions:
     """:func:`split_by_subject` for tinyworld rows, with subjects taken in the world's
     attribute order instead of sorted (the first ``n_in_domain`` attributes are
     in-domain)."""
-    from kbnb.organism.world import ATTRIBUTE_NAMES
     rank = {a: f"{i:02d}" for i, a in enumerate(ATTRIBUTE_NAMES)}
     keyed = [dict(r, subject=f"{rank[r['subject']]}:{r['subject']}") for r in rows]
     out = split_by_subject(keyed, n_in_domain, max_questions, seed)
@@ -232,7 +247,7 @@ def continuation_logprobs(model, tok, contexts, continuations, batch_size: int =
                           progress: bool = False, desc: str = "scoring") -> torch.Tensor:
     """``log π(c_ij | context_i)``, ``[N, C]`` (float32, CPU): the sum over the tokens of
     each continuation, tokenized apart from its context (the same numbers as
-    :func:`kbnb.generation.response_logprobs` on every pair).
+    :func:`kbnb.lm.generation.response_logprobs` on every pair).
 
     ``continuations`` is either one list of C strings shared by all contexts or one
     list of C strings per context. Each context is run once per batch; its key/value
@@ -316,8 +331,9 @@ def query(model, tok, prompts, rows=None, scoring: str = "letter", n_samples: in
 
     - ``probs`` ``[N, 4]``: letter scoring: ``softmax(z_A..z_D)`` with ``z_c`` the
       log-sum-exp of the next-token logits of letter c's spellings (``"A"``, ``" A"``,
-      ...; :func:`kbnb.generation.candidate_token_ids`); cloze: ``softmax(ℓ_1..ℓ_4)``
-      with ``ℓ_i = log π(sep + option_i | prompt)`` (``sep``: :func:`kbnb.encoding.completion_sep`) (needs ``rows``);
+      ...; :func:`kbnb.lm.generation.candidate_token_ids`); cloze: ``softmax(ℓ_1..ℓ_4)``
+      with ``ℓ_i = log π(sep + option_i | prompt)`` (``sep``:
+      :func:`kbnb.lm.encoding.completion_sep`) (needs ``rows``);
     - ``pred`` ``[N]`` = argmax (option index); ``conf`` ``[N]`` = max (the reference's
       confidence);
     - ``answer_mass`` ``[N]``: how much the model wants to answer at all. Letter: the
@@ -494,6 +510,38 @@ def write_training_data(examples, folder, name: str) -> dict:
     return {"lmflow_json": js, "dataset": ds_path}
 
 
+def refusal_aware_examples(model, tok, rows, prompts, correct, method: str, scoring: str,
+                           sep: str = " ", *, n_samples: int = 5, temperature: float = 0.7,
+                           batch_size: int = 32, seed: int = 0) -> list[dict]:
+    """The refusal-aware training data of ``rows`` (:func:`build_training_data`), with
+    the gold answers as the model would say them (:func:`answer_text`, ``sep`` before a
+    cloze option, also before a refusal sentence).
+
+    correct: ``[N]`` whether the untuned model answered each question correctly (the
+    labels of ``unsure`` and ``unknown``). ``uncertain`` (R-Tuning-U) first samples
+    ``n_samples`` answers per question at ``temperature`` (:func:`query` under ``seed``)
+    and labels by the entropy of their counts (:func:`answer_entropy`)."""
+    answers = [answer_text(r, r["answer"], scoring, sep) for r in rows]
+    entropies = None
+    if method == "uncertain":  # R-Tuning-U: sampled answers, not correctness
+        q = query(model, tok, prompts, rows, scoring=scoring, n_samples=n_samples,
+                  temperature=temperature, batch_size=batch_size, seed=seed, progress=False)
+        entropies = [answer_entropy(x) for x in q["samples"]]
+    return build_training_data(method, prompts, answers, correct, entropies, seed=seed,
+                               refusal_prefix="" if scoring == "letter" else sep)
+
+
+def tune_on_examples(model, tok, examples, *, epochs: int = 10, lr: float = 1e-3,
+                     batch_size: int = 16, lora: bool = False, seed: int = 0,
+                     progress: bool = True):
+    """Fine-tune a copy of ``model`` on refusal-aware ``examples``: each prompt with its
+    completion and EOS as the target (the loss covers everything after the prompt),
+    :func:`kbnb.lm.finetune.finetune`. Returns ``(tuned model, losses per step)``."""
+    return finetune(model, tok, [e["prompt"] for e in examples],
+                    [e["completion"] + (tok.eos_token or "") for e in examples], epochs=epochs,
+                    lr=lr, batch_size=batch_size, lora=lora, seed=seed, progress=progress)
+
+
 # ---- evaluation ------------------------------------------------------------------------
 def average_precision(labels, scores) -> float:
     """``AP = Σ_n (R_n − R_{n−1}) P_n`` over the distinct score thresholds in decreasing
@@ -532,8 +580,9 @@ def questions_frame(rows, q) -> "pd.DataFrame":
     return df
 
 
-def evaluate(model, tok, rows, prompts, method: str, scoring: str = "letter",
-             batch_size: int = 32, progress: bool = True, desc: str = "evaluating") -> "pd.DataFrame":
+def score_questions(model, tok, rows, prompts, method: str, scoring: str = "letter",
+                    batch_size: int = 32, progress: bool = True,
+                    desc: str = "evaluating") -> "pd.DataFrame":
     """:func:`questions_frame` plus ``willing``, ``answered``, ``score``.
 
     ``willing`` is the model's willingness to answer: for ``unsure``/``uncertain``,
@@ -568,125 +617,3 @@ def summarize(df) -> dict:
             "answered_accuracy": float(ans["correct"].mean()) if len(ans) else float("nan"),
             "ap_conf": average_precision(df["correct"], df["conf"]),
             "ap_score": average_precision(df["correct"], df["score"])}
-
-
-def subject_table(df) -> "pd.DataFrame":
-    """Per subject: questions, accuracy, mean confidence, and mean confidence on the
-    certain (correct) and uncertain (wrong) questions."""
-    import pandas as pd
-
-    g = df.groupby("subject", sort=True)
-    t = pd.DataFrame({"questions": g.size(), "accuracy": g["correct"].mean(),
-                      "confidence": g["conf"].mean()})
-    t["conf_certain"] = df[df["correct"]].groupby("subject")["conf"].mean()
-    t["conf_uncertain"] = df[~df["correct"]].groupby("subject")["conf"].mean()
-    return t
-
-
-def boundary_shares(df) -> dict:
-    """Share of "I am sure" (answered) on known-author questions and of "I am unsure"
-    (not answered) on unseen-author questions (tinyworld rows with ``group``)."""
-    if "group" not in df:
-        return {}
-    known, unseen = df[df["group"] == "known"], df[df["group"] == "unseen"]
-    return {"sure_on_known": float(known["answered"].mean()) if len(known) else float("nan"),
-            "unsure_on_unseen": float((~unseen["answered"]).mean()) if len(unseen) else float("nan"),
-            "n_known": int(len(known)), "n_unseen": int(len(unseen))}
-
-
-# ---- the chapter: seeds, headlines, checks ---------------------------------------------
-HEADLINES = {
-    "ap_test_tuned": "AP, R-Tuned score, in-domain test",
-    "ap_ood_tuned": "AP, R-Tuned score, out-of-domain",
-    "ap_test_untuned": "AP, untuned confidence, in-domain test",
-    "ap_ood_untuned": "AP, untuned confidence, out-of-domain",
-    "acc_test_before": "accuracy, untuned, in-domain test",
-    "acc_test_after": "accuracy, R-Tuned, in-domain test",
-    "acc_ood_before": "accuracy, untuned, out-of-domain",
-    "acc_ood_after": "accuracy, R-Tuned, out-of-domain",
-    "sure_on_known": "says 'I am sure' on known authors",
-    "unsure_on_unseen": "says 'I am unsure' on unseen authors",
-}
-TARGET_SHARE = 0.8  # the chapter's target for both boundary shares
-
-
-def by_prompt(fn, rows_lists, prompts_lists):
-    """Run ``fn(rows, prompts) -> DataFrame`` (one row per prompt) once on the distinct
-    prompts of several lists and return one frame per list, in its order.
-
-    The untuned model's answers are deterministic, so questions shared by several
-    seeds' splits are scored once."""
-    uniq = {}
-    for rows, prompts in zip(rows_lists, prompts_lists):
-        if len(rows) != len(prompts):
-            raise ValueError(f"{len(rows)} rows but {len(prompts)} prompts")
-        for r, p in zip(rows, prompts):
-            uniq.setdefault(p, r)
-    ps = list(uniq)
-    df = fn([uniq[p] for p in ps], ps) if ps else None
-    pos = {p: i for i, p in enumerate(ps)}
-    return [df.iloc[[pos[p] for p in prompts]].reset_index(drop=True) if prompts else df
-            for prompts in prompts_lists]
-
-
-def run_items(before: dict, after: dict) -> dict:
-    """One seed's headline values with their per-question data.
-
-    before, after: ``{"test": frame, "ood": frame}`` of :func:`evaluate` for the untuned
-    and the tuned model on the same questions. Returns ``{name: {"value", "per_item",
-    "statistic"}}`` for every name of :data:`HEADLINES` (``statistic`` is
-    :func:`average_precision` for the APs, else None: the mean of ``per_item``)."""
-    out = {}
-    for k in ("test", "ood"):
-        b, a = before[k], after[k]
-        if len(a) != len(b) or list(a["gold"]) != list(b["gold"]):
-            raise ValueError(f"split {k!r}: untuned and tuned frames are not the same questions")
-        for name, df, col in ((f"ap_{k}_tuned", a, "score"), (f"ap_{k}_untuned", b, "conf")):
-            cols = (df["correct"].to_numpy(float), df[col].to_numpy(float))
-            out[name] = {"value": average_precision(*cols), "per_item": cols,
-                         "statistic": average_precision}
-        for name, df in ((f"acc_{k}_before", b), (f"acc_{k}_after", a)):
-            y = df["correct"].to_numpy(float)
-            out[name] = {"value": float(y.mean()), "per_item": y, "statistic": None}
-    import pandas as pd
-    both = pd.concat([after["test"], after["ood"]], ignore_index=True)
-    if "group" in both:
-        sure = both.loc[both["group"] == "known", "answered"].to_numpy(float)
-        unsure = 1.0 - both.loc[both["group"] == "unseen", "answered"].to_numpy(float)
-        for name, y in (("sure_on_known", sure), ("unsure_on_unseen", unsure)):
-            out[name] = {"value": float(y.mean()) if y.size else float("nan"), "per_item": y,
-                         "statistic": None}
-    return out
-
-
-def chapter_results(ch, items_by_seed: dict, target_share: float = TARGET_SHARE) -> None:
-    """Record every seed's values on ``ch`` (a :class:`kbnb.chapter.Chapter`), make the
-    headlines and the checks.
-
-    items_by_seed: ``{seed: run_items(...)}``. With several seeds the intervals are over
-    seeds and the AP checks are paired over seeds; with one seed the intervals are
-    bootstraps over questions and the AP checks are paired bootstraps of the AP
-    difference over the same questions. Checks: tuned vs untuned AP (in-domain test,
-    out of domain), and the two boundary shares against ``target_share``."""
-    # a metric undefined in some seed (THS when the untuned model is never wrong) gets
-    # no headline and no check
-    last = ch.record_items(items_by_seed, HEADLINES)
-    several = len(ch.seeds) > 1
-    where = {"test": "on the in-domain test questions", "ood": "out of domain"}
-    for k in ("test", "ood"):
-        new, base = f"ap_{k}_tuned", f"ap_{k}_untuned"
-        if new not in last or base not in last:
-            continue
-        if several:
-            args = dict(new=ch.per_seed(new), baseline=ch.per_seed(base))
-        else:
-            args = dict(new=last[new]["per_item"], baseline=last[base]["per_item"],
-                        statistic=average_precision)
-        ch.check(f"ap_gain_{k}", f"AP {where[k]}", better="higher", subject="the R-Tuned model",
-                 baseline_name="the untuned model's confidence", **args)
-    for name, what in (("sure_on_known", "the share of known-author questions marked sure"),
-                       ("unsure_on_unseen", "the share of unseen-author questions marked "
-                                            "unsure")):
-        if name in last:
-            new = ch.per_seed(name) if several else last[name]["per_item"]
-            ch.check(f"{name}_target", what, new, target_share, better="higher")
