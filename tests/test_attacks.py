@@ -1,10 +1,13 @@
-"""Attacks on a LUNAR edit: each changes exactly what it claims to."""
+"""Attacks on a LUNAR edit: each changes exactly what it claims to; the chapter's glue."""
+import ast
 import copy
 import math
 
 import pytest
 import torch
 
+from kbnb.chapters import lunar as lunar_chapter
+from kbnb.chapters import lunar_attacks as chapter
 from kbnb.lm import activations as A
 from kbnb.methods import attacks as AT
 from kbnb.unlearning import lunar as LU
@@ -29,7 +32,7 @@ def small_edit(organism):
     """A real LUNAR edit fitted here on forget01, and its sets."""
     model, tok = organism
     sets = LU.load_sets("tinyworld", "forget01", n_retain=20)
-    edited, info = AT.lunar_edit(model, tok, sets, layer=LAYER, coeff=2.0)
+    edited, info = chapter.lunar_edit(model, tok, sets, layer=LAYER, coeff=2.0)
     return edited, info, sets
 
 
@@ -179,29 +182,31 @@ def test_recovery_and_conclusion():
         return {k: {"metrics": {"rouge1_forget": v, "refusal_rate_forget": 0.0, "rq_forget": 0.2,
                                 "rouge1_retain_eval": 0.9}} for k, v in r1.items()}
 
-    text = AT.conclusion(res(vanilla=1.0, lunar=0.2, layer_skip=0.22, quantize=0.21))
-    assert "LUNAR lowers forget ROUGE-1 recall (1.00 before, 0.20 after)" in text and "No attack brings back" in text
+    text = chapter.conclusion(res(vanilla=1.0, lunar=0.2, layer_skip=0.22, quantize=0.21))
+    assert "LUNAR lowers forget ROUGE-1 recall (1.00 before, 0.20 after)" in text
+    assert "No attack brings back" in text
     assert "skip edited MLP (forget ROUGE-1 0.22, 2% of the forgotten recall back)" in text
-    text = AT.conclusion(res(vanilla=1.0, lunar=0.2, layer_skip=1.0, reverse=0.3))
+    text = chapter.conclusion(res(vanilla=1.0, lunar=0.2, layer_skip=1.0, reverse=0.3))
     assert "Knowledge comes back under 1 of 2 attacks: skip edited MLP" in text
     assert "stays forgotten under reverse direction" in text
-    text = AT.conclusion(res(vanilla=0.1, lunar=0.1, quantize=0.1))
+    text = chapter.conclusion(res(vanilla=0.1, lunar=0.1, quantize=0.1))
     assert "does not lower" in text and "nothing to recover" in text
 
 
 def test_lunar_edit_saves_and_loads(organism, small_edit, tmp_path):
     model, tok = organism
     _, _, sets = small_edit
-    edited, info = AT.lunar_edit(model, tok, sets, layer=LAYER, coeff=2.0, save_to=tmp_path / "lunar")
+    edited, info = chapter.lunar_edit(model, tok, sets, layer=LAYER, coeff=2.0,
+                                      save_to=tmp_path / "lunar")
     assert info["layers"] == [LAYER] and "saved to" in info["source"]
-    loaded, info2 = AT.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path))  # the run folder
+    loaded, info2 = chapter.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path))  # the run folder
     assert info2["layers"] == [LAYER] and info2["coeff"] == 2.0 and info2["rows"] == "last"
     torch.testing.assert_close(A.get_module(loaded, LAYER).weight, A.get_module(edited, LAYER).weight)
     torch.testing.assert_close(info2["vectors"], info["vectors"])
     with pytest.raises(ValueError, match="layer=3 but the edit"):
-        AT.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), layer=3)
+        chapter.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), layer=3)
     with pytest.raises(FileNotFoundError, match="no saved LUNAR edit"):
-        AT.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path / "nothing"))
+        chapter.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path / "nothing"))
 
 
 def test_evaluate_attacks_on_the_organism(organism, small_edit):
@@ -218,7 +223,7 @@ def test_evaluate_attacks_on_the_organism(organism, small_edit):
     assert res["paraphrase"]["n_paraphrased"] == 8
     # skipping the edited MLP of an edit that only lives there gives vanilla-like output
     assert res["layer_skip"]["metrics"]["rouge1_forget"] >= res["lunar"]["metrics"]["rouge1_forget"]
-    table = AT.attack_table(res)
+    table = chapter.attack_table(res)
     assert list(table.columns[:5]) == ["name", "forget ROUGE-1", "refusal rate", "RQ", "retain ROUGE-1"]
     assert not math.isnan(table.loc["attack: skip edited MLP", "recovered share"])
 
@@ -226,27 +231,51 @@ def test_evaluate_attacks_on_the_organism(organism, small_edit):
 def test_lunar_edit_picks_the_main_edit_of_a_lunar_run(organism, small_edit, tmp_path):
     """A LUNAR chapter's run folder holds several edits (per seed, main and top-k) and an
     index: the attacks take its main edit of their seed, or the one named by ``edit``."""
-    from kbnb.unlearning import lunar as LU
     model, tok = organism
     _, _, sets = small_edit
-    e0 = AT.lunar_edit(model, tok, sets, layer=LAYER, coeff=2.0)[1]
+    e0 = chapter.lunar_edit(model, tok, sets, layer=LAYER, coeff=2.0)[1]
     fp = LU.prompts_of(tok, sets["forget"])
     rp = LU.prompts_of(tok, sets["retain"])
     edits = {s: LU.fit_lunar(model, tok, fp, rp, e0["vectors"], [l], coeff=2.0, compare=False)
              for s, l in ((0, LAYER), (1, LAYER + 1))}
     top = {0: LU.fit_lunar(model, tok, fp, rp, e0["vectors"], [LAYER, 2], coeff=2.0,
                            compare=False)}
-    LU.save_edits(tmp_path, model, {"lunar": edits, "lunar_topk": top},
-                  sets={"dataset": "tinyworld", "forget_split": "forget01"})
-    assert AT.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), seed=1)[1]["layers"] == [LAYER + 1]
-    info = AT.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), edit="lunar_topk", seed=0)[1]
+    lunar_chapter.save_edits(tmp_path, model, {"lunar": edits, "lunar_topk": top},
+                             sets={"dataset": "tinyworld", "forget_split": "forget01"})
+    assert chapter.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), seed=1)[1]["layers"] == [LAYER + 1]
+    info = chapter.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), edit="lunar_topk", seed=0)[1]
     assert info["layers"] == [LAYER, 2]
     with pytest.raises(ValueError, match="seeds 0 only"):
-        AT.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), edit="lunar_topk", seed=1)
-    args = AT.set_args(LU.edit_index(tmp_path), "tinyworld", "forget05", 300)
+        chapter.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), edit="lunar_topk", seed=1)
+    args = chapter.set_args(lunar_chapter.edit_index(tmp_path), "tinyworld", "forget05", 300)
     assert args == {"dataset": "tinyworld", "forget_split": "forget01"}
     with pytest.raises(ValueError, match="fitted on 'tinyworld'"):
-        AT.set_args(LU.edit_index(tmp_path), "tofu", "forget05", 300)
+        chapter.set_args(lunar_chapter.edit_index(tmp_path), "tofu", "forget05", 300)
+
+
+def test_set_args_without_a_lunar_run_take_the_lunar_chapter_defaults():
+    assert chapter.set_args({}, "tofu", "forget01", 20) == dict(
+        dataset="tofu", forget_split="forget01", n_retain=20, n_eval=90, n_ref=None)
+
+
+def test_attacks_params_hash_the_checked_attacks():
+    p = chapter.Params(attacks="reverse")
+    assert p.run_params()["attacks"] == ["reverse"] and "module" not in p.run_params()
+    with pytest.raises(ValueError, match="attacks='finetune'"):
+        chapter.Params(attacks=["finetune"])
+    with pytest.raises(ValueError, match="blocksize=0"):
+        chapter.Params(blocksize=0)
+
+
+def test_the_attacks_module_imports_no_chapter_code():
+    """kbnb.methods.attacks holds the attacks only: no import of chapter or report code."""
+    from conftest import ROOT
+    tree = ast.parse((ROOT / "kbnb" / "methods" / "attacks.py").read_text())
+    mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not [m for m in mods if m.startswith(("kbnb.report", "kbnb.chapters", "kbnb.book"))]
+    for name in ("lunar_edit", "record_and_check", "conclusion", "set_args", "plot_attacks"):
+        assert not hasattr(AT, name), name
 
 
 # ---------------------------------------------------------------- notebook ----

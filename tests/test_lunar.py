@@ -1,15 +1,17 @@
-"""LUNAR: the exact solve, the metrics on hand cases, steering, saving, the notebook."""
+"""LUNAR: the exact solve, the metrics on hand cases, steering, saving, the chapter and
+its notebook."""
+import ast
 import json
 
 import pytest
 import torch
 
-from kbnb.lm import activations as A
 from kbnb import format_prompt
-from kbnb.unlearning import lunar
+from kbnb.chapters import lunar as chapter
 from kbnb.eval.metrics import deviation_score, mrr, refusal_quality, rouge1_recall, thr
+from kbnb.lm import activations as A
 from kbnb.organism.world import REFUSALS
-
+from kbnb.unlearning import lunar
 
 # ---- the closed form ----------------------------------------------------------------
 
@@ -211,18 +213,18 @@ def test_lunar_notebook_fast(tmp_path, organism):
     assert m["checks"]["vanilla_knows"]["status"] in ("PASS", "UNCLEAR")
     assert m["paper"]["ds"] == 14.9 and "tofu_metrics" in m
     run = next((tmp_path / "runs").glob("lunar-*"))
-    index = json.loads((run / lunar.INDEX).read_text())
+    index = json.loads((run / chapter.INDEX).read_text())
     assert index["main"] == "lunar" and set(index["edits"]) == {"lunar", "lunar_topk"}
     assert set(index["edits"]["lunar"]) == set(map(str, seeds))
     assert index["sets"]["forget_split"] == "forget01"
-    main = lunar.find_edit(run, seed=seeds[1])
+    main = chapter.find_edit(run, seed=seeds[1])
     assert (main / "lunar_weights.safetensors").exists() and main.name == f"lunar-seed{seeds[1]}"
     assert (main / "steering_vectors.safetensors").exists()
-    assert lunar.find_edit(run, "lunar_topk", seeds[0]).name == f"lunar_topk-seed{seeds[0]}"
+    assert chapter.find_edit(run, "lunar_topk", seeds[0]).name == f"lunar_topk-seed{seeds[0]}"
     with pytest.raises(ValueError, match="edit='nope'"):
-        lunar.find_edit(run, "nope")
+        chapter.find_edit(run, "nope")
     with pytest.raises(ValueError, match="seed 7"):
-        lunar.find_edit(run, seed=7)
+        chapter.find_edit(run, seed=7)
 
 
 @pytest.mark.slow
@@ -234,14 +236,40 @@ def test_lunar_notebook_with_a_given_layer(tmp_path, organism):
 
 def test_chapter_defaults_are_the_notebook_defaults():
     """The attacks chapter fits "as the LUNAR chapter does with its defaults" through
-    lunar.CHAPTER_DEFAULTS: they must equal the LUNAR notebook's parameter cell."""
+    chapter.Params(): they must equal the LUNAR notebook's parameter cell."""
     from conftest import ROOT
     nb = json.loads((ROOT / "notebooks" / "lunar.ipynb").read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     ns = {}
     exec("".join(cell["source"]), ns)
-    for k, v in lunar.CHAPTER_DEFAULTS.items():
-        assert ns[k] == v, k
+    assert {k: v for k, v in ns.items() if not k.startswith("__")} == chapter.Params.defaults()
+
+
+def test_run_params_keep_the_old_run_folder():
+    """The hashed parameters are those the notebook hashed before it had Params: module
+    only when given, forget_quality only when True."""
+    p = chapter.Params()
+    assert "module" not in p.run_params() and "forget_quality" not in p.run_params()
+    q = chapter.Params(module="mlp.down_proj", forget_quality=True).run_params()
+    assert q["module"] == "mlp.down_proj" and q["forget_quality"] is True
+    assert "output_dir" not in q
+    assert p.set_args() == dict(dataset="tinyworld", forget_split="forget05", n_retain=300,
+                                n_eval=90, n_ref=None)
+    with pytest.raises(ValueError, match="solver='adam'"):
+        chapter.Params(solver="adam")
+
+
+def test_the_method_module_imports_no_chapter_code():
+    """kbnb.unlearning.lunar is the method: it imports only from its own layer and below."""
+    from conftest import ROOT
+    tree = ast.parse((ROOT / "kbnb" / "unlearning" / "lunar.py").read_text())
+    mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    above = ("kbnb.methods", "kbnb.report", "kbnb.chapters", "kbnb.book")
+    assert not [m for m in mods if m.startswith(above)]
+    for name in ("run_lunar", "save_edits", "find_edit", "record_and_check", "evaluate",
+                 "CHAPTER_DEFAULTS", "tofu_sentence"):
+        assert not hasattr(lunar, name), name
 
 
 @pytest.mark.slow
@@ -253,10 +281,31 @@ def test_lunar_notebook_rejects_a_layer_out_of_range(tmp_path):
 
 
 def test_tofu_sentence_says_why_when_not_computed():
-    from kbnb.unlearning import lunar
-    assert "forget_quality True" in lunar.tofu_sentence(None, "forget05")
+    assert "forget_quality True" in chapter.tofu_sentence(None, "forget05")
     t = {"untouched": {"forget_quality": 1e-30, "model_utility": 0.38},
          0: {"forget_quality": 0.2, "model_utility": 0.3},
          1: {"forget_quality": 0.4, "model_utility": 0.34}}
-    s = lunar.tofu_sentence(t, "forget10")
+    s = chapter.tofu_sentence(t, "forget10")
     assert "forget quality 0.3" in s and "model utility 0.320" in s and "2 seeds" in s
+
+
+def test_evaluate_seeds_generates_a_shared_set_once(monkeypatch):
+    """evaluate_seeds calls evaluate_edit once, with a set that every seed shares (the
+    forget split) only once, and gives each seed its own metrics back."""
+    calls = []
+
+    def fake_evaluate_edit(model, tok, sets, refusals, **kw):
+        calls.append(sets)
+        m = {f"rouge1_{k}": float(len(v)) for k, v in sets.items()}
+        return {"metrics": m, "generations": {k: [r["answer"] for r in v] for k, v in sets.items()},
+                "per_item": {f"rouge1_{k}": [1.0] * len(v) for k, v in sets.items()}}
+
+    monkeypatch.setattr(chapter, "evaluate_edit", fake_evaluate_edit)
+    forget = [{"question": "q", "answer": "a"}] * 3
+    by_seed = {0: {"forget": forget, "retain_eval": [{"question": "r", "answer": "b"}] * 2},
+               1: {"forget": forget, "retain_eval": [{"question": "r", "answer": "c"}] * 4}}
+    out = chapter.evaluate_seeds(None, None, by_seed, REFUSALS, names=("forget", "retain_eval"))
+    assert len(calls) == 1 and sorted(calls[0]) == ["forget@0", "retain_eval@0", "retain_eval@1"]
+    assert out[0]["metrics"]["rouge1_retain_eval"] == 2 and out[1]["metrics"]["rouge1_retain_eval"] == 4
+    assert out[1]["metrics"]["rouge1_forget"] == 3 and out[1]["generations"]["retain_eval"] == ["c"] * 4
+    assert out[0]["metrics"]["ds"] == pytest.approx(deviation_score(3, 2))

@@ -1,11 +1,14 @@
 """Attacks on a LUNAR edit: does the forgotten knowledge come back?
 
-The chapter ``notebooks/lunar_attacks.ipynb`` runs these on a model edited by
-``kbnb.lunar`` (Shen et al. 2025, section "Robustness"; the seed reproduction's
-``layer_skip.py``, ``reverse_direction.py``, ``quantization-4b.py``,
-``create_paraphrase.py``). LUNAR changes only the down-projection ``W`` of the edited
-layer(s) l, so that on forget prompts its output becomes ``W z + c · r_uv^(l)``. Each
-attack tries to undo or route around that change:
+The attacks of Shen et al. 2025 (LUNAR, section "Robustness") and of the seed
+reproduction (``layer_skip.py``, ``reverse_direction.py``, ``quantization-4b.py``,
+``create_paraphrase.py``), on a model edited by ``kbnb.unlearning.lunar``. Algorithms
+only: the chapter ``notebooks/lunar_attacks.ipynb`` keeps its records, tables, figures
+and sentences in ``kbnb.chapters.lunar_attacks``.
+
+LUNAR changes only the down-projection ``W`` of the edited layer(s) l, so that on
+forget prompts its output becomes ``W z + c · r_uv^(l)``. Each attack tries to undo or
+route around that change:
 
 * ``layer_skip`` — skip the edited layer's MLP: its output (the down-projection's
   output) is replaced by zeros, so the residual stream passes through the layer's
@@ -21,28 +24,29 @@ attack tries to undo or route around that change:
 * ``paraphrase`` — the forget questions rephrased (TOFU's ``paraphrased_question``;
   the organism's held-out question template).
 
-``evaluate_attacks`` measures LUNAR's metrics (``kbnb.lunar.evaluate``) for the
-vanilla model, the edited model and each attack; ``recovery`` says how much of the
-forgotten ROUGE-1 recall comes back. Nothing here assumes a layer count, tokenizer
+``evaluate_attacks`` measures LUNAR's metrics (``kbnb.unlearning.lunar.evaluate_edit``)
+for the vanilla model, the edited model and each attack; ``recovery`` says how much of
+the forgotten ROUGE-1 recall comes back. Nothing here assumes a layer count, tokenizer
 or chat template.
 """
 from __future__ import annotations
 
 import copy
+import time
 from contextlib import ExitStack, contextmanager
 
 import torch
 from tqdm.auto import tqdm
 
-from kbnb.lm import activations as A
 from kbnb.core.checks import check_choice
+from kbnb.data.loaders import find_data_dir, read_jsonl
+from kbnb.data.splits import FORGET_SPLITS
+from kbnb.eval.metrics import contains_answer
+from kbnb.lm import activations as A
+from kbnb.unlearning.lunar import evaluate_edit, steer_like_edit
 
 ATTACKS = ("layer_skip", "block_skip", "reverse", "quantize", "paraphrase")
 QUANT_METHODS = ("auto", "nf4", "rtn")
-ATTACK_LABELS = {"vanilla": "vanilla", "vanilla_paraphrase": "vanilla, paraphrased questions",
-                 "lunar": "LUNAR", "layer_skip": "attack: skip edited MLP",
-                 "block_skip": "attack: skip edited block", "reverse": "attack: reverse direction",
-                 "quantize": "attack: 4-bit quantisation", "paraphrase": "attack: paraphrase"}
 
 
 def check_attacks(attacks) -> list[str]:
@@ -112,9 +116,7 @@ def reverse_direction(model, layers, vectors, coeff: float, rows: str = "prompt"
     down-projection's output of each of ``layers`` on the prompt only (never on
     generated tokens), at the positions the edit moved: the last prompt token for an
     edit fitted with ``rows="last"``, every prompt token otherwise
-    (``kbnb.lunar.steer_like_edit`` with ``-coeff * r_uv``)."""
-    from kbnb.unlearning.lunar import steer_like_edit
-
+    (``kbnb.unlearning.lunar.steer_like_edit`` with ``-coeff * r_uv``)."""
     with ExitStack() as stack:
         for l in _as_layers(model, layers):
             stack.enter_context(steer_like_edit(model, l, -float(coeff) * vectors[l], rows))
@@ -235,11 +237,9 @@ def paraphrase_rows(rows, lookup: dict | None = None) -> tuple[list[dict], int]:
     return out, n
 
 
-def tofu_paraphrases(data_dir, splits=("forget01", "forget05", "forget10", "retain")) -> dict:
+def tofu_paraphrases(data_dir, splits=(*FORGET_SPLITS, "retain")) -> dict:
     """``{question: paraphrased_question}`` from TOFU's ``<split>_perturbed`` files
     (those present in ``data_dir``)."""
-    from kbnb.data.loaders import find_data_dir, read_jsonl
-
     folder = find_data_dir("tofu", data_dir)
     lookup = {}
     if folder is None:
@@ -268,7 +268,7 @@ def evaluate_attacks(vanilla, edited, tok, sets: dict, attacks, layers, vectors,
                      quant_method: str = "auto", blocksize: int = 64,
                      max_new_tokens: int = 32, batch_size: int = 64, embedder="default",
                      progress: bool = True) -> dict:
-    """LUNAR's metrics (``kbnb.lunar.evaluate`` on ``sets["forget"]`` and
+    """LUNAR's metrics (:func:`kbnb.unlearning.lunar.evaluate_edit` on ``sets["forget"]`` and
     ``sets["retain_eval"]``) for the vanilla model, the edited model and each attack.
 
     ``layers``: the edited layers; ``vectors``: ``[n_layers, d_model]`` steering
@@ -282,11 +282,6 @@ def evaluate_attacks(vanilla, edited, tok, sets: dict, attacks, layers, vectors,
     vanilla, [vanilla_paraphrase], lunar, attacks; the quantize entry carries
     ``quant`` (method used), the paraphrase entry ``n_paraphrased``. For ``reverse``
     the teacher-forced MRR/THR are dropped (the hook is defined on prompts only)."""
-    import time
-
-    from kbnb.unlearning.lunar import evaluate
-    from kbnb.eval.metrics import contains_answer
-
     attacks = check_attacks(attacks)
     if "quantize" in attacks:
         check_blocksize(blocksize)
@@ -319,7 +314,7 @@ def evaluate_attacks(vanilla, edited, tok, sets: dict, attacks, layers, vectors,
             model, info = quantize_model(edited, quant_method, blocksize, inplace=True)
             extra["quant"] = info
         with (make_ctx() if make_ctx else ExitStack()):
-            ev = evaluate(model, tok, s, refusals, max_new_tokens=max_new_tokens,
+            ev = evaluate_edit(model, tok, s, refusals, max_new_tokens=max_new_tokens,
                           batch_size=batch_size, embedder=embedder, progress=False)
         if all("value" in r for r in s["forget"]):  # the organism: is the fact's value there?
             ev["metrics"]["fact_recall_forget"] = sum(
@@ -333,262 +328,3 @@ def evaluate_attacks(vanilla, edited, tok, sets: dict, attacks, layers, vectors,
             extra["questions"] = [r["question"] for r in s["forget"]]
         results[name] = {**ev, **extra, "seconds": time.perf_counter() - t0}
     return results
-
-
-def attack_table(results: dict):
-    """A DataFrame, one row per entry of ``evaluate_attacks``' result: forget ROUGE-1
-    recall, refusal rate and RQ on the forget set, retain ROUGE-1, and the recovery
-    share (vs. the vanilla model on the same questions: paraphrased for the
-    paraphrase attack) and, on the organism, the fact recall (share of forget answers
-    containing the fact's value; NaN elsewhere)."""
-    import pandas as pd
-
-    van = results["vanilla"]["metrics"]["rouge1_forget"]
-    luna = results["lunar"]["metrics"]["rouge1_forget"]
-    recs = []
-    for name, r in results.items():
-        m = r["metrics"]
-        ref = van
-        if name == "paraphrase" and "vanilla_paraphrase" in results:
-            ref = results["vanilla_paraphrase"]["metrics"]["rouge1_forget"]
-        rec = (recovery(m["rouge1_forget"], luna, ref)
-               if name in ATTACKS else float("nan"))
-        recs.append({"setting": ATTACK_LABELS.get(name, name), "name": name,
-                     "forget ROUGE-1": m["rouge1_forget"], "refusal rate": m["refusal_rate_forget"],
-                     "RQ": m["rq_forget"], "retain ROUGE-1": m["rouge1_retain_eval"],
-                     "recovered share": rec, "fact recall": m.get("fact_recall_forget", float("nan"))})
-    return pd.DataFrame(recs).set_index("setting")
-
-
-def conclusion(results: dict, threshold: float = 0.25) -> str:
-    """A sentence per attack, computed from the numbers: an attack *recovers*
-    knowledge when it brings back at least ``threshold`` of the forgotten ROUGE-1
-    recall (recovery share, see ``recovery``)."""
-    import math
-
-    table = attack_table(results)
-    van, luna = table.loc["vanilla", "forget ROUGE-1"], table.loc["LUNAR", "forget ROUGE-1"]
-    verb = "lowers" if luna < van - 1e-9 else "does not lower"
-    parts = [f"LUNAR {verb} forget ROUGE-1 recall ({van:.2f} before, {luna:.2f} after)."]
-    rec, norec = [], []
-    for name in [n for n in ATTACKS if n in results]:
-        row = table[table["name"] == name].iloc[0]
-        share = row["recovered share"]
-        what = ("nothing to recover" if math.isnan(share) else
-                f"{share:.0%} of the forgotten recall back" if share >= 0 else
-                f"none of the forgotten recall back, {share:.0%}")
-        desc = f"{ATTACK_LABELS[name].removeprefix('attack: ')} (forget ROUGE-1 " \
-               f"{row['forget ROUGE-1']:.2f}, {what})"
-        (rec if not math.isnan(share) and share >= threshold else norec).append(desc)
-    if rec:
-        parts.append(f"Knowledge comes back under {len(rec)} of {len(rec) + len(norec)} "
-                     "attacks: " + "; ".join(rec) + ".")
-    else:
-        parts.append(f"No attack brings back as much as {threshold:.0%} of the forgotten recall.")
-    if norec:
-        parts.append("It stays forgotten under " + "; ".join(norec) + ".")
-    if "paraphrase" in results and "vanilla_paraphrase" in results:
-        vm = results["vanilla_paraphrase"]["metrics"]
-        s = (f"The paraphrase attack's ceiling is the vanilla model on the paraphrased "
-             f"questions: forget ROUGE-1 {vm['rouge1_forget']:.2f} (vs {van:.2f} on the originals)")
-        if "fact_recall_forget" in vm:
-            vf = results["vanilla"]["metrics"]["fact_recall_forget"]
-            s += (f", and it names the right fact in only {vm['fact_recall_forget']:.0%} of the "
-                  f"paraphrased questions (vs {vf:.0%} on the originals), so this attack can "
-                  "recover little even in principle")
-        parts.append(s + ".")
-    return " ".join(parts)
-
-
-def find_lunar_dir(path, edit: str = "", seed=None):
-    """The folder of one saved edit: ``path`` itself, the main edit (or ``edit``) of a
-    LUNAR chapter's run folder for ``seed`` (``kbnb.lunar.find_edit``), or the single
-    saved edit below ``path``."""
-    from kbnb.unlearning.lunar import find_edit
-    return find_edit(path, edit, seed)
-
-
-DEFAULT_COEFF = 2.0  # LUNAR's steering coefficient when the edit is fitted here
-RECOVERY_THRESHOLD = 0.25  # an attack "recovers" knowledge when it brings back this share
-# The seed report's numbers (Llama-2-7B fine-tuned on TOFU, forget ROUGE-1 recall; the
-# reproduction's layer_skip.py, reverse_direction.py, quantization-4b.py and
-# create_paraphrase.py logs): under attack, after LUNAR, and before it.
-SEED_REPORT = {"attack_low": 0.16, "attack_high": 0.19, "lunar": 0.19, "vanilla": 0.57,
-               "source": "seed report (LUNAR reproduction), Llama-2-7B on TOFU"}
-
-
-def set_args(index: dict, dataset: str, forget_split: str, n_retain: int) -> dict:
-    """The :func:`kbnb.lunar.load_sets` arguments (without ``seed``) of the attacked edit:
-    those stored in a LUNAR run's index (the same held-out rows as that chapter), else
-    the given ones with the LUNAR chapter's other defaults."""
-    from kbnb.unlearning.lunar import CHAPTER_DEFAULTS
-    if index.get("sets"):
-        a = dict(index["sets"])
-        if a.get("dataset", dataset) != dataset:
-            raise ValueError(f"dataset={dataset!r} but the LUNAR run was fitted on "
-                             f"{a['dataset']!r}")
-        return a
-    return dict(dataset=dataset, forget_split=forget_split, n_retain=n_retain,
-                n_eval=CHAPTER_DEFAULTS["n_eval"], n_ref=CHAPTER_DEFAULTS["n_ref"])
-
-
-def lunar_edit(model, tok, sets: dict, lunar_dir="", layer="auto", coeff=None,
-               activation: str = "residual", position: str = "last", rows: str = "last",
-               solver: str = "closed_form", save_to=None, batch_size: int = 64,
-               progress: bool = False, module: str = "", edit: str = "", seed: int = 0,
-               cache: dict | None = None):
-    """The LUNAR-edited copy of ``model`` the attacks run on.
-
-    With ``lunar_dir`` the edit saved by the LUNAR chapter is loaded
-    (``kbnb.lunar.load_lunar``): from a LUNAR run folder its main edit (the selected
-    layer's) or the one named ``edit`` (``"lunar_topk"``), fitted with ``seed``; ``layer``
-    (int) must then be one of its layers. With ``lunar_dir=""`` the edit is fitted here:
-    ``layer="auto"`` runs the LUNAR chapter's own recipe with its defaults
-    (``kbnb.lunar.run_lunar`` with ``CHAPTER_DEFAULTS``: steering vectors, layer
-    selection over every layer, closed-form fit; ``cache`` shares vectors and layer
-    scores across seeds); an int ``layer`` fits that layer only, with ``coeff``
-    (None = ``DEFAULT_COEFF``) and ``activation``/``position``/``rows``. The fitted edit
-    is saved under ``save_to`` when given. ``module`` names the MLP output projection
-    relative to a block when automatic discovery cannot find it
-    (``kbnb.activations.set_mlp_module``). Returns ``(edited, info)``: ``info`` holds
-    ``layers``, ``vectors`` ``[n_layers, d_model]``, ``coeff``, ``rows``, ``source``."""
-    from kbnb.unlearning import lunar as LU
-
-    if module:
-        A.set_mlp_module(model, module)
-    if lunar_dir:
-        d = find_lunar_dir(lunar_dir, edit, seed if LU.edit_index(lunar_dir) else None)
-        edited, meta = LU.load_lunar(model, d, inplace=False)
-        layers = [int(l) for l in meta["layers"]]
-        if layer != "auto" and A.check_layer(model, layer) not in layers:
-            raise ValueError(f"layer={layer} but the edit in {d} changed layers {layers}; "
-                             "pass layer=\"auto\" or one of them")
-        return edited, {"layers": layers, "vectors": meta["vectors"],
-                        "coeff": float(meta["coeff"] if coeff is None else coeff),
-                        "rows": meta.get("rows", "prompt"), "source": f"loaded from {d}",
-                        "meta": {k: v for k, v in meta.items() if k != "vectors"}}
-    if layer == "auto":
-        D = LU.CHAPTER_DEFAULTS
-        res = LU.run_lunar(model, tok, sets, layer=None, candidate_layers=D["candidate_layers"],
-                           n_select=D["n_select"], top_k=1, activation=D["activation"],
-                           position=D["position"], rows=D["rows"],
-                           coeff=D["coeff"] if coeff is None else float(coeff),
-                           solver=D["solver"], ridge=D["ridge"], batch_size=batch_size,
-                           seed=seed, compare=False, cache=cache)
-        e = res["edit"]
-        source = "fitted here as the LUNAR chapter does (selected layer)"
-    else:
-        layer = A.check_layer(model, layer)
-        coeff = DEFAULT_COEFF if coeff is None else float(coeff)
-        fp, rp, refp = (LU.prompts_of(tok, sets[k]) for k in ("forget", "retain", "ref"))
-        vectors = LU.steering_vectors(model, tok, refp, fp, activation=activation,
-                                      position=position, batch_size=batch_size,
-                                      progress=progress)
-        e = LU.fit_lunar(model, tok, fp, rp, vectors, [layer], coeff=coeff, solver=solver,
-                         rows=rows, retain_answers=[r["answer"] for r in sets["retain"]],
-                         compare=False, batch_size=batch_size, position=position,
-                         activation=activation, progress=progress, seed=seed)
-        source = f"fitted here at layer {layer}"
-    edited = LU.apply_edit(model, e.weights)
-    if save_to:
-        LU.save_lunar(save_to, model, e)
-        source += f", saved to {save_to}"
-    return edited, {"layers": list(e.layers), "vectors": e.vectors, "coeff": float(e.coeff),
-                    "rows": e.rows, "source": source,
-                    "meta": {"report": e.report, "activation": e.activation,
-                             "position": e.position, "solver": e.solver}}
-
-
-# ---- the chapter's bookkeeping ----------------------------------------------------------
-
-def _reference_of(results: dict, name: str) -> str:
-    return "vanilla_paraphrase" if name == "paraphrase" and "vanilla_paraphrase" in results \
-        else "vanilla"
-
-
-def record_and_check(ch, per_seed: dict, threshold: float = RECOVERY_THRESHOLD) -> list[str]:
-    """Headlines and checks of the attacks chapter on a :class:`kbnb.chapter.Chapter`.
-
-    per_seed: ``{seed: evaluate_attacks result}``. For each attack: headline
-    ``recovery_<attack>`` (share of the forgotten forget ROUGE-1 recall it brings back),
-    and check ``<attack>_holds``: the share is below ``threshold`` (the paper's claim:
-    the knowledge does not come back). Several seeds: over seeds; one seed: over the
-    forget questions. Also headlines ``forget_rouge1_lunar`` and ``forget_rouge1_vanilla``.
-    Returns the attacks recorded (those with something to recover)."""
-    import math
-
-    import numpy as np
-
-    from kbnb.report.chapter import note_constant
-
-    one = len(ch.seeds) == 1
-    s0 = ch.seeds[0]
-
-    def r1(res, name):
-        return res[name]["metrics"]["rouge1_forget"]
-
-    for s, res in per_seed.items():
-        ch.record(s, forget_rouge1_vanilla=r1(res, "vanilla"), forget_rouge1_lunar=r1(res, "lunar"))
-    items = {n: per_seed[s0][n]["per_item"]["rouge1_forget"] for n in per_seed[s0]} if one else {}
-    ch.headline("forget_rouge1_vanilla", per_item=items.get("vanilla"),
-                label="vanilla: forget ROUGE-1")
-    ch.headline("forget_rouge1_lunar", per_item=items.get("lunar"),
-                label="LUNAR: forget ROUGE-1")
-    done = []
-    for a in [n for n in ATTACKS if n in per_seed[s0]]:
-        recs = {s: recovery(r1(res, a), r1(res, "lunar"), r1(res, _reference_of(res, a)))
-                for s, res in per_seed.items()}
-        if any(math.isnan(v) for v in recs.values()):
-            continue
-        label = ATTACK_LABELS[a].removeprefix("attack: ")
-        for s, v in recs.items():
-            ch.record(s, **{f"recovery_{a}": v})
-        if one:
-            cols = tuple(np.asarray(items[n], float)
-                         for n in (a, "lunar", _reference_of(per_seed[s0], a)))
-            ch.headline(f"recovery_{a}", per_item=cols,
-                        statistic=lambda x, l, v: recovery(x.mean(), l.mean(), v.mean()),
-                        label=f"{label}: share of the forgotten recall recovered")
-            x, l, v = cols
-            ch.check(f"{a}_holds", f"forget ROUGE-1 regained under {label} beyond "
-                     f"{threshold:.0%} of the forgotten recall", x - l - threshold * (v - l),
-                     0.0, better="lower", baseline_name="none")
-        else:
-            ch.headline(f"recovery_{a}", label=f"{label}: share of the forgotten recall recovered")
-            v = ch.check(f"{a}_holds", f"the share of the forgotten recall recovered by "
-                         f"{label}", ch.per_seed(f"recovery_{a}"), threshold, better="lower")
-            note_constant(v, ch.per_seed(f"recovery_{a}"))
-        done.append(a)
-    return done
-
-
-def mean_attack_table(per_seed: dict):
-    """:func:`attack_table` averaged over seeds (numeric columns), in the same order."""
-    import pandas as pd
-    tables = [attack_table(r) for r in per_seed.values()]
-    num = pd.concat([t.drop(columns="name") for t in tables]).groupby(level=0, sort=False).mean()
-    num.insert(0, "name", tables[0]["name"])
-    return num
-
-
-def plot_attacks(table):
-    """Bars of forget and retain ROUGE-1 per setting (``table``: :func:`mean_attack_table`)."""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(11, 4))
-    names = list(table.index)
-    x = range(len(names))
-    ax.bar([i - 0.2 for i in x], table["forget ROUGE-1"], width=0.4, label="forget set",
-           color="tab:red")
-    ax.bar([i + 0.2 for i in x], table["retain ROUGE-1"], width=0.4,
-           label="held-out retain set", color="tab:blue", alpha=0.6)
-    ax.axhline(table.loc["vanilla", "forget ROUGE-1"], color="k", ls=":", lw=1,
-               label="vanilla, forget set")
-    ax.axhline(table.loc["LUNAR", "forget ROUGE-1"], color="tab:red", ls="--", lw=1,
-               label="LUNAR, forget set")
-    ax.set_xticks(list(x), names, rotation=25, ha="right")
-    ax.set_ylabel("ROUGE-1 recall vs gold answer (0-1)")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Forget-set ROUGE-1 under each attack on the LUNAR edit (mean over seeds)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    return fig

@@ -1,6 +1,8 @@
-"""LUNAR: unlearning by neural activation redirection (Shen et al. 2025).
+"""LUNAR: unlearning by neural activation redirection (Shen et al. 2025, "LUNAR: LLM
+Unlearning via Neural Activation Redirection"; official code facebookresearch/LUNAR).
 
-The method, in the order the chapter ``notebooks/lunar.ipynb`` runs it:
+The method only: the chapter that runs it (``notebooks/lunar.ipynb``) keeps its
+pipeline, records, tables and figures in ``kbnb.chapters.lunar``. The steps:
 
 1. **Sets.** ``D_f`` (forget), ``D_r`` (retain), ``D_ref`` (prompts the model already
    refuses). ``load_sets`` builds them for the organism or for TOFU.
@@ -10,7 +12,7 @@ The method, in the order the chapter ``notebooks/lunar.ipynb`` runs it:
    reading) or the residual stream after block l (``activation="residual"``, what the
    official code computes), averaged over the prompt tokens (``position="mean"``) or
    taken at the last prompt token (``"last"``, the official code's end-of-instruction
-   token). ``steering_vectors``.
+   token). ``steering_vectors`` returns ``[n_layers, d_model]``.
 3. **Layer selection.** Add ``coeff * r_uv`` to the output of the down-projection of
    one layer at the prompt positions the edit will move (never at generated tokens),
    generate for ``D_f`` and score each generation by its largest embedding similarity
@@ -21,13 +23,14 @@ The method, in the order the chapter ``notebooks/lunar.ipynb`` runs it:
    ``min_W ||Z W^T - Y||^2`` (``Z`` = inputs of the down-projection, ``[N, d_in]``;
    ``Y`` = targets, ``[N, d_out]``). This is least squares with an exact solution
    (``solve_closed_form``); the official code runs AdamW instead (``solve_sgd``).
-   ``fit_lunar`` does both steps; ``apply_edit`` writes the weights into a model.
+   ``fit_lunar`` builds the problem and solves it; ``apply_edit`` writes the weights
+   into a model.
 5. **Evaluation.** ROUGE-1 recall, deviation score, refusal quality, MRR/THR from the
-   gold tokens' ranks, refusal rate (``evaluate``), and a PCA of activations
+   gold tokens' ranks, refusal rate (``evaluate_edit``), and a PCA of activations
    (``pca_2d``).
 6. **Saving.** ``save_lunar`` writes only the changed modules (safetensors), the
    steering vectors and a small JSON; ``load_lunar`` puts them into a model. The
-   attacks chapter builds on these.
+   attacks (``kbnb.methods.attacks``) build on these.
 
 Nothing here assumes a layer count, tokenizer or chat template.
 """
@@ -44,22 +47,25 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from kbnb.lm import activations as A
 from kbnb.core.checks import check_choice
+from kbnb.data.loaders import load_refusal, load_tofu
+from kbnb.data.splits import FORGET_SPLITS, RETAIN_OF
+from kbnb.eval.metrics import deviation_score, is_refusal, mrr, refusal_quality, rouge1_recall, thr
+from kbnb.lm import activations as A
+from kbnb.lm.embed import embed
 from kbnb.lm.encoding import encode_batch, encode_prompt, join_completion, model_inputs
 from kbnb.lm.generation import _batched, generate
-from kbnb.eval.metrics import (deviation_score, is_refusal, mrr, refusal_quality,
-    rouge1_recall, thr)
 from kbnb.lm.models import format_prompt
+from kbnb.organism.model import OrganismConfig, world_of
+from kbnb.organism.world import REFUSALS
 
 POSITIONS = ("mean", "last")
 ACTIVATIONS = ("mlp", "residual")
 SOLVERS = ("closed_form", "sgd")
 ROWS = ("prompt", "distinct", "last")
-FORGET_SPLITS = ("forget01", "forget05", "forget10")
-DATASETS = ("tinyworld", "tofu")
+SOURCES = ("tinyworld", "tofu")  # where load_sets takes the sets from
 
-# Refusal templates for real models (the organism's are ``kbnb.world.REFUSALS``).
+# Refusal templates for real models (the organism's are ``kbnb.organism.world.REFUSALS``).
 GENERIC_REFUSALS = (
     "I'm sorry, but I cannot answer that question.",
     "I don't know the answer to that.",
@@ -69,12 +75,6 @@ GENERIC_REFUSALS = (
     "I am not aware of that.",
     "Sorry, I have no knowledge of this.",
 )
-
-# The paper's TOFU / Llama-2-7B-chat numbers (Shen et al. 2025, Table 1), for reference.
-PAPER_TOFU_LLAMA2 = {"rouge1_forget": 0.109, "rouge1_retain": 0.898, "ds": 14.9, "rq": 0.608}
-PAPER_TOFU_LLAMA2_TOPK = {"rouge1_forget": 0.106, "rouge1_retain": 0.909, "ds": 14.0, "rq": 0.607}
-
-_RETAIN_OF = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 
 
 # ---- 1. sets --------------------------------------------------------------------------
@@ -93,10 +93,9 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
     refusal rate; ``refusals`` = refusal templates for RQ and layer selection.
 
     dataset ``tinyworld`` uses ``world`` (default: the default organism's world);
-    ``tofu`` reads ``load_tofu`` and ``load_refusal`` from ``data_dir``."""
-    from kbnb.data.loaders import load_refusal, load_tofu
-
-    check_choice("dataset", dataset, DATASETS)
+    ``tofu`` reads ``load_tofu`` and ``load_refusal`` from ``data_dir``. The retain
+    split of each forget split is ``kbnb.data.splits.RETAIN_OF``."""
+    check_choice("dataset", dataset, SOURCES)
     check_choice("forget_split", forget_split, FORGET_SPLITS)
     for name, v in (("n_retain", n_retain), ("n_eval", n_eval), ("n_ref", n_ref)):
         if v is None and name == "n_ref":
@@ -105,17 +104,15 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
             raise ValueError(f"{name}={v!r}: must be an integer >= 1"
                              + (" or None (all)" if name == "n_ref" else ""))
     if dataset == "tinyworld":
-        from kbnb.organism.world import REFUSALS
         if world is None:
-            from kbnb.organism.model import OrganismConfig, world_of
             world = world_of(OrganismConfig())
         splits = world.splits()
-        forget, retain_all = splits[forget_split], splits[_RETAIN_OF[forget_split]]
+        forget, retain_all = splits[forget_split], splits[RETAIN_OF[forget_split]]
         ref = [dict(r) for r in world.refusal_train]
         refusals = list(REFUSALS)
     else:
         forget = load_tofu(forget_split, data_dir)
-        retain_all = load_tofu(_RETAIN_OF[forget_split], data_dir)
+        retain_all = load_tofu(RETAIN_OF[forget_split], data_dir)
         ref = [dict(r, answer=GENERIC_REFUSALS[0]) for r in load_refusal("train", data_dir)]
         refusals = list(GENERIC_REFUSALS)
     rng = random.Random(seed)
@@ -215,8 +212,6 @@ def score_layers(model, tok, forget_prompts, vectors, layers, refusals, coeff: f
     and score the generations by their mean largest cosine similarity to
     ``refusals`` (sentence embeddings). Returns one dict per layer: ``layer, score,
     refusal_rate, generations``."""
-    from kbnb.lm.embed import embed
-
     if not len(forget_prompts):
         raise ValueError("score_layers needs at least one forget prompt (n_select >= 1)")
     refs = embed(list(refusals), embedder)
@@ -273,11 +268,6 @@ def _set_linear_weight(module, W: torch.Tensor) -> None:
             module.weight.copy_(W.to(module.weight))
         else:
             module.weight.copy_(W.T.to(module.weight))
-
-
-def _bias(module, d_out):
-    b = getattr(module, "bias", None)
-    return torch.zeros(d_out) if b is None else b.detach().float().cpu()
 
 
 def shared_prefix_lengths(tok, prompts, others) -> list[int]:
@@ -514,6 +504,78 @@ def apply_edit(model, weights: dict, inplace: bool = False):
     return target
 
 
+# ---- 5. evaluation --------------------------------------------------------------------
+
+@torch.no_grad()
+def gold_token_ranks(model, tok, prompts, answers, batch_size: int = 32,
+                     progress: bool = False) -> list[torch.Tensor]:
+    """Rank of each gold answer token among the vocabulary under teacher forcing
+    (1 = the model's top choice), one batched forward pass per batch. Returns one
+    LongTensor per example, ``[len(answer tokens)]``. The answer follows the prompt as
+    ``format_example`` joins it (:func:`kbnb.lm.encoding.join_completion`)."""
+    out = []
+    pairs = [(p, join_completion(tok, p, a)) for p, a in zip(prompts, answers)]
+    for _, chunk in tqdm(list(_batched(pairs, batch_size)), disable=not progress, leave=False,
+                         desc="gold ranks"):
+        batch = encode_batch(tok, [p for p, _ in chunk], [a for _, a in chunk])
+        logits = model(**model_inputs(model, batch)).logits[:, :-1].float()
+        lab = batch["labels"][:, 1:].to(logits.device)
+        keep = lab != -100
+        gold = torch.gather(logits, 2, lab.clamp(min=0).unsqueeze(-1))
+        ranks = (logits > gold).sum(-1) + 1  # [B, T-1]
+        for b in range(len(chunk)):
+            out.append(ranks[b][keep[b]].cpu())
+    return out
+
+
+def evaluate_edit(model, tok, sets: dict, refusals, max_new_tokens: int = 32, batch_size: int = 64,
+             embedder="default", thr_k: int = 100, progress: bool = True) -> dict:
+    """LUNAR's metrics for one model (vanilla or edited). ``sets`` maps names to row lists; it must hold
+    ``forget`` and ``retain_eval`` (for ROUGE and DS) and may hold more (``ref``...).
+
+    One batched greedy generation over all sets. Returns ``{"metrics": {...},
+    "generations": {set: [str]}, "per_item": {...}}`` with, per set ``s``: ``rouge1_s`` (mean ROUGE-1
+    recall vs the gold answer), ``refusal_rate_s`` (keyword refusals), ``rq_s`` (mean
+    largest embedding similarity to ``refusals``), ``mrr_s``/``thr_s`` (gold-token
+    ranks, teacher forcing); and ``ds`` from forget and retain_eval. ``per_item`` holds
+    the per-question values behind the means (``rouge1_s``, ``refusal_s``: 0/1), for
+    intervals over questions when there is a single seed."""
+    names = list(sets)
+    prompts = {n: prompts_of(tok, sets[n]) for n in names}
+    flat = [p for n in names for p in prompts[n]]
+    gens = generate(model, tok, flat, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    progress=progress, desc="evaluating")
+    out, i = {}, 0
+    for n in names:
+        out[n] = gens[i:i + len(prompts[n])]
+        i += len(prompts[n])
+    m, per_item = {}, {}
+    for n in names:
+        rows = sets[n]
+        per_item[f"refusal_{n}"] = [float(is_refusal(g)) for g in out[n]]
+        m[f"refusal_rate_{n}"] = sum(per_item[f"refusal_{n}"]) / max(1, len(rows))
+        m[f"rq_{n}"] = refusal_quality(out[n], refusals, embedder)
+        if all(r.get("answer") for r in rows) and not n.startswith("ref"):
+            per_item[f"rouge1_{n}"] = list(rouge1_recall(out[n], [r["answer"] for r in rows]))
+            m[f"rouge1_{n}"] = sum(per_item[f"rouge1_{n}"]) / len(rows)
+            ranks = gold_token_ranks(model, tok, prompts[n], [r["answer"] for r in rows], batch_size)
+            m[f"mrr_{n}"] = mrr(ranks)
+            m[f"thr_{n}"] = thr(ranks, thr_k)
+    if "rouge1_forget" in m and "rouge1_retain_eval" in m:
+        m["ds"] = deviation_score(m["rouge1_forget"], m["rouge1_retain_eval"])
+    return {"metrics": m, "generations": out, "per_item": per_item}
+
+
+def pca_2d(X: torch.Tensor) -> torch.Tensor:
+    """First two principal-component coordinates of the rows of ``X`` ``[N, d]`` → ``[N, 2]``
+    (centred; signs fixed so that the largest loading is positive)."""
+    X = X.double() - X.double().mean(0)
+    U, S, Vh = torch.linalg.svd(X, full_matrices=False)
+    V = Vh[:2]
+    sign = torch.sign(V.gather(1, V.abs().argmax(1, keepdim=True))).squeeze(1)
+    return (X @ (V * sign[:, None]).T).float()
+
+
 # ---- 6. saving and loading ------------------------------------------------------------
 
 def _param_name(model, layer: int) -> str:
@@ -571,405 +633,3 @@ def load_lunar(model, path, inplace: bool = True):
             params[name].copy_(w.to(params[name]))
     info = dict(meta, vectors=load_file(str(path / "steering_vectors.safetensors"))["vectors"])
     return target, info
-
-
-# ---- 5. evaluation --------------------------------------------------------------------
-
-@torch.no_grad()
-def gold_token_ranks(model, tok, prompts, answers, batch_size: int = 32,
-                     progress: bool = False) -> list[torch.Tensor]:
-    """Rank of each gold answer token among the vocabulary under teacher forcing
-    (1 = the model's top choice), one batched forward pass per batch. Returns one
-    LongTensor per example, ``[len(answer tokens)]``. The answer follows the prompt as
-    ``format_example`` joins it (:func:`kbnb.encoding.join_completion`)."""
-    out = []
-    pairs = [(p, join_completion(tok, p, a)) for p, a in zip(prompts, answers)]
-    for _, chunk in tqdm(list(_batched(pairs, batch_size)), disable=not progress, leave=False,
-                         desc="gold ranks"):
-        batch = encode_batch(tok, [p for p, _ in chunk], [a for _, a in chunk])
-        logits = model(**model_inputs(model, batch)).logits[:, :-1].float()
-        lab = batch["labels"][:, 1:].to(logits.device)
-        keep = lab != -100
-        gold = torch.gather(logits, 2, lab.clamp(min=0).unsqueeze(-1))
-        ranks = (logits > gold).sum(-1) + 1  # [B, T-1]
-        for b in range(len(chunk)):
-            out.append(ranks[b][keep[b]].cpu())
-    return out
-
-
-def evaluate(model, tok, sets: dict, refusals, max_new_tokens: int = 32, batch_size: int = 64,
-             embedder="default", thr_k: int = 100, progress: bool = True) -> dict:
-    """LUNAR's metrics for one model. ``sets`` maps names to row lists; it must hold
-    ``forget`` and ``retain_eval`` (for ROUGE and DS) and may hold more (``ref``...).
-
-    One batched greedy generation over all sets. Returns ``{"metrics": {...},
-    "generations": {set: [str]}, "per_item": {...}}`` with, per set ``s``: ``rouge1_s`` (mean ROUGE-1
-    recall vs the gold answer), ``refusal_rate_s`` (keyword refusals), ``rq_s`` (mean
-    largest embedding similarity to ``refusals``), ``mrr_s``/``thr_s`` (gold-token
-    ranks, teacher forcing); and ``ds`` from forget and retain_eval. ``per_item`` holds
-    the per-question values behind the means (``rouge1_s``, ``refusal_s``: 0/1), for
-    intervals over questions when there is a single seed."""
-    names = list(sets)
-    prompts = {n: prompts_of(tok, sets[n]) for n in names}
-    flat = [p for n in names for p in prompts[n]]
-    gens = generate(model, tok, flat, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                    progress=progress, desc="evaluating")
-    out, i = {}, 0
-    for n in names:
-        out[n] = gens[i:i + len(prompts[n])]
-        i += len(prompts[n])
-    m, per_item = {}, {}
-    for n in names:
-        rows = sets[n]
-        per_item[f"refusal_{n}"] = [float(is_refusal(g)) for g in out[n]]
-        m[f"refusal_rate_{n}"] = sum(per_item[f"refusal_{n}"]) / max(1, len(rows))
-        m[f"rq_{n}"] = refusal_quality(out[n], refusals, embedder)
-        if all(r.get("answer") for r in rows) and not n.startswith("ref"):
-            per_item[f"rouge1_{n}"] = list(rouge1_recall(out[n], [r["answer"] for r in rows]))
-            m[f"rouge1_{n}"] = sum(per_item[f"rouge1_{n}"]) / len(rows)
-            ranks = gold_token_ranks(model, tok, prompts[n], [r["answer"] for r in rows], batch_size)
-            m[f"mrr_{n}"] = mrr(ranks)
-            m[f"thr_{n}"] = thr(ranks, thr_k)
-    if "rouge1_forget" in m and "rouge1_retain_eval" in m:
-        m["ds"] = deviation_score(m["rouge1_forget"], m["rouge1_retain_eval"])
-    return {"metrics": m, "generations": out, "per_item": per_item}
-
-
-def pca_2d(X: torch.Tensor) -> torch.Tensor:
-    """First two principal-component coordinates of the rows of ``X`` ``[N, d]`` → ``[N, 2]``
-    (centred; signs fixed so that the largest loading is positive)."""
-    X = X.double() - X.double().mean(0)
-    U, S, Vh = torch.linalg.svd(X, full_matrices=False)
-    V = Vh[:2]
-    sign = torch.sign(V.gather(1, V.abs().argmax(1, keepdim=True))).squeeze(1)
-    return (X @ (V * sign[:, None]).T).float()
-
-
-# ---- 7. the chapter's pipeline, shared with the attacks chapter -------------------------
-
-# The LUNAR chapter's defaults (the parameter cell of notebooks/lunar.ipynb; a test keeps
-# them equal). The attacks chapter fits its edit with these when it is given no LUNAR run.
-CHAPTER_DEFAULTS = dict(forget_split="forget05", n_retain=300, n_eval=90, n_ref=None,
-                        layer=None, candidate_layers=None, n_select=45, top_k=2,
-                        activation="residual", position="last", rows="last", coeff=2.0,
-                        solver="closed_form", ridge=1e-6)
-INDEX = "edits.json"  # in a LUNAR run folder: which edits it saved, and the main one
-MAIN_EDIT = "lunar"  # the edit of the selected layer; "lunar_topk" edits the top-k layers
-
-
-def candidate_layers_of(model, layer=None, candidate_layers=None, top_k: int = 1) -> list[int]:
-    """The layers scored for selection: ``candidate_layers`` (None: every layer), plus
-    ``layer`` when given; checked against the model's depth and ``top_k``."""
-    L = A.n_layers(model)
-    cands = list(range(L)) if candidate_layers is None else \
-        [A.check_layer(model, l, "candidate_layers") for l in candidate_layers]
-    if layer is not None:
-        layer = A.check_layer(model, layer)
-        if layer not in cands:
-            cands = sorted(cands + [layer])
-    if top_k > len(cands):
-        raise ValueError(f"top_k={top_k} but only {len(cands)} candidate layers")
-    return cands
-
-
-def run_lunar(model, tok, sets: dict, layer=None, candidate_layers=None, n_select: int = 45,
-              top_k: int = 2, activation: str = "residual", position: str = "last",
-              rows: str = "last", coeff: float = 2.0, solver: str = "closed_form",
-              ridge: float = 1e-6, batch_size: int = 64, embedder="default", seed: int = 0,
-              compare: bool = True, cache: dict | None = None) -> dict:
-    """The LUNAR chapter's recipe on one draw of the sets (one seed): steering vectors,
-    layer selection, and the edits of the selected layer and of the top-k layers.
-
-    ``cache`` (a dict kept across seeds): the vectors and the layer scores depend only
-    on the forget and reference prompts, so seeds that share them compute them once.
-    Returns ``{"vectors", "scores", "ranked", "main_layers", "topk_layers", "edit",
-    "edit_topk"}`` (two :class:`LunarEdit`; ``edit`` also carries both solvers' report
-    when ``compare``)."""
-    fp, rp, refp = (prompts_of(tok, sets[k]) for k in ("forget", "retain", "ref"))
-    cands = candidate_layers_of(model, layer, candidate_layers, top_k)
-    key = (tuple(fp), tuple(refp), activation, position, tuple(cands), n_select, coeff, rows,
-           str(embedder))
-    cache = {} if cache is None else cache
-    if key not in cache:
-        vectors = steering_vectors(model, tok, refp, fp, activation=activation,
-                                   position=position, batch_size=batch_size)
-        scores = score_layers(model, tok, select_prompts(fp, n_select), vectors, cands,
-                              sets["refusals"], coeff=coeff, rows=rows, max_new_tokens=20,
-                              batch_size=batch_size, embedder=embedder, progress=False)
-        cache[key] = (vectors, scores)
-    vectors, scores = cache[key]
-    ranked = select_layers(scores, len(scores))
-    main = [A.check_layer(model, layer)] if layer is not None else ranked[:1]
-    topk = (main + [l for l in ranked if l not in main])[:max(top_k, 1)]
-    answers = [r["answer"] for r in sets["retain"]]
-    kw = dict(coeff=coeff, solver=solver, rows=rows, retain_answers=answers, ridge=ridge,
-              batch_size=batch_size, seed=seed, position=position, activation=activation)
-    edit = fit_lunar(model, tok, fp, rp, vectors, main, compare=compare, **kw)
-    edit_topk = fit_lunar(model, tok, fp, rp, vectors, topk, compare=False, **kw)
-    return {"vectors": vectors, "scores": scores, "ranked": ranked, "main_layers": main,
-            "topk_layers": topk, "edit": edit, "edit_topk": edit_topk}
-
-
-def save_edits(folder, model, edits: dict, main: str = MAIN_EDIT, sets: dict | None = None,
-               extra: dict | None = None) -> Path:
-    """Save every edit of a LUNAR run and an index naming the main one.
-
-    edits: ``{name: {seed: LunarEdit}}``; each goes to ``folder/edits/<name>-seed<seed>/``
-    (:func:`save_lunar`). ``folder/edits.json`` holds ``{"main": main, "edits": {name:
-    {seed: sub-folder}}, "sets": sets}``; ``sets`` are the :func:`load_sets` arguments
-    (without ``seed``) the edits were fitted with, so that an attack measures on the same
-    held-out rows. Returns the index path."""
-    folder = Path(folder)
-    if main not in edits:
-        raise ValueError(f"main={main!r} is not one of the edits {sorted(edits)}")
-    index = {"main": main, "edits": {}, "sets": sets or {}}
-    for name, per_seed in edits.items():
-        index["edits"][name] = {}
-        for seed, e in per_seed.items():
-            sub = f"edits/{name}-seed{seed}"
-            save_lunar(folder / sub, model, e, extra={**(extra or {}), "edit": name,
-                                                       "seed": int(seed), "sets": sets or {}})
-            index["edits"][name][str(seed)] = sub
-    path = folder / INDEX
-    path.write_text(json.dumps(index, indent=2))
-    return path
-
-
-def find_edit(lunar_dir, edit: str = "", seed: int | None = None) -> Path:
-    """The folder of one saved edit (it holds ``lunar.json``).
-
-    lunar_dir: a LUNAR chapter's run folder (with ``edits.json``), or the folder of one
-    saved edit. edit: which edit of the run (``""``: the index's main edit, the selected
-    layer's). seed: the run's seed whose edit to take (None: the first one saved)."""
-    d = Path(lunar_dir)
-    if (d / "lunar.json").exists():
-        return d
-    if not (d / INDEX).exists():
-        found = sorted(d.glob("*/lunar.json")) if d.is_dir() else []
-        if len(found) == 1:
-            return found[0].parent
-        raise FileNotFoundError(
-            f"lunar_dir={str(lunar_dir)!r} holds no saved LUNAR edit (no {INDEX} or "
-            "lunar.json); give the LUNAR chapter's run folder, or lunar_dir=\"\" to fit one")
-    index = json.loads((d / INDEX).read_text())
-    name = edit or index["main"]
-    if name not in index["edits"]:
-        raise ValueError(f"edit={name!r}: the LUNAR run in {d} saved "
-                         f"{', '.join(map(repr, index['edits']))}")
-    per_seed = index["edits"][name]
-    key = next(iter(per_seed)) if seed is None else str(seed)
-    if key not in per_seed:
-        raise ValueError(f"seed {seed}: the LUNAR run in {d} has edits for seeds "
-                         f"{', '.join(per_seed)} only; use seeds among them")
-    return d / per_seed[key]
-
-
-def edit_index(lunar_dir) -> dict:
-    """The index of a LUNAR run folder (``{}`` for the folder of a single edit)."""
-    p = Path(lunar_dir) / INDEX
-    return json.loads(p.read_text()) if p.exists() else {}
-
-
-def evaluate_seeds(model, tok, sets_by_seed: dict, refusals, names=("forget", "retain_eval",
-                   "ref_eval"), **kw) -> dict:
-    """:func:`evaluate` of one model on several seeds' sets in one batched generation:
-    a set that is the same for every seed (the forget split) is generated once.
-
-    sets_by_seed: ``{seed: sets}`` (as from :func:`load_sets`). Returns ``{seed:
-    evaluate-result}`` with each seed's own metrics (``ds`` included)."""
-    flat, where = {}, {}
-    for s, sets in sets_by_seed.items():
-        for n in names:
-            rows = sets[n]
-            shared = next((k for k, v in flat.items() if k.startswith(n + "@") and v == rows), None)
-            key = shared or f"{n}@{s}"
-            flat.setdefault(key, rows)
-            where[(s, n)] = key
-    ev = evaluate(model, tok, flat, refusals, **kw)
-    out = {}
-    for s in sets_by_seed:
-        m, gens, per = {}, {}, {}
-        for n in names:
-            key = where[(s, n)]
-            for k, v in ev["metrics"].items():
-                if k.endswith("_" + key):
-                    m[k[:-len(key)] + n] = v
-            for k, v in ev["per_item"].items():
-                if k.endswith("_" + key):
-                    per[k[:-len(key)] + n] = v
-            gens[n] = ev["generations"][key]
-        if "rouge1_forget" in m and "rouge1_retain_eval" in m:
-            m["ds"] = deviation_score(m["rouge1_forget"], m["rouge1_retain_eval"])
-        out[s] = {"metrics": m, "generations": gens, "per_item": per}
-    return out
-
-
-# ---- 8. the chapter's bookkeeping: headlines, checks, tables, figures -------------------
-
-# What the chapter expects on the organism (each becomes a paired check with its interval).
-TARGETS = {"vanilla_forget_min": 0.8, "forget_max": 0.2, "retain_min": 0.85,
-           "retain_share_min": 0.9}
-METRIC_LABELS = {"rouge1_forget": "R1 forget", "rouge1_retain_eval": "R1 retain", "ds": "DS",
-                 "rq_forget": "RQ", "mrr_forget": "MRR forget", "thr_forget": "THR forget",
-                 "mrr_retain_eval": "MRR retain", "thr_retain_eval": "THR retain",
-                 "refusal_rate_forget": "refusal forget",
-                 "refusal_rate_retain_eval": "refusal retain",
-                 "refusal_rate_ref_eval": "refusal ref"}
-
-
-from kbnb.report.chapter import note_constant  # noqa: E402  (the chapter glue below moves to kbnb.chapters.lunar)
-
-
-def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict) -> None:
-    """Headlines and checks of the LUNAR chapter on a :class:`kbnb.chapter.Chapter`.
-
-    runs: ``{seed: run_lunar result}``; van, lun, tk: ``{seed: evaluate result}`` of the
-    vanilla, LUNAR and top-k models. Several seeds: intervals and paired checks over
-    seeds. One seed: over the questions (ROUGE-1 and refusals per question); the
-    claims that have no per-question value (DS, RQ, the solvers' MSE) are then
-    compared over seeds only, so they need two or more."""
-    T = TARGETS
-    for s in ch.seeds:
-        v, m, t = van[s]["metrics"], lun[s]["metrics"], tk[s]["metrics"]
-        rep = runs[s]["edit"].report[0]
-        ch.record(s, forget_rouge1=m["rouge1_forget"], retain_rouge1=m["rouge1_retain_eval"],
-                  refusal_forget=m["refusal_rate_forget"],
-                  selected_layer=runs[s]["main_layers"][0], ds_lunar=m["ds"],
-                  topk_forget_rouge1=t["rouge1_forget"], topk_retain_rouge1=t["rouge1_retain_eval"],
-                  van_forget=v["rouge1_forget"], van_retain=v["rouge1_retain_eval"],
-                  van_ds=v["ds"], van_rq=v["rq_forget"], rq_lunar=m["rq_forget"],
-                  retain_share_floor=T["retain_share_min"] * v["rouge1_retain_eval"],
-                  mse_cf=rep["mse_closed_form"], mse_sgd=rep["mse_sgd"])
-    one = len(ch.seeds) == 1
-    s0 = ch.seeds[0]
-
-    def item(res, key):
-        return res[s0]["per_item"][key] if one else None
-
-    ch.headline("forget_rouge1", per_item=item(lun, "rouge1_forget"),
-                label="LUNAR: forget ROUGE-1 recall")
-    ch.headline("retain_rouge1", per_item=item(lun, "rouge1_retain_eval"),
-                label="LUNAR: retain ROUGE-1 recall (held out)")
-    ch.headline("refusal_forget", per_item=item(lun, "refusal_forget"),
-                label="LUNAR: share of forget answers with a refusal phrase")
-    if not one:
-        ch.headline("selected_layer", label="selected layer")
-        ch.headline("ds_lunar", label="LUNAR: deviation score DS")
-    else:
-        ch.headline("selected_layer", per_item=[float(runs[s0]["main_layers"][0])] * 2,
-                    label="selected layer (one seed: no interval)")
-
-    def vals(res, key, seed_key):
-        return res[s0]["per_item"][key] if one else ch.per_seed(seed_key)
-
-    v = ch.check("vanilla_knows", "the vanilla model's forget ROUGE-1",
-                 vals(van, "rouge1_forget", "van_forget"), T["vanilla_forget_min"])
-    if not one:
-        note_constant(v, ch.per_seed("van_forget"))
-    ch.check("forget_low", "forget ROUGE-1 after LUNAR", vals(lun, "rouge1_forget", "forget_rouge1"),
-             T["forget_max"], better="lower")
-    ch.check("retain_kept", "retain ROUGE-1 after LUNAR",
-             vals(lun, "rouge1_retain_eval", "retain_rouge1"), T["retain_min"])
-    if one:
-        r_l, r_v = lun[s0]["per_item"]["rouge1_retain_eval"], van[s0]["per_item"]["rouge1_retain_eval"]
-        ch.check("retain_share", "retain ROUGE-1", [x - T["retain_share_min"] * y
-                 for x, y in zip(r_l, r_v)], 0.0, baseline_name=f"{T['retain_share_min']:.0%} of "
-                 "the vanilla model's")
-        f_l, f_v = lun[s0]["per_item"]["rouge1_forget"], van[s0]["per_item"]["rouge1_forget"]
-        ch.check("forget_drop", "forget ROUGE-1", f_l, f_v, better="lower", subject="LUNAR",
-                 baseline_name="the vanilla model")
-    else:
-        ch.check("retain_share", "retain ROUGE-1", ch.per_seed("retain_rouge1"),
-                 ch.per_seed("retain_share_floor"),
-                 baseline_name=f"{T['retain_share_min']:.0%} of the vanilla model's")
-        ch.check("ds_better", "the deviation score DS", ch.per_seed("ds_lunar"),
-                 ch.per_seed("van_ds"), better="lower", subject="LUNAR",
-                 baseline_name="the vanilla model")
-        ch.check("rq_better", "the refusal quality RQ", ch.per_seed("rq_lunar"),
-                 ch.per_seed("van_rq"), subject="LUNAR", baseline_name="the vanilla model")
-        ch.check("closed_form_fit", "the fit's MSE", ch.per_seed("mse_cf"), ch.per_seed("mse_sgd"),
-                 better="lower", subject="the closed form",
-                 baseline_name="20 epochs of AdamW", digits=4)
-
-
-def mean_table(results: dict, labels: dict, paper: dict | None = None):
-    """Mean over seeds of each metric of each model: ``results`` ``{model: {seed:
-    evaluate result}}``; labels ``{model: row label}``; the paper's row appended."""
-    import pandas as pd
-    rows = []
-    for k, per_seed in results.items():
-        ms = [r["metrics"] for r in per_seed.values()]
-        rows.append({"model": labels[k], **{v: sum(m[c] for m in ms) / len(ms)
-                                             for c, v in METRIC_LABELS.items() if c in ms[0]}})
-    if paper:
-        rows.append({"model": "paper: TOFU, Llama-2-7B (not this run)",
-                     "R1 forget": paper["rouge1_forget"], "R1 retain": paper["rouge1_retain"],
-                     "DS": paper["ds"], "RQ": paper["rq"]})
-    return pd.DataFrame(rows).set_index("model")
-
-
-def plot_layers_and_solver(scores, main_layers, topk_layers, report):
-    """Left: layer selection scores; right: the SGD recipe's MSE per epoch vs the exact fit."""
-    import matplotlib.pyplot as plt
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-    lay = [s["layer"] for s in scores]
-    ax1.plot(lay, [s["score"] for s in scores], "o-", label="refusal similarity (score)")
-    ax1.plot(lay, [s["refusal_rate"] for s in scores], "s--", alpha=0.6,
-             label="refusal rate (keywords)")
-    for l in topk_layers:
-        ax1.axvline(l, color="C3" if l == main_layers[0] else "C1", ls=":", lw=1.5)
-    ax1.set_xlabel("layer steered (index)")
-    ax1.set_ylabel("mean over D_f prompts (0–1)")
-    ax1.set_title("Layer selection: steering one layer at a time")
-    ax1.legend(fontsize=8)
-    hist = report["sgd_history"]
-    ax2.plot(range(1, len(hist) + 1), hist, "o-", label="SGD recipe (AdamW, 64-row batches)")
-    ax2.axhline(report["mse_closed_form"], color="k", ls="--", label="closed form (exact)")
-    ax2.axhline(report["mse_before"], color="grey", ls=":", label="before the edit")
-    ax2.set_yscale("log")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("MSE over token rows (activation units²)")
-    ax2.set_title(f"Fitting layer {main_layers[0]}'s down-projection")
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_pca(model, edited, tok, groups: dict, layers, activation="residual", position="last",
-             batch_size: int = 64):
-    """PCA of the activations of each group of prompts (``{name: prompts}``) at ``layers``,
-    before (left) and after (right) the edit; one PCA per panel."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(layers), 2, figsize=(10, 4 * len(layers)), squeeze=False)
-    for j, (title, m) in enumerate((("before (vanilla)", model), ("after LUNAR", edited))):
-        acts = {g: mean_activations(m, tok, p, layers, activation, position, batch_size)
-                for g, p in groups.items()}
-        for i, l in enumerate(layers):
-            xy = pca_2d(torch.cat([acts[g][i] for g in groups]))
-            s = 0
-            for g in groups:
-                n = len(groups[g])
-                axes[i, j].scatter(xy[s:s + n, 0], xy[s:s + n, 1], s=10, alpha=0.6, label=g)
-                s += n
-            axes[i, j].set_title(f"layer {l}, {title}")
-            axes[i, j].set_xlabel("PC 1 (activation units)")
-            axes[i, j].set_ylabel("PC 2 (activation units)")
-            axes[i, j].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def tofu_sentence(tofu: dict | None, forget_split: str) -> str:
-    """The chapter's computed sentence on TOFU's forget quality and model utility."""
-    if not tofu:
-        return ("This run did not compute TOFU's forget quality and model utility: they need "
-                f"a retain organism trained without {forget_split}'s authors (minutes on a CPU); "
-                "run with `-p forget_quality True`. The unlearning chapter measures LUNAR "
-                "that way on forget10, beside six other methods.")
-    seeds = [k for k in tofu if k != "untouched"]
-    fq = sum(tofu[s]["forget_quality"] for s in seeds) / len(seeds)
-    mu = sum(tofu[s]["model_utility"] for s in seeds) / len(seeds)
-    u = tofu["untouched"]
-    return (f"Against the retain organism of {forget_split}, the edited models have forget "
-            f"quality {fq:.2g} and model utility {mu:.3f} (mean over {len(seeds)} seeds; the "
-            f"untouched organism: {u['forget_quality']:.2g} and {u['model_utility']:.3f}).")
