@@ -363,7 +363,7 @@ def test_finetune_is_deterministic_given_seed(saved):
 @pytest.mark.parametrize("arch", FULL)
 def test_chapter_paths_run(saved, arch):
     from kbnb.methods import rait, rtuning
-    from kbnb.unlearning import npo
+    from kbnb.unlearning import tracking
     model, tok = load(saved, arch)
     rows = [{"question": q, "choices": ["Alice", "Bob", "Carol", "Dan"], "answer": i % 4,
              "subject": "people"} for i, q in enumerate(QUESTIONS)]
@@ -383,7 +383,7 @@ def test_chapter_paths_run(saved, arch):
     sep = E.completion_joiner(tok)
     assert cs[0] == sep + "Alice" + tok.eos_token
     # NPO: one unlearning step
-    hist = npo.unlearn(model, tok, [{"question": QUESTIONS[0], "answer": "Alice."}],
+    hist = tracking.unlearn_and_track(model, tok, [{"question": QUESTIONS[0], "answer": "Alice."}],
                        QUESTIONS[0], ["Alice.", "Bob."], steps=1, eval_every=1, lr=1e-3,
                        retain_rows=[{"question": QUESTIONS[1], "answer": "Bob."}],
                        retain_loss="kl", progress=False)
@@ -436,13 +436,13 @@ def test_zero_valued_parameters_are_rejected(saved):
     with pytest.raises(ValueError, match="batch_size=0"):
         A.capture(model, tok, p, batch_size=0)
     with pytest.raises(ValueError, match="n_per_group=0"):
-        npo.pick_responses(["a", "b", "c"], [0.0, 1.0, 2.0], 0)
+        tracking.pick_responses(["a", "b", "c"], [0.0, 1.0, 2.0], 0)
     with pytest.raises(ValueError, match="blocksize=0"):
         attacks.quantize_model(model, "rtn", blocksize=0)
     with pytest.raises(ValueError, match=r"rehearsal_threshold=0: must be in \(0, 1\]"):
         rait.rehearsal_indices([0.0, 1.0], [0.0, 1.0], threshold=0)
     with pytest.raises(ValueError, match="batch_size=0"):
-        npo.unlearn(model, tok, [{"question": "q", "answer": "a"}], "q", ["a"], batch_size=0)
+        tracking.unlearn_and_track(model, tok, [{"question": "q", "answer": "a"}], "q", ["a"], batch_size=0)
     with pytest.raises(ValueError, match="n_retain=0"):
         lunar.load_sets("tinyworld", n_retain=0)
     with pytest.raises(ValueError, match="epochs=0"):

@@ -1,16 +1,17 @@
-"""TOFU metrics (hand computations, then one tiny random model) and the unlearning
-methods (registry, validation, each method on a tiny random model)."""
+"""TOFU metrics (hand computations, then one tiny random model), the unlearning methods
+(registry, validation, each method on a tiny random model), the shared training loop and
+its per-step hook, and the unlearning chapter's helpers."""
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from kbnb.eval import tofu as M
-from kbnb.unlearning import methods as U
 from kbnb.lm.generation import response_logprobs
 from kbnb.lm.models import format_example
-
+from kbnb.unlearning import methods as U
 
 # ---- a tiny random model with a tokenizer trained here ---------------------------------------
 
@@ -239,6 +240,121 @@ def test_answer_token_stats_agree_with_response_logprobs(tiny):
         assert np.all(s["var"] > -1e-6) and np.all(s["mu"] <= 1e-6)
 
 
+# ---- the registry ---------------------------------------------------------------------------------
+
+ALL = ("ga", "graddiff", "npo", "simnpo", "idkdpo", "rmu", "lunar")
+
+
+def test_every_registered_method_is_one_complete_class():
+    from kbnb.unlearning.base import UnlearningMethod
+    assert tuple(U.METHODS) == ALL  # registration order: the chapter's order
+    for name, cls in U.METHODS.items():
+        assert issubclass(cls, UnlearningMethod) and cls.name == name
+        assert cls.display_name and cls.source and cls.summary
+        assert set(cls.checks) == set(cls.defaults)  # every parameter has a check
+        m = cls()  # the defaults pass their own checks
+        assert m.params == cls.defaults
+        # a loss (gradient methods) or a run of its own (closed form)
+        assert cls.loss is not UnlearningMethod.loss or cls.run is not UnlearningMethod.run
+    assert U.METHODS["lunar"].run is not UnlearningMethod.run
+    assert not U.METHODS["ga"].needs_retain and U.METHODS["npo"].needs_retain
+
+
+def test_a_bad_parameter_names_itself_and_the_allowed_values():
+    cases = [("npo", "beta", -1.0, "beta=-1.0: allowed a finite number in (0, inf]"),
+             ("graddiff", "alpha", float("nan"), "alpha=nan: allowed a finite number in [0, inf]"),
+             ("simnpo", "delta", float("inf"), "delta=inf: allowed a finite number"),
+             ("rmu", "layer_frac", 1.5, "layer_frac=1.5: allowed a finite number in [0, 1]"),
+             ("rmu", "steering_coeff", 0.0, "steering_coeff=0.0: allowed a finite number in (0"),
+             ("rmu", "layer", 1.0, "layer=1.0: allowed an integer"),
+             ("idkdpo", "idk_answers", "I don't know.", ": allowed a non-empty list of strings"),
+             ("lunar", "rows", "all", "rows='all': allowed 'prompt', 'distinct', 'last'"),
+             ("lunar", "ref_rows", "Who is X?", "ref_rows: allowed a list of rows with 'question'")]
+    for method, k, v, msg in cases:
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            U.METHODS[method](**{k: v})
+    assert U.METHODS["rmu"](steering_coeff=None).params["steering_coeff"] is None
+    with pytest.raises(ValueError, match="method='npo' has no parameter.s. bet; allowed: beta, gamma, alpha"):
+        U.METHODS["npo"](bet=0.1)
+    with pytest.raises(ValueError, match="method='ga' has no parameter.s. beta; allowed: none"):
+        U.METHODS["ga"](beta=0.1)
+
+
+def test_an_unknown_method_lists_the_registered_ones():
+    from kbnb.unlearning.base import method_class
+    with pytest.raises(ValueError, match="method='fancy': allowed " + ", ".join(map(repr, ALL))):
+        method_class("fancy")
+    assert method_class("npo") is U.NPO
+
+
+def test_register_refuses_duplicates_and_unchecked_parameters():
+    from kbnb.unlearning.base import UnlearningMethod, register
+
+    class Again(UnlearningMethod):
+        name = "npo"
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register(Again)
+
+    class Unchecked(UnlearningMethod):
+        name, defaults = "unchecked", {"beta": 0.1}
+
+    with pytest.raises(ValueError, match="beta need both a default and a check"):
+        register(Unchecked)
+    assert "unchecked" not in U.METHODS
+
+
+# ---- the shared loop and its per-step hook -------------------------------------------------------
+
+def _pairs(tok, rows):
+    return [format_example(tok, r["question"], r["answer"]) for r in rows]
+
+
+def test_train_copy_calls_its_hook_before_and_after_every_step(tiny):
+    from kbnb.unlearning.loop import train_copy
+    model, tok = tiny
+    before = _state(model)
+    method = U.METHODS["graddiff"]()
+    seen = []
+
+    def hook(step, policy):
+        assert policy is not model and policy.training
+        seen.append((step, policy.lm_head.weight.detach().clone()))
+
+    f, r = _pairs(tok, SETS["forget"]), _pairs(tok, SETS["retain"])
+    new, log = train_copy(model, tok, method, f, r, steps=3, lr=1e-2, seed=1, batch_size=2,
+                          on_step=hook)
+    assert [s for s, _ in seen] == [0, 1, 2, 3]
+    assert torch.equal(seen[0][1], model.lm_head.weight)  # step 0: the untouched copy
+    assert all(not torch.equal(a, b) for (_, a), (_, b) in zip(seen, seen[1:]))  # one update each
+    assert torch.equal(seen[-1][1], new.lm_head.weight) and not new.training
+    assert _changed(before, model) == [] and all(p.grad is None for p in model.parameters())
+    assert len(log["losses"]) == len(log["forget_losses"]) == len(log["retain_losses"]) == 3
+    # the hook only watches: the same run without it trains the same weights
+    again, log2 = train_copy(model, tok, method, f, r, steps=3, lr=1e-2, seed=1, batch_size=2)
+    assert log2["losses"] == log["losses"] and _changed(_state(new), again) == []
+
+
+def test_the_registry_and_the_npo_toy_share_the_loop(tiny):
+    """The NPO toy's unlearn_and_track is train_copy with its TrackedLoss and a scoring
+    hook: its ga run without a retain term trains exactly like a hand-made loop call."""
+    from kbnb.unlearning import tracking
+    from kbnb.unlearning.loop import train_copy
+    model, tok = tiny
+    row = SETS["forget"][0]
+    tracked = [row["answer"], "Somewhere else."]
+    h = tracking.unlearn_and_track(model, tok, SETS["forget"], row["question"], tracked,
+                                   loss="ga", lr=1e-2, steps=5, eval_every=2, batch_size=2,
+                                   seed=2, progress=False, after=_state)
+    assert h["steps"] == [0, 2, 4, 5] and len(h["logps"]) == 4 and len(h["losses"]) == 5
+    assert h["logps"][0] == tracking.score_responses(model, tok, row["question"], tracked).tolist()
+    assert h["logps"][-1][0] < h["logps"][0][0]  # the watched answer fell
+    new, log = train_copy(model, tok, tracking.TrackedLoss("ga"), _pairs(tok, SETS["forget"]),
+                          steps=5, lr=1e-2, seed=2, batch_size=2)
+    assert log["losses"] == h["losses"] and log["forget_logp"] == h["forget_logp"]
+    assert _changed(h["after"], new) == []
+
+
 # ---- unlearning methods -------------------------------------------------------------------------
 
 def test_registry_rejects_unknown_methods_and_parameters(tiny):
@@ -373,6 +489,16 @@ def test_organism_sets_keep_their_roles_apart():
 
 
 def test_reference_numbers_are_sourced():
-    assert M.REFERENCE_TOFU_FORGET10["npo"][:2] == (0.02, 0.46)
-    assert "open-unlearning" in M.REFERENCE_SOURCE
-    assert set(M.REFERENCE_TOFU_FORGET10) - {"finetuned", "retain"} <= set(U.METHODS)
+    from kbnb.chapters import unlearning as C
+    assert C.REFERENCE_TOFU_FORGET10["npo"][:2] == (0.02, 0.46)
+    assert "open-unlearning" in C.REFERENCE_SOURCE
+    assert set(C.REFERENCE_TOFU_FORGET10) - {"finetuned", "retain"} <= set(U.METHODS)
+
+
+def test_chapter_names_methods_by_their_classes():
+    from kbnb.chapters import unlearning as C
+    assert C.display_name("ga") == "GradAscent" and C.display_name("idkdpo") == "IdkDPO"
+    assert C.Params().method_list == list(U.METHODS)
+    assert C.Params(methods="npo").run_params()["methods"] == ["npo"]
+    with pytest.raises(ValueError, match="'sgd' is not a method; allowed 'ga'"):
+        C.Params(methods=["sgd"])

@@ -1,14 +1,60 @@
-"""The unlearning chapter (``notebooks/unlearning.ipynb``): parameters and declaration."""
+"""The unlearning chapter (``notebooks/unlearning.ipynb``): its parameters, its declaration
+and its glue.
+
+The methods are the registry of :mod:`kbnb.unlearning.methods` (one class per method,
+losses as in locuslab/open-unlearning), the metrics TOFU's (:mod:`kbnb.eval.tofu`). This
+module runs every method and seed and evaluates each result (:func:`run_methods`), and
+holds the chapter's sets, its results table, the field's forget-quality / model-utility
+figure beside open-unlearning's reproduced numbers (:data:`REFERENCE_TOFU_FORGET10`), the
+targets and the computed sentences.
+"""
 from __future__ import annotations
 
+import math
+import time
+import warnings
 from dataclasses import dataclass
 
-from kbnb.data.splits import FORGET_SPLITS
-from kbnb.unlearning import methods as registry
+import numpy as np
+
+from kbnb.data.loaders import load_refusal, load_tofu
+from kbnb.data.splits import FORGET_SPLITS, RETAIN_OF, check_forget_split
+from kbnb.eval.stats import format_mean_ci
+from kbnb.eval.tofu import (
+    evaluate_against,
+    evaluate_unlearning,
+    organism_retain_rows,
+    organism_sets,
+    retain_evaluation,
+    tofu_sets,
+)
+from kbnb.lm.models import load_model, resolve_device
+from kbnb.organism.model import parse_organism_name
 from kbnb.report.params import ChapterParams, choice, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row
+from kbnb.unlearning.methods import METHODS, check_methods, unlearn
 
 OPEN_UNLEARNING = "open-unlearning, Llama-3.2-1B on TOFU forget10 (not this run)"
+
+# a paired t test over seeds of a deterministic method (LUNAR's closed form) has identical
+# differences; scipy warns about it, the interval and verdict are still right
+warnings.filterwarnings("ignore", message="Precision loss occurred in moment calculation")
+
+# open-unlearning's reproduced numbers, TOFU forget10 on Llama-3.2-1B-Instruct: lr 1e-5,
+# 10 epochs, effective batch 32, alpha = gamma = 1, beta = 0.1 (docs/repro.md, commit
+# 7fa0b552e59bd50aef00529b43546865c6f30c7d). Not this run: another model on other data.
+REFERENCE_SOURCE = ("locuslab/open-unlearning docs/repro.md (commit 7fa0b55): TOFU forget10, "
+                    "Llama-3.2-1B-Instruct, lr 1e-5, 10 epochs, batch 32")
+REFERENCE_TOFU_FORGET10 = {  # name: (forget_quality, model_utility, forget_truth_ratio)
+    "finetuned": (1.66e-21, 0.60, 0.48),
+    "retain": (1.0, 0.59, 0.63),
+    "ga": (1.06e-239, 0.0, 2.25e-18),
+    "graddiff": (1.06e-239, 0.49, 3.53e-27),
+    "idkdpo": (4.64e-12, 0.23, 0.60),
+    "npo": (0.02, 0.46, 0.70),
+    "simnpo": (2.47e-203, 0.54, 1.07e-05),
+    "rmu": (3.15e-15, 0.59, 0.76),
+}
 
 
 @dataclass(frozen=True)
@@ -20,7 +66,7 @@ class Params(ChapterParams):
     dataset: str = choice("tinyworld", ("tinyworld", "tofu"))  # tinyworld (the organism's world) | tofu (real TOFU from data_dir)
     data_dir: str = param("")  # folder with tofu/*.jsonl (empty: $KBNB_DATA_DIR or the hub)
     forget_split: str = choice("forget10", FORGET_SPLITS)  # forget01 | forget05 | forget10
-    methods: list = param(list(registry.METHODS), lambda n, v: registry.check_methods(v))  # registry names
+    methods: list = param(list(METHODS), lambda n, v: check_methods(v))  # registry names
     steps: int = integer(20, 1)  # optimizer steps per method (lunar: closed form, unused)
     lr: float = number(1e-3, 0, lo_open=True)  # constant AdamW rate (open-unlearning: 1e-5 on a 1B model; ours needs more)
     batch_size: int = integer(8, 1)  # forget (and retain) rows per step
@@ -30,8 +76,13 @@ class Params(ChapterParams):
     device: str = param("auto")  # auto | cpu | cuda | mps
     output_dir: str = param("runs", run=False)  # results go to output_dir/unlearning-<hash of the parameters>/
 
+    @property
+    def method_list(self) -> list[str]:
+        """``methods`` as a list of registry names (a single name becomes a list)."""
+        return check_methods(self.methods)
+
     def run_params(self) -> dict:
-        return {**super().run_params(), "methods": registry.check_methods(self.methods)}
+        return {**super().run_params(), "methods": self.method_list}
 
 
 SPEC = ChapterSpec(
@@ -42,3 +93,356 @@ SPEC = ChapterSpec(
         Row("model_utility_npo", "model utility of NPO", None, "0.46", OPEN_UNLEARNING),
     ),
 )
+
+
+# ---- the chapter: every method, measured as open-unlearning measures it -------------------
+
+def display_name(method: str) -> str:
+    """The method's name in tables and figures (its class's ``display_name``)."""
+    return METHODS[method].display_name if method in METHODS else method
+
+
+REPORTED = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_rouge", "privleak")
+LABELS = {"forget_quality": "forget quality", "model_utility": "model utility",
+          "forget_truth_ratio": "forget truth ratio", "forget_rouge": "forget ROUGE-L",
+          "privleak": "privleak (%)", "forget_prob": "forget probability",
+          "mia_auc": "MIA AUC (Min-K%)"}
+TABLE_METRICS = REPORTED + ("forget_prob", "mia_auc")
+
+
+def log10_fq(values) -> list[float]:
+    """``log10`` of forget qualities (floored at 1e-300 so that 0 stays finite): the scale
+    the field plots them on and the one on which the chapter compares them."""
+    return [math.log10(max(float(v), 1e-300)) for v in values]
+
+
+def plain(results: dict) -> dict:
+    """``evaluate_unlearning`` results without the per-item lists and generations."""
+    return {k: v for k, v in results.items()
+            if not k.endswith("_generations") and k != "forget_truth_ratios"}
+
+
+def run_methods(model, tok, sets: dict, retain_rows, methods, seeds, retain_ref: dict,
+                steps: int, lr: float, batch_size: int = 8, max_new_tokens: int = 32,
+                eval_batch_size: int = 64, ref_rows=None, progress: bool = False) -> dict:
+    """Unlearn ``sets["forget"]`` with every method and seed and evaluate each result with
+    ``kbnb.eval.tofu.evaluate_unlearning`` against ``retain_ref``. Returns
+    ``{method: {seed: {"results": plain results, "log": unlearning log summary,
+    "forget_truth_ratios": [...], "seconds": s}}}``."""
+    out = {}
+    for method in check_methods(methods):
+        out[method] = {}
+        for seed in seeds:
+            t0 = time.time()
+            kw = {"ref_rows": ref_rows} if "ref_rows" in METHODS[method].defaults else {}
+            new, log = unlearn(method, model, tok, sets["forget"], retain_rows, steps=steps,
+                               lr=lr, seed=seed, batch_size=batch_size, progress=progress, **kw)
+            res = evaluate_unlearning(new, tok, sets, retain_reference=retain_ref,
+                                      max_new_tokens=max_new_tokens, batch_size=eval_batch_size)
+            del new
+            out[method][seed] = {
+                "results": plain(res), "forget_truth_ratios": res["forget_truth_ratios"],
+                "final_loss": log["losses"][-1] if log["losses"] else None,
+                "seconds": time.time() - t0}
+    return out
+
+
+def results_table(rows: dict, headlines: dict, digits: int = 3):
+    """One table of every model x metric: ``rows`` maps a row name to plain values (the
+    untouched and retain organisms: one deterministic value each), ``headlines`` maps a
+    method to ``{metric: headline dict}`` (mean ± half the 95% interval over seeds)."""
+    import pandas as pd
+
+    def num(v):
+        return "n/a" if v is None else (f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.{digits}f}")
+
+    def cell(h):
+        if h["mean"] != 0 and abs(h["mean"]) < 1e-3:
+            return f"{h['mean']:.2e} ({h['ci95'][0]:.1e} to {h['ci95'][1]:.1e})"
+        return format_mean_ci(h, digits)
+
+    table = [{"model": name, **{LABELS[k]: num(vals.get(k)) for k in TABLE_METRICS}}
+             for name, vals in rows.items()]
+    for method, hs in headlines.items():
+        table.append({"model": display_name(method),
+                      **{LABELS[k]: cell(hs[k]) for k in TABLE_METRICS}})
+    return pd.DataFrame(table).set_index("model")
+
+
+FQ_FLOOR = 1e-30  # forget qualities below this are drawn at it (open-unlearning's reach 1e-239)
+
+
+def fq_mu_figure(points: dict, per_seed: dict, base: dict, retain: dict, reference: dict,
+                 reference_label: str):
+    """The field's plot: model utility (x) against forget quality (y, log scale), this run
+    (left: methods' seed means with their seeds, the untouched and the retain organism)
+    beside open-unlearning's reference numbers (right), each labelled."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3), sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    clip = lambda v: max(float(v), FQ_FLOOR)  # noqa: E731
+    for i, (m, (mu, fq)) in enumerate(points.items()):
+        c = colors[i % len(colors)]
+        s_mu, s_fq = per_seed[m]
+        ax1.scatter(s_mu, [clip(v) for v in s_fq], color=c, s=12, alpha=0.5)
+        ax1.scatter([mu], [clip(fq)], color=c, s=60, edgecolor="k",
+                    label=display_name(m))
+    for name, vals, marker in (("untouched organism", base, "s"), ("retain organism", retain, "*")):
+        ax1.scatter([vals["model_utility"]], [clip(vals["forget_quality"])], marker=marker,
+                    s=140, color="k", facecolor="none" if marker == "s" else "k", label=name)
+    for i, (m, (fq, mu, _)) in enumerate(reference.items()):
+        marker = {"finetuned": "s", "retain": "*"}.get(m, "o")
+        ax2.scatter([mu], [clip(fq)], marker=marker, s=70 if marker == "o" else 140,
+                    color="k" if marker != "o" else colors[(list(METHODS).index(m)
+                                                              if m in METHODS else i)
+                                                             % len(colors)],
+                    facecolor="none" if marker == "s" else None,
+                    label={"finetuned": "finetuned", "retain": "retain"}.get(
+                        m, display_name(m)))
+    for ax, title in ((ax1, "This run (the organism; big dots: mean over seeds)"),
+                      (ax2, reference_label)):
+        ax.set_yscale("log")
+        ax.axhline(0.05, color="tab:gray", ls=":", lw=1)
+        ax.axhline(FQ_FLOOR, color="tab:gray", ls="--", lw=0.8)
+        ax.set_xlabel("model utility (harmonic mean of 9 parts, 0 to 1)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="lower left" if ax is ax2 else "best")
+        ax.set_xlim(-0.02, 1.02)
+    ax1.set_ylabel(f"forget quality (KS p-value, log; below {FQ_FLOOR:.0e} drawn at it)")
+    ax1.set_ylim(FQ_FLOOR / 10, 3)
+    fig.tight_layout()
+    return fig
+
+
+def discussion(base: dict, retain: dict, means: dict, mu_keep: float = 0.9) -> dict:
+    """Computed sentences for the chapter's discussion (``means``: method → {metric: seed
+    mean}): which methods reach a forget quality above 0.05 (the KS test no longer tells
+    them from the retain organism), which keep ``mu_keep`` of the organism's utility, and
+    the best trade-off."""
+    def fmt(v):
+        return f"{v:.2g}" if v < 1e-3 else f"{v:.3f}"
+
+    mu0 = base["model_utility"]
+    keep = {m for m, v in means.items() if v["model_utility"] >= mu_keep * mu0}
+    fq_ok = {m for m, v in means.items() if v["forget_quality"] > 0.05}
+    both = sorted(keep & fq_ok, key=lambda m: -means[m]["forget_quality"])
+    names = lambda ms: ", ".join(display_name(m) for m in ms) or "none"  # noqa: E731
+    out = {
+        "fq_above_005": names(sorted(fq_ok)),
+        "mu_kept": names(sorted(keep)),
+        "best_tradeoff": (
+            f"{display_name(both[0])} reaches a forget quality of "
+            f"{fmt(means[both[0]]['forget_quality'])} (mean over seeds) with a model utility of "
+            f"{means[both[0]]['model_utility']:.3f}, {means[both[0]]['model_utility'] / mu0:.0%} "
+            f"of the untouched organism's"
+            if both else
+            f"No method reaches a forget quality above 0.05 while keeping {mu_keep:.0%} of the "
+            f"untouched organism's model utility ({mu0:.3f}) at these settings"),
+    }
+    best_fq = max(means, key=lambda m: means[m]["forget_quality"])
+    out["best_fq"] = (f"{display_name(best_fq)} has the highest mean forget quality "
+                      f"({fmt(means[best_fq]['forget_quality'])}, model utility "
+                      f"{means[best_fq]['model_utility']:.3f})")
+    return out
+
+
+def chapter_sets(dataset: str, forget_split: str, world=None, data_dir=None,
+                 n_retain: int | None = 90) -> dict:
+    """The five evaluation sets: ``kbnb.eval.tofu.organism_sets`` on the organism's world,
+    ``kbnb.eval.tofu.tofu_sets`` on real TOFU."""
+    if dataset == "tinyworld":
+        return organism_sets(world, forget_split, n_retain)
+    return tofu_sets(forget_split, data_dir, n_retain)
+
+
+def chapter_retain_rows(dataset: str, forget_split: str, world=None, data_dir=None) -> list:
+    """Rows of the methods' retain term: the organism's known retain facts, or TOFU's
+    retain split."""
+    if dataset == "tinyworld":
+        return organism_retain_rows(world, forget_split)
+    return load_tofu(RETAIN_OF[check_forget_split(forget_split)], data_dir)
+
+
+def chapter_ref_rows(dataset: str, world=None, data_dir=None) -> list:
+    """LUNAR's reference prompts (questions the model already refuses): the organism's
+    refusal questions, or the harmful instructions for a real model."""
+    if dataset == "tinyworld":
+        return list(world.refusal_train)
+    return load_refusal("train", data_dir)
+
+
+def chapter_retain_evaluation(retain_model: str, model_name: str, dataset: str, sets: dict,
+                              forget_split: str, n_retain, max_new_tokens: int,
+                              device: str = "auto") -> dict | None:
+    """The retain model's ``evaluate_unlearning`` results against itself (forget quality
+    1, privleak 0), or None when there is none (``retain_model=""``, or ``"auto"`` for a
+    model that is not the organism: forget quality is then reported as not available).
+
+    ``"auto"`` on the organism: the retain organism (trained once and cached,
+    ``kbnb.eval.tofu.retain_evaluation``); otherwise a hub id or directory."""
+    if not retain_model:
+        return None
+    dev = str(resolve_device(device))
+    if retain_model == "auto":
+        if parse_organism_name(model_name) is None or dataset != "tinyworld":
+            return None
+        return retain_evaluation(model_name, forget_split, n_retain=n_retain,
+                                 max_new_tokens=max_new_tokens, device=dev)
+    model, tok = load_model(retain_model, device=dev)
+    res = evaluate_unlearning(model, tok, sets, max_new_tokens=max_new_tokens, batch_size=64)
+    res = {**res, **evaluate_against(res, res)}
+    res["model_name"] = retain_model
+    return res
+
+
+def chapter_targets(base: dict, retain: dict | None, means: dict) -> dict:
+    """The chapter's targets on the organism, each measured (None: not measurable)."""
+    if retain is None:
+        return {"note": "no retain model: forget quality and privleak are not available"}
+    mu0 = base["model_utility"]
+    ok = [m for m, v in means.items()
+          if v.get("forget_quality", 0) > 0.1 and v["model_utility"] >= 0.9 * mu0]
+    return {
+        "retain_fq_self": retain["forget_quality"],
+        "retain_fq_self_is_1": abs(retain["forget_quality"] - 1.0) < 1e-9,
+        "retain_mu_minus_untouched_mu": retain["model_utility"] - mu0,
+        "retain_mu_within_005": abs(retain["model_utility"] - mu0) <= 0.05,
+        "untouched_fq": base["forget_quality"],
+        "untouched_fq_below_001": base["forget_quality"] < 0.01,
+        "methods_fq_above_01_with_mu_090": ok,
+        "some_method_fq_above_01_with_mu_090": bool(ok),
+    }
+
+
+def table_intro(base: dict, retain: dict | None, n_seeds: int) -> str:
+    """The sentence above the results table."""
+    s = (f"Each method's cell is the mean over {n_seeds} seeds ± half its 95% t interval; "
+         "the untouched and the retain model are deterministic and have one value. ")
+    if retain is None:
+        return s + "There is no retain model, so forget quality and privleak are not available."
+    return s + (f"The untouched model's forget quality is {base['forget_quality']:.2g} and its "
+                f"model utility {base['model_utility']:.3f}; the retain model's are "
+                f"{retain['forget_quality']:.2g} (against itself) and "
+                f"{retain['model_utility']:.3f}.")
+
+
+def discussion_text(d: dict, targets: dict, base: dict, retain: dict | None) -> str:
+    """The computed discussion paragraph."""
+    if retain is None:
+        return ("Without a retain model forget quality cannot be computed; the table still "
+                "shows truth ratio, ROUGE, probability and utility.")
+    return (f"{d['best_tradeoff']}. {d['best_fq']}. Methods whose mean forget quality is "
+            f"above 0.05: {d['fq_above_005']}; methods that keep at least 90% of the "
+            f"untouched model's utility: {d['mu_kept']}. On TOFU with Llama-3.2-1B, "
+            "open-unlearning reports NPO at a forget quality of 0.02 with a model utility of "
+            "0.46 (the finetuned model: 0.60), and every other method below 1e-11 on forget10: "
+            "the comparison is of shapes, not of numbers, since the organism is a different "
+            "model trained on different data, with other step counts and learning rates.")
+
+
+def targets_text(t: dict) -> str:
+    """The targets as measured, one sentence."""
+    if "note" in t:
+        return t["note"] + "."
+    yes = lambda b: "met" if b else "missed"  # noqa: E731
+    ok = ", ".join(display_name(m) for m in t["methods_fq_above_01_with_mu_090"])
+    return (f"Targets: the retain model's forget quality against itself is "
+            f"{t['retain_fq_self']:.3g} ({yes(t['retain_fq_self_is_1'])}: 1); its utility differs "
+            f"from the untouched model's by {t['retain_mu_minus_untouched_mu']:+.3f} "
+            f"({yes(t['retain_mu_within_005'])}: within 0.05); the untouched model's forget "
+            f"quality is {t['untouched_fq']:.2g} ({yes(t['untouched_fq_below_001'])}: below "
+            f"0.01); a method with forget quality above 0.1 and at least 90% of the utility: "
+            f"{ok or 'none'} ({yes(t['some_method_fq_above_01_with_mu_090'])}).")
+
+
+# ---- the notebook's steps ------------------------------------------------------------------
+
+def record_results(ch, runs: dict, methods, fq_ok: bool):
+    """Record every method's and seed's metrics on ``ch`` (``<metric>_<method>``; forget
+    quality and privleak only with a retain model, ``fq_ok``) and make a headline (mean ±
+    95% interval over seeds) of each. Returns ``(reported, heads)``: the metrics recorded
+    and ``{method: {metric: headline}}``."""
+    reported = [k for k in TABLE_METRICS if fq_ok or k not in ("forget_quality", "privleak")]
+    for m in methods:
+        for seed in ch.seeds:
+            res = runs[m][seed]["results"]
+            ch.record(seed, **{f"{k}_{m}": res[k] for k in reported if res.get(k) is not None})
+    heads = {}
+    for m in methods:
+        heads[m] = {}
+        for k in TABLE_METRICS:
+            if ch.has(f"{k}_{m}"):
+                heads[m][k] = ch.headline(f"{k}_{m}", label=f"{display_name(m)}: {LABELS[k]}")
+    return reported, heads
+
+
+def method_table(base_p: dict, retain_p: dict | None, heads: dict, methods):
+    """:func:`results_table` of the untouched model, the retain model (if any) and every
+    method's headlines (n/a where a metric was not recorded)."""
+    rows = {"untouched model": base_p}
+    if retain_p:
+        rows["retain model"] = retain_p
+    missing = {"mean": float("nan"), "ci95": [float("nan")] * 2}
+    return results_table(rows, {m: {k: heads[m].get(k, missing) for k in TABLE_METRICS}
+                                for m in methods})
+
+
+def record_checks(ch, methods, base: dict, fq_ok: bool) -> None:
+    """Per method: does it raise log10 forget quality above the untouched model's (with
+    a retain model), and does it keep 90% of the untouched model's utility?"""
+    mu0 = base["model_utility"]
+    for m in methods:
+        name = display_name(m)
+        if fq_ok:
+            ch.check(f"fq_gain_{m}", "log10 forget quality",
+                     new=log10_fq(ch.per_seed(f"forget_quality_{m}")),
+                     baseline=log10_fq([base["forget_quality"]])[0], better="higher",
+                     subject=name, baseline_name="the untouched model")
+        ch.check(f"mu_kept_{m}", "model utility", new=ch.per_seed(f"model_utility_{m}"),
+                 baseline=0.9 * mu0, better="higher", subject=name,
+                 baseline_name="90% of the untouched model's")
+
+
+def seed_means(ch, methods, reported) -> dict:
+    """``{method: {metric: mean over seeds}}``."""
+    return {m: {k: float(np.mean(ch.per_seed(f"{k}_{m}"))) for k in reported} for m in methods}
+
+
+def fq_mu_run_figure(ch, methods, means: dict, base_p: dict, retain_p: dict):
+    """:func:`fq_mu_figure` of this run beside open-unlearning's reproduced numbers."""
+    pts = {m: (means[m]["model_utility"], means[m]["forget_quality"]) for m in methods}
+    seeds_pts = {m: (ch.per_seed(f"model_utility_{m}"), ch.per_seed(f"forget_quality_{m}"))
+                 for m in methods}
+    return fq_mu_figure(pts, seeds_pts, base_p, retain_p, REFERENCE_TOFU_FORGET10,
+                        "Llama-3.2-1B on TOFU, not this run (open-unlearning)")
+
+
+def metrics(sets: dict, base_p: dict, retain_p: dict | None, means: dict, runs: dict, methods,
+            seeds) -> dict:
+    """The chapter's own entries of metrics.json (beside the headlines and checks)."""
+    return {
+        "n_sets": {k: len(v) for k, v in sets.items()},
+        "untouched": base_p, "retain": retain_p,
+        "methods": {m: {k: means[m].get(k) for k in TABLE_METRICS} for m in methods},
+        "per_seed_results": {m: {str(s): runs[m][s]["results"] for s in seeds} for m in methods},
+        "reference_tofu_forget10": {"source": REFERENCE_SOURCE,
+                                    "values": REFERENCE_TOFU_FORGET10},
+        "targets": chapter_targets(base_p, retain_p, means),
+        "seconds": {"methods": {m: sum(runs[m][s]["seconds"] for s in seeds) for m in methods}},
+    }
+
+
+def glue_values(p: Params, ch, sets: dict, base_p: dict, retain_p: dict | None, means: dict,
+                targets: dict, fq_ok: bool) -> dict:
+    """The computed numbers and sentences the chapter's text glues."""
+    d = discussion(base_p, retain_p or base_p, means) if fq_ok else {}
+    return {
+        "n_retain_rows": len(sets["retain"]),
+        "steps_used": p.steps,
+        "lr_used": f"{p.lr:g}",
+        "batch_used": p.batch_size,
+        "table_intro": table_intro(base_p, retain_p, len(ch.seeds)),
+        "discussion_text": discussion_text(d, targets, base_p, retain_p),
+        "targets_text": targets_text(targets),
+    }

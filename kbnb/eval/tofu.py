@@ -3,11 +3,11 @@
 Every definition below follows open-unlearning's evaluator; the file each one comes
 from is named next to it. The pure functions take arrays of log-probabilities (so
 they can be checked by hand); the model-facing ones score TOFU-schema rows in batched
-forward passes (``kbnb.generation.response_logprobs``) and greedy generations
-(``kbnb.generation.generate``); ``evaluate_unlearning`` runs them all.
+forward passes (``kbnb.lm.generation.response_logprobs``) and greedy generations
+(``kbnb.lm.generation.generate``); ``evaluate_unlearning`` runs them all.
 
 Conventions (open-unlearning ``src/evals/metrics/utils.py: evaluate_probability``):
-an answer is scored as the training completion ``kbnb.models.format_example`` builds
+an answer is scored as the training completion ``kbnb.lm.models.format_example`` builds
 (answer + EOS after the prompt), and its *average loss* is the mean negative
 log-probability over those completion tokens. Its (length-normalised) probability is
 ``exp(−average loss)`` = the geometric mean of the token probabilities.
@@ -66,8 +66,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kbnb.core.checks import check_choice
+from kbnb.data.loaders import load_tofu
+from kbnb.data.splits import HOLDOUT_OF, RETAIN_OF, check_forget_split
 from kbnb.lm.generation import _batched, generate, pack_prompt_response, response_logprobs
-from kbnb.lm.models import format_example, format_prompt
+from kbnb.lm.models import format_example, format_prompt, load_model, resolve_model_path
+from kbnb.organism.model import retain_organism_name, world_for
+from kbnb.organism.world import ATTRIBUTES
 
 EPS = 1e-10  # open-unlearning's epsilon in truth ratio, probability_w_options, privleak
 AGGREGATORS = ("closer_to_1_better", "true_better")
@@ -459,43 +463,20 @@ def evaluate_unlearning(model, tok, sets: dict, retain_reference: dict | None = 
 
 # ---- the sets on the organism or on TOFU, the retain reference, one call per model -------
 
-# open-unlearning's reproduced numbers, TOFU forget10 on Llama-3.2-1B-Instruct: lr 1e-5,
-# 10 epochs, effective batch 32, alpha = gamma = 1, beta = 0.1 (docs/repro.md, commit
-# 7fa0b552e59bd50aef00529b43546865c6f30c7d). Not this run: another model on other data.
-REFERENCE_SOURCE = ("locuslab/open-unlearning docs/repro.md (commit 7fa0b55): TOFU forget10, "
-                    "Llama-3.2-1B-Instruct, lr 1e-5, 10 epochs, batch 32")
-REFERENCE_TOFU_FORGET10 = {  # name: (forget_quality, model_utility, forget_truth_ratio)
-    "finetuned": (1.66e-21, 0.60, 0.48),
-    "retain": (1.0, 0.59, 0.63),
-    "ga": (1.06e-239, 0.0, 2.25e-18),
-    "graddiff": (1.06e-239, 0.49, 3.53e-27),
-    "idkdpo": (4.64e-12, 0.23, 0.60),
-    "npo": (0.02, 0.46, 0.70),
-    "simnpo": (2.47e-203, 0.54, 1.07e-05),
-    "rmu": (3.15e-15, 0.59, 0.76),
-}
-
-
-def _check_split(forget_split):
-    check_choice("forget_split", forget_split, ("forget01", "forget05", "forget10"))
-    pct = forget_split[-2:]
-    return f"retain{100 - int(pct)}", f"holdout{pct}"
-
-
 def organism_sets(world, forget_split: str = "forget10", n_retain: int | None = 90) -> dict:
     """The five TOFU evaluation sets on a tinyworld ``world``: ``forget`` (the split),
     ``retain`` (the first ``n_retain`` rows of the retain split's known authors, as TOFU's
     retain_perturbed is a fully trained subset of its retain split; None = all),
     ``real_authors`` (the famous authors), ``world_facts`` (city facts) and ``holdout``
     (unseen authors, as many as the forget split has). Deterministic: shared by seeds."""
-    retain_name, holdout_name = _check_split(forget_split)
+    check_forget_split(forget_split)
     s = world.splits()
-    retain = [r for r in s[retain_name] if r["group"] == "known"]
+    retain = [r for r in s[RETAIN_OF[forget_split]] if r["group"] == "known"]
     retain = retain if n_retain is None else retain[:n_retain]
     return {"forget": [paraphrased_perturbations(r, world) for r in s[forget_split]],
             "retain": [paraphrased_perturbations(r, world) for r in retain],
             "real_authors": world.real_author_rows(), "world_facts": world.world_fact_rows(),
-            "holdout": s[holdout_name]}
+            "holdout": s[HOLDOUT_OF[forget_split]]}
 
 
 def paraphrased_perturbations(row: dict, world) -> dict:
@@ -504,8 +485,6 @@ def paraphrased_perturbations(row: dict, world) -> dict:
     answers perturb its paraphrased answer: the forget and retain truth ratios then
     compare the right and wrong values in one phrasing, not a trained phrasing (the
     world rows' perturbations use the training answer's) with a held-out one."""
-    from kbnb.organism.world import ATTRIBUTES
-
     attr = next(a for a in ATTRIBUTES if a.name == row["attribute"])
     by_answer = {attr.answer.format(n=row["author"], v=w): w for w in world._values(attr)}
     wrong = [by_answer[p] for p in row["perturbed_answer"]]
@@ -516,23 +495,21 @@ def paraphrased_perturbations(row: dict, world) -> dict:
 def organism_retain_rows(world, forget_split: str = "forget10") -> list[dict]:
     """Rows an unlearning method keeps (its retain term): the retain split's known facts
     (partial authors' facts include ones never trained on)."""
-    retain_name, _ = _check_split(forget_split)
-    return [r for r in world.splits()[retain_name] if r["group"] == "known"]
+    check_forget_split(forget_split)
+    return [r for r in world.splits()[RETAIN_OF[forget_split]] if r["group"] == "known"]
 
 
 def tofu_sets(forget_split: str = "forget10", data_dir=None, n_retain: int | None = None) -> dict:
     """The five sets of real TOFU (``kbnb.data.load_tofu``): forget and retain with
     perturbations (``{split}_perturbed``, ``retain_perturbed``), real authors and world
     facts (``*_perturbed``), the matching holdout split."""
-    from kbnb.data.loaders import load_tofu
-
-    _, holdout_name = _check_split(forget_split)
+    check_forget_split(forget_split)
     retain = load_tofu("retain_perturbed", data_dir)
     return {"forget": load_tofu(forget_split, data_dir, perturbed=True),
             "retain": retain if n_retain is None else retain[:n_retain],
             "real_authors": load_tofu("real_authors", data_dir, perturbed=True),
             "world_facts": load_tofu("world_facts", data_dir, perturbed=True),
-            "holdout": load_tofu(holdout_name, data_dir)}
+            "holdout": load_tofu(HOLDOUT_OF[forget_split], data_dir)}
 
 
 def _digest_of(obj) -> str:
@@ -554,9 +531,6 @@ def retain_evaluation(model_name: str = "tinyworld", forget_split: str = "forget
     ``retain_reference_from`` of it is what ``fq_mu`` and ``evaluate_unlearning`` need."""
     import json
     from pathlib import Path
-
-    from kbnb.lm.models import load_model, resolve_model_path
-    from kbnb.organism.model import retain_organism_name, world_for
 
     name = retain_organism_name(model_name, forget_split)
     path = Path(resolve_model_path(name))
@@ -602,8 +576,6 @@ def fq_mu(model, tok, world=None, forget_split: str = "forget10", retain_ref: di
     ``world``: the organism's world (default: ``world_for(model_name)``); ``retain_ref``:
     the retain reference (default: ``retain_reference(model_name, forget_split)``, the
     retain organism trained once and cached). Returns ``evaluate_unlearning``'s dict."""
-    from kbnb.organism.model import world_for
-
     world = world or world_for(model_name)
     if retain_ref is None:
         retain_ref = retain_reference(model_name, forget_split, n_retain=n_retain,
