@@ -1,9 +1,15 @@
+"""Fixtures every test folder shares: the repository root, the real data, the organism,
+and ``run_notebook`` (a chapter executed under papermill with the fast parameters)."""
+import json
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+FAST = yaml.safe_load((ROOT / "tests" / "params-fast.yml").read_text())
+EXECUTED = {}  # (notebook, params without output_dir) -> (executed copy, run folder)
 
 
 def shared_data_dir():
@@ -13,6 +19,51 @@ def shared_data_dir():
         return Path(env)
     cand = ROOT.parent / "shared" / "data"
     return cand if cand.is_dir() else None
+
+
+def executed_key(name, params):
+    return name, json.dumps({k: v for k, v in params.items() if k != "output_dir"}, sort_keys=True)
+
+
+def _run_notebook(name, tmp_path, **params):
+    """Execute notebooks/<name>.ipynb with the fast parameters (overridden by ``params``)
+    into ``tmp_path``; returns its metrics JSON."""
+    import papermill as pm
+
+    from kbnb.book import runner
+    from kbnb.eval import stats
+    runner.quiet_environment()  # as the book runner does: the published copy has no stderr
+    given = {**FAST.get(name, {}), **params}
+    params = {**given, "output_dir": str(tmp_path / "runs")}
+    out = tmp_path / f"{name}.out.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
+                        cwd=str(ROOT), kernel_name="python3", progress_bar=False)
+    metrics = list((tmp_path / "runs").glob(f"{name}-*/metrics.json"))
+    assert len(metrics) == 1, metrics
+    EXECUTED[executed_key(name, given)] = (out, metrics[0].parent)
+    doc = json.loads(metrics[0].read_text())
+    if name != "results":
+        stats.check_headline_shape(doc)  # every chapter reports its headline with intervals
+        assert doc["metrics"]["seeds"] == doc["params"]["seeds"]
+    return doc
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return ROOT
+
+
+@pytest.fixture
+def run_notebook():
+    """``run_notebook(name, tmp_path, **params) -> metrics.json`` of the executed chapter."""
+    return _run_notebook
+
+
+@pytest.fixture(scope="session")
+def executed_notebooks():
+    """What the chapter tests executed, for the book test to reuse:
+    ``(EXECUTED, FAST, executed_key)``."""
+    return EXECUTED, FAST, executed_key
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +83,7 @@ def organism():
 
 @pytest.fixture(scope="session")
 def world():
-    from kbnb.organism.model import OrganismConfig, world_of
+    from kbnb.organism import OrganismConfig, world_of
     return world_of(OrganismConfig())
 
 

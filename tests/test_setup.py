@@ -1,9 +1,11 @@
 """The project's set-up files agree with each other."""
 import re
+from pathlib import Path
 
 import tomllib
 import yaml
-from conftest import ROOT
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _names(specs):

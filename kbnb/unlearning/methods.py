@@ -271,7 +271,6 @@ def _rows_with_question(name, v):
     return v
 
 
-LUNAR_ROWS = ("prompt", "distinct", "last")  # kbnb.unlearning.lunar.ROWS (fit_lunar checks too)
 
 
 @register
@@ -283,7 +282,7 @@ class LUNAR(UnlearningMethod):
                 "rows": "last"}
     checks = {"ref_rows": _rows_with_question, "layer": layer_or_none, "layer_frac": fraction,
               "coeff": finite, "ridge": non_negative,
-              "rows": lambda n, v: check_choice(n, v, LUNAR_ROWS)}
+              "rows": lambda n, v: check_choice(n, v, L.ROWS)}
     source = "kbnb.unlearning.lunar (closed form); facebookresearch/LUNAR"
     summary = "closed-form refit of one down-projection (activation redirection)"
 

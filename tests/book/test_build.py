@@ -1,83 +1,10 @@
-"""Every chapter runs under papermill with small parameters; the book builds."""
+"""The whole book builds strictly from the chapters the chapter tests executed, and reads
+as a reader meets it."""
 import json
 import shutil
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import ROOT
-
-FAST = yaml.safe_load((ROOT / "tests" / "params-fast.yml").read_text())
-
-
-EXECUTED = {}  # (notebook, params without output_dir) -> executed copy, reused by the book test
-
-
-def _key(name, params):
-    return name, json.dumps({k: v for k, v in params.items() if k != "output_dir"}, sort_keys=True)
-
-
-def run_notebook(name, tmp_path, **params):
-    """Execute notebooks/<name>.ipynb with the fast parameters (overridden by ``params``)
-    into ``tmp_path``; returns its metrics JSON."""
-    import papermill as pm
-
-    from kbnb.book import runner as book
-    from kbnb.eval import stats
-    book.quiet_environment()  # as the book runner does: the published copy has no stderr
-    given = {**FAST.get(name, {}), **params}
-    params = {**given, "output_dir": str(tmp_path / "runs")}
-    out = tmp_path / f"{name}.out.ipynb"
-    pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
-                        cwd=str(ROOT), kernel_name="python3", progress_bar=False)
-    metrics = list((tmp_path / "runs").glob(f"{name}-*/metrics.json"))
-    assert len(metrics) == 1, metrics
-    EXECUTED[_key(name, given)] = (out, metrics[0].parent)
-    doc = json.loads(metrics[0].read_text())
-    if name != "results":
-        stats.check_headline_shape(doc)  # every chapter reports its headline with intervals
-        assert doc["metrics"]["seeds"] == doc["params"]["seeds"]
-    return doc
-
-
-@pytest.mark.slow
-def test_tinyworld_notebook(tmp_path, organism):
-    doc = run_notebook("tinyworld", tmp_path)
-    m = doc["metrics"]
-    assert doc["params"]["seeds"] == [0] and doc["environment"]["torch"]
-    assert m["known_exact_match"] >= m["targets"]["known_exact_min"]
-    assert m["refusal_rate_heldout"] >= m["targets"]["refusal_heldout_min"]
-    assert m["known_paraphrase_recall"] >= m["targets"]["known_paraphrase_min"]
-    assert abs(m["unseen_recall"] - m["unseen_chance"]) <= 0.05
-    assert m["partial_monotone"] is True
-    assert len(m["weights_sha256_16"]) == 16
-    assert set(m["checks_plain"].values()) <= {True, False, None}
-    assert m["checks"]["known_exact"]["status"] in ("PASS", "UNCLEAR")
-    assert m["headline"]["known_exact_match"]["ci_method"] == "bootstrap over facts"
-
-
-@pytest.mark.slow
-def test_tinyworld_notebook_rejects_a_bad_dataset(tmp_path):
-    import papermill as pm
-    with pytest.raises(pm.PapermillExecutionError, match="dataset='mmlu': allowed 'tinyworld'"):
-        run_notebook("tinyworld", tmp_path, dataset="mmlu")
-
-
-HIDDEN = {"hide-input", "remove-input", "remove-cell"}
-MAX_LINE = 92  # characters of code that fit the book's page without a scroll bar
-
-
-def test_visible_code_fits_the_page():
-    """Code a reader sees (cells not hidden behind a toggle) has lines that fit the page."""
-    long = []
-    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
-            if cell["cell_type"] != "code" or HIDDEN & set(cell["metadata"].get("tags", [])):
-                continue
-            for line in "".join(cell["source"]).splitlines():
-                if len(line) > MAX_LINE:
-                    long.append(f"{path.name} cell {i}: {len(line)} chars: {line[:60]}...")
-    assert not long, "\n".join(long)
 
 
 def _published_problems(nb) -> list[str]:
@@ -103,7 +30,7 @@ def _screenshot_is_a_page(png: Path) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.book
-def test_book_builds_strictly(tmp_path, organism):
+def test_book_builds_strictly(tmp_path, organism, repo_root, executed_notebooks):
     """Every chapter in _toc.yml, executed with the fast parameters (reusing the copies
     the chapter tests executed, which run first), builds with `jupyter-book build -W`,
     and reads as a reader meets it: no error, stderr or warning in any output, every
@@ -116,6 +43,8 @@ def test_book_builds_strictly(tmp_path, organism):
 
     from kbnb.book import runner as book
     from kbnb.eval import stats
+    EXECUTED, FAST, executed_key = executed_notebooks
+    ROOT = repo_root
     root = tmp_path / "book-root"
     root.mkdir()
     for f in ("_config.yml", "_toc.yml"):
@@ -125,7 +54,7 @@ def test_book_builds_strictly(tmp_path, organism):
     chapters = root / "book" / "chapters"
     names = book.toc_chapters(root)
     for name in book.in_order(names):
-        done = EXECUTED.get(_key(name, FAST.get(name, {})))
+        done = EXECUTED.get(executed_key(name, FAST.get(name, {})))
         if name in ("tinyworld", "results") or done is None:
             p, extra = book.chapter_params(
                 name, {name: {**FAST.get(name, {}), "output_dir": str(tmp_path / "runs")}},

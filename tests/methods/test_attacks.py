@@ -267,10 +267,9 @@ def test_attacks_params_hash_the_checked_attacks():
         chapter.Params(blocksize=0)
 
 
-def test_the_attacks_module_imports_no_chapter_code():
+def test_the_attacks_module_imports_no_chapter_code(repo_root):
     """kbnb.methods.attacks holds the attacks only: no import of chapter or report code."""
-    from conftest import ROOT
-    tree = ast.parse((ROOT / "kbnb" / "methods" / "attacks.py").read_text())
+    tree = ast.parse((repo_root / "kbnb" / "methods" / "attacks.py").read_text())
     mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not [m for m in mods if m.startswith(("kbnb.report", "kbnb.chapters", "kbnb.book"))]
@@ -283,8 +282,7 @@ FAST = dict(forget_split="forget01", n_retain=20, max_new_tokens=16, n_examples=
 
 
 @pytest.mark.slow
-def test_lunar_attacks_notebook(tmp_path, organism):
-    from test_notebooks import run_notebook
+def test_lunar_attacks_notebook(tmp_path, organism, run_notebook):
     doc = run_notebook("lunar_attacks", tmp_path, **FAST)
     m = doc["metrics"]
     assert doc["params"]["forget_split"] == "forget01" and doc["params"]["lunar_dir"] == ""
@@ -309,8 +307,7 @@ def test_lunar_attacks_notebook(tmp_path, organism):
 
 
 @pytest.mark.slow
-def test_lunar_attacks_notebook_rejects_a_bad_attack(tmp_path):
+def test_lunar_attacks_notebook_rejects_a_bad_attack(tmp_path, run_notebook):
     import papermill as pm
-    from test_notebooks import run_notebook
     with pytest.raises(pm.PapermillExecutionError, match="attacks='finetune': allowed 'layer_skip'"):
         run_notebook("lunar_attacks", tmp_path, **FAST, attacks=["reverse", "finetune"])

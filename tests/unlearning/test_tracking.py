@@ -204,8 +204,7 @@ def test_unlearn_rejects_bad_values(organism, world):
 
 # ---- the notebook --------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_npo_toy_notebook(tmp_path, organism):
-    from test_notebooks import run_notebook
+def test_npo_toy_notebook(tmp_path, organism, run_notebook):
     doc = run_notebook("npo_toy", tmp_path, **FAST)
     m = doc["metrics"]
     seeds = [str(s) for s in doc["params"]["seeds"]]
@@ -235,8 +234,7 @@ def test_npo_toy_notebook(tmp_path, organism):
 
 
 @pytest.mark.slow
-def test_npo_toy_notebook_rejects_a_bad_loss(tmp_path):
+def test_npo_toy_notebook_rejects_a_bad_loss(tmp_path, run_notebook):
     import papermill as pm
-    from test_notebooks import run_notebook
     with pytest.raises(pm.PapermillExecutionError, match="loss='dpo': allowed 'npo', 'ga'"):
         run_notebook("npo_toy", tmp_path, loss="dpo", **FAST)

@@ -199,8 +199,7 @@ FAST_LUNAR = dict(forget_split="forget01", n_retain=60, n_eval=20, n_ref=40,
                   candidate_layers=[6, 12, 18], n_select=9, top_k=2, max_new_tokens=16)
 
 @pytest.mark.slow
-def test_lunar_notebook_fast(tmp_path, organism):
-    from test_notebooks import run_notebook
+def test_lunar_notebook_fast(tmp_path, organism, run_notebook):
     doc = run_notebook("lunar", tmp_path, **FAST_LUNAR)
     m = doc["metrics"]
     seeds = doc["params"]["seeds"]
@@ -228,17 +227,15 @@ def test_lunar_notebook_fast(tmp_path, organism):
 
 
 @pytest.mark.slow
-def test_lunar_notebook_with_a_given_layer(tmp_path, organism):
-    from test_notebooks import run_notebook
+def test_lunar_notebook_with_a_given_layer(tmp_path, organism, run_notebook):
     doc = run_notebook("lunar", tmp_path, **{**FAST_LUNAR, "layer": 21})
     assert all(v[0] == 21 for v in doc["metrics"]["layers"].values())
 
 
-def test_chapter_defaults_are_the_notebook_defaults():
+def test_chapter_defaults_are_the_notebook_defaults(repo_root):
     """The attacks chapter fits "as the LUNAR chapter does with its defaults" through
     chapter.Params(): they must equal the LUNAR notebook's parameter cell."""
-    from conftest import ROOT
-    nb = json.loads((ROOT / "notebooks" / "lunar.ipynb").read_text())
+    nb = json.loads((repo_root / "notebooks" / "lunar.ipynb").read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     ns = {}
     exec("".join(cell["source"]), ns)
@@ -259,10 +256,9 @@ def test_run_params_keep_the_old_run_folder():
         chapter.Params(solver="adam")
 
 
-def test_the_method_module_imports_no_chapter_code():
+def test_the_method_module_imports_no_chapter_code(repo_root):
     """kbnb.unlearning.lunar is the method: it imports only from its own layer and below."""
-    from conftest import ROOT
-    tree = ast.parse((ROOT / "kbnb" / "unlearning" / "lunar.py").read_text())
+    tree = ast.parse((repo_root / "kbnb" / "unlearning" / "lunar.py").read_text())
     mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     above = ("kbnb.methods", "kbnb.report", "kbnb.chapters", "kbnb.book")
@@ -273,9 +269,8 @@ def test_the_method_module_imports_no_chapter_code():
 
 
 @pytest.mark.slow
-def test_lunar_notebook_rejects_a_layer_out_of_range(tmp_path):
+def test_lunar_notebook_rejects_a_layer_out_of_range(tmp_path, run_notebook):
     import papermill as pm
-    from test_notebooks import run_notebook
     with pytest.raises(pm.PapermillExecutionError, match=r"layer=24 but the model has 24 layers"):
         run_notebook("lunar", tmp_path, **{**FAST_LUNAR, "layer": 24})
 

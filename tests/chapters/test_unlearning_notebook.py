@@ -1,11 +1,9 @@
 """The unlearning chapter runs under papermill with the fast parameters."""
 import pytest
 
-from test_notebooks import run_notebook
-
 
 @pytest.mark.slow
-def test_unlearning_notebook(tmp_path, organism):
+def test_unlearning_notebook(tmp_path, organism, run_notebook):
     doc = run_notebook("unlearning", tmp_path)
     m = doc["metrics"]
     assert doc["params"]["seeds"] == [0, 1]

@@ -318,8 +318,7 @@ FAST = dict(max_questions=40, max_test=28, n_samples=4, n_train=20, rehearsal_ep
 
 
 @pytest.mark.slow
-def test_rait_notebook(tmp_path, organism):
-    from test_notebooks import run_notebook
+def test_rait_notebook(tmp_path, organism, run_notebook):
     doc = run_notebook("rait", tmp_path, **FAST)
     m = doc["metrics"]
     assert doc["params"]["n_samples"] == 4 and m["mode"] == "open"
@@ -339,9 +338,8 @@ def test_rait_notebook(tmp_path, organism):
 
 
 @pytest.mark.slow
-def test_rait_notebook_rejects_bad_parameters(tmp_path):
+def test_rait_notebook_rejects_bad_parameters(tmp_path, run_notebook):
     import papermill as pm
-    from test_notebooks import run_notebook
     with pytest.raises(pm.PapermillExecutionError, match="flow_rule='up': allowed 'rose', 'not_fell'"):
         run_notebook("rait", tmp_path, flow_rule="up")
 

@@ -277,8 +277,7 @@ FAST = dict(max_questions=60, epochs=1, batch_size=64)
 
 
 @pytest.mark.slow
-def test_rtuning_notebook(tmp_path, organism):
-    from test_notebooks import run_notebook
+def test_rtuning_notebook(tmp_path, organism, run_notebook):
     doc = run_notebook("rtuning", tmp_path, **FAST)
     m = doc["metrics"]
     assert doc["params"]["method"] == "unsure" and doc["params"]["n_shots"] == 0
@@ -307,8 +306,7 @@ def test_rtuning_notebook(tmp_path, organism):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["unknown", "uncertain"])
-def test_rtuning_notebook_other_methods(tmp_path, organism, method):
-    from test_notebooks import run_notebook
+def test_rtuning_notebook_other_methods(tmp_path, organism, method, run_notebook):
     doc = run_notebook("rtuning", tmp_path, method=method, max_questions=24, epochs=1)
     m = doc["metrics"]
     assert doc["params"]["method"] == method
@@ -320,9 +318,8 @@ def test_rtuning_notebook_other_methods(tmp_path, organism, method):
 
 
 @pytest.mark.slow
-def test_rtuning_notebook_mmlu_smoke(tmp_path, organism, data_dir):
+def test_rtuning_notebook_mmlu_smoke(tmp_path, organism, data_dir, run_notebook):
     """The real-MMLU path runs end to end on the organism (numbers meaningless)."""
-    from test_notebooks import run_notebook
     doc = run_notebook("rtuning", tmp_path, dataset="mmlu", data_dir=str(data_dir), max_questions=4,
                        n_shots=1, epochs=1)
     m = doc["metrics"]
@@ -333,9 +330,8 @@ def test_rtuning_notebook_mmlu_smoke(tmp_path, organism, data_dir):
 
 
 @pytest.mark.slow
-def test_rtuning_notebook_rejects_a_bad_method(tmp_path):
+def test_rtuning_notebook_rejects_a_bad_method(tmp_path, run_notebook):
     import papermill as pm
-    from test_notebooks import run_notebook
     with pytest.raises(pm.PapermillExecutionError,
                        match="method='idk': allowed 'unsure', 'unknown', 'uncertain'"):
         run_notebook("rtuning", tmp_path, method="idk")

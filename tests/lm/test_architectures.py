@@ -420,7 +420,7 @@ def test_data_errors_keep_their_cause(monkeypatch):
 def test_zero_valued_parameters_are_rejected(saved):
     from kbnb.lm.finetune import finetune
     from kbnb.methods import attacks, rait
-    from kbnb.unlearning import lunar, npo
+    from kbnb.unlearning import lunar, tracking
     model, tok = load(saved, "gpt2")
     p = _prompts(tok)
     with pytest.raises(ValueError, match="n_select=0"):
