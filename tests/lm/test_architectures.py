@@ -17,6 +17,7 @@ import kbnb
 from kbnb.lm import activations as A
 from kbnb.lm import encoding as E
 from kbnb.lm import generation as G
+from kbnb.lm.models import format_example
 
 # ---- tokenizers ---------------------------------------------------------------------------
 SPECIALS = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|im_start|>", "<|im_end|>"]
@@ -234,7 +235,7 @@ def test_organism_style_encoding_is_unchanged():
     for q in QUESTIONS:
         p = kbnb.format_prompt(tok, q)
         assert E.encode_prompt(tok, p) == tok(p, add_special_tokens=False)["input_ids"]
-        prompt, comp = kbnb.models.format_example(tok, q, "Alice was born near the river.")
+        prompt, comp = format_example(tok, q, "Alice was born near the river.")
         assert comp == " Alice was born near the river.</s>"
         old = tok([p], return_tensors="pt", padding=True, add_special_tokens=False)
         new = E.encode_batch(tok, [p])
@@ -251,8 +252,8 @@ def test_completion_joining(tokenizers):
     p = kbnb.format_prompt(nl, "Who?")
     assert p.endswith("<|im_start|>assistant\n")
     assert E.join_completion(nl, p, " Bob. ") == "Bob."
-    assert kbnb.models.format_example(nl, "Who?", "Bob.")[1] == "Bob.<|im_end|>" or \
-        kbnb.models.format_example(nl, "Who?", "Bob.")[1] == "Bob." + nl.eos_token
+    assert format_example(nl, "Who?", "Bob.")[1] == "Bob.<|im_end|>" or \
+        format_example(nl, "Who?", "Bob.")[1] == "Bob." + nl.eos_token
     # a plain "Answer:" prompt takes a space, whatever the tokenizer's template
     assert E.join_completion(nl, "Question: Who?\nAnswer:", "Bob") == " Bob"
     assert E.join_completion(plain, kbnb.format_prompt(plain, "Who?"), "Bob") == " Bob"
@@ -335,7 +336,7 @@ def test_one_finetuning_step_changes_weights(saved, arch, lora):
     from kbnb.lm.finetune import finetune
     model, tok = load(saved, arch)
     prompts = _prompts(tok)[:2]
-    comps = [kbnb.models.format_example(tok, q, "Alice.")[1] for q in QUESTIONS[:2]]
+    comps = [format_example(tok, q, "Alice.")[1] for q in QUESTIONS[:2]]
     tuned, losses = finetune(model, tok, prompts, comps, epochs=1, lr=1e-2, batch_size=2,
                              lora=lora, lora_r=2, progress=False)
     assert len(losses) == 1 and losses[0] == losses[0]
@@ -352,7 +353,7 @@ def test_finetune_is_deterministic_given_seed(saved):
     from kbnb.lm.finetune import finetune
     model, tok = load(saved, "gpt2")
     prompts = _prompts(tok)
-    comps = [kbnb.models.format_example(tok, q, "Bob.")[1] for q in QUESTIONS]
+    comps = [format_example(tok, q, "Bob.")[1] for q in QUESTIONS]
     runs = [finetune(model, tok, prompts, comps, epochs=2, batch_size=3, seed=3, progress=False)
             for _ in range(2)]
     assert runs[0][1] == runs[1][1]
@@ -510,7 +511,7 @@ def test_qwen_tokenizer_letters_joining_and_sure(qwen_tok):
     p = kbnb.format_prompt(tok, "What is 2 + 2?")
     assert p.endswith("<|im_start|>assistant\n")
     assert E.completion_joiner(tok) == ""
-    assert kbnb.models.format_example(tok, "What is 2 + 2?", "4")[1] == "4<|im_end|>"
+    assert format_example(tok, "What is 2 + 2?", "4")[1] == "4<|im_end|>"
     row = {"question": "q", "choices": ["Paris", "Rome", "Oslo", "Bern"], "answer": 0}
     assert rtuning.answer_text(row, 0, "cloze", E.completion_sep(tok, p)) == "Paris."
     # " I am sure" / " I am unsure" score with kbnb's machinery on a model with this
@@ -584,7 +585,7 @@ def test_accelerate_finetune_equals_a_hand_loop(saved):
     from kbnb.lm.finetune import finetune
     model, tok = load(saved, "llama")
     prompts = _prompts(tok) * 2
-    comps = [kbnb.models.format_example(tok, q, a)[1]
+    comps = [format_example(tok, q, a)[1]
              for q, a in zip(QUESTIONS * 2, ["Alice.", "Bob.", "Carol.", "Dan."] * 2)]
     tuned, losses = finetune(model, tok, prompts, comps, epochs=2, batch_size=3, lr=1e-3,
                              seed=5, progress=False)

@@ -62,7 +62,7 @@ def test_training_does_not_depend_on_the_thread_count(tmp_path):
 
 def test_cache_key_covers_the_recipe_code(monkeypatch):
     key = _tiny().key()
-    monkeypatch.setattr(organism, "_recipe_digest", lambda: b"other code")
+    monkeypatch.setattr(organism.model, "_recipe_digest", lambda: b"other code")
     assert _tiny().key() != key
 
 
