@@ -188,6 +188,18 @@ def accepts_position_ids(model) -> bool:
         return False
 
 
+def cache_argument(model) -> str:
+    """The name under which the model's forward takes a key/value cache: ``past_key_values``
+    (transformers < 5.24 and most remote code) or ``cache`` (its name from 5.24 on, where
+    the old name still works but warns)."""
+    try:
+        params = inspect.signature(_base(model).forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "past_key_values" if "past_key_values" in params or "cache" not in params \
+        else "cache"
+
+
 def input_device(model) -> torch.device:
     """Where a model's inputs go: the device of its input embeddings (the first block's
     device with ``device_map``), else ``model.device``."""

@@ -55,6 +55,7 @@ from kbnb.core.checks import check_choice
 from kbnb.data.prompts import LETTERS, mmlu_prompt, mmlu_question
 from kbnb.lm.encoding import (
     accepts_position_ids,
+    cache_argument,
     completion_sep,
     encode_batch,
     encode_text,
@@ -303,8 +304,9 @@ def continuation_logprobs(model, tok, contexts, continuations, batch_size: int =
             if with_pos:  # continue each context's positions after its last real token
                 start = batch["attention_mask"].sum(-1).repeat_interleave(C, 0)  # [B*C]
                 kw["position_ids"] = (start[:, None] + torch.arange(L - 1)).to(dev)
+            kw[cache_argument(model)] = cache
             logits = model(input_ids=ids.to(dev), attention_mask=full_mask,
-                           past_key_values=cache, **kw).logits.float()  # [B*C, L-1, V]
+                           **kw).logits.float()  # [B*C, L-1, V]
             mask = mask.to(logits.device)
             tgt = tgt.to(logits.device)
             tok_lp = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
