@@ -30,7 +30,7 @@ from kbnb.eval.tofu import scorer
 from kbnb.lm import activations as A
 from kbnb.organism.model import parse_organism_name
 from kbnb.report.chapter import note_constant
-from kbnb.report.params import ChapterParams, choice, flag, integer, number, param, seeds_param
+from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row
 from kbnb.unlearning import lunar
 from kbnb.unlearning.lunar import (
@@ -66,7 +66,7 @@ METRIC_LABELS = {"rouge1_forget": "R1 forget", "rouge1_retain_eval": "R1 retain"
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams):
+class Params(ModelParams):
     """The parameters of ``notebooks/lunar.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # tinyworld (the embedded organism) | hub id | local directory
@@ -92,7 +92,6 @@ class Params(ChapterParams):
     batch_size: int = integer(64, 1)  # prompts per batch for generation and activations
     embedder: str = param("default")  # sentence embedder for RQ and selection (offline all-MiniLM-L6-v2)
     seeds: list = seeds_param()  # seeds of the retain/reference samples and of the SGD solver
-    device: str = param("auto")  # auto | cpu | cuda | mps
     output_dir: str = param("runs", run=False)  # results go to output_dir/lunar-<hash of the parameters>/
 
     def set_args(self) -> dict:

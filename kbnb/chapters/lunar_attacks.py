@@ -28,7 +28,7 @@ from kbnb.methods import attacks as attack_methods
 from kbnb.methods.attacks import ATTACKS, evaluate_attacks, recovery, tofu_paraphrases
 from kbnb.organism.model import world_for
 from kbnb.report.chapter import note_constant
-from kbnb.report.params import ChapterParams, choice, integer, param, seeds_param
+from kbnb.report.params import ModelParams, choice, integer, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row
 from kbnb.unlearning import lunar
 from kbnb.unlearning.lunar import (
@@ -57,7 +57,7 @@ ATTACK_LABELS = {"vanilla": "vanilla", "vanilla_paraphrase": "vanilla, paraphras
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams):
+class Params(ModelParams):
     """The parameters of ``notebooks/lunar_attacks.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # tinyworld (the embedded organism) | hub id | local directory
@@ -77,7 +77,6 @@ class Params(ChapterParams):
     batch_size: int = integer(64, 1)  # prompts per generation batch
     n_examples: int = integer(4, 0)  # forget questions whose answers are shown under every attack
     seeds: list = seeds_param()  # seeds of the retain rows and of the edit (a LUNAR run's same seed)
-    device: str = param("auto")  # auto | cpu | cuda | mps
     output_dir: str = param("runs", run=False)  # results go to output_dir/lunar_attacks-<hash of the parameters>/
 
     def run_params(self) -> dict:

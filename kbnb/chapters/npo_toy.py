@@ -22,7 +22,7 @@ from kbnb.data.splits import FORGET_SPLITS, RETAIN_OF, check_forget_split
 from kbnb.eval.tofu import scorer as tofu_metrics_scorer
 from kbnb.organism.model import OrganismConfig, parse_organism_name, world_of
 from kbnb.report.chapter import note_constant
-from kbnb.report.params import ChapterParams, choice, flag, integer, number, param, seeds_param
+from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row
 from kbnb.unlearning.tracking import (
     GROUPS,
@@ -45,7 +45,7 @@ TARGETS = {"gt_over_fixed_min": 5.0, "npo_slope_ratio_max": 0.1, "ga_slope_ratio
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams):
+class Params(ModelParams):
     """The parameters of ``notebooks/npo_toy.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # tinyworld (the embedded organism) | hub id | local directory
@@ -69,7 +69,6 @@ class Params(ChapterParams):
     steps: int = integer(500, 1)  # unlearning steps
     eval_every: int = integer(25, 1)  # score the tracked answers every this many steps
     seeds: list = seeds_param()  # seeds of the sampled answers (and the batch order with split)
-    device: str = param("auto")  # auto | cpu | cuda | mps
     output_dir: str = param("runs", run=False)  # results go to output_dir/npo_toy-<hash of the parameters>/
 
     @property

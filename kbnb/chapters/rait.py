@@ -16,12 +16,12 @@ import numpy as np
 from kbnb.core.seeds import seed_everything
 from kbnb.eval import stats
 from kbnb.methods import rait
-from kbnb.report.params import ChapterParams, choice, flag, integer, number, param, seeds_param
+from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams):
+class Params(ModelParams):
     """The parameters of ``notebooks/rait.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # "tinyworld" (the embedded organism), a hub id or a local path
@@ -29,7 +29,6 @@ class Params(ChapterParams):
     data_dir: str = param("")  # folder with tofu/ and mmlu/ (JSON lines); "": $KBNB_DATA_DIR or the hub
     mode: str = choice("auto", ("auto", "open", "mc"))  # auto | open (tinyworld, tofu) | mc: multiple choice (tinyworld, mmlu)
     seeds: list = seeds_param()  # one run each: split, sampling, selection, rehearsal, tuning
-    device: str = param("auto")  # auto | cpu | cuda | mps
     output_dir: str = param("runs", run=False)  # results go to output_dir/rait-<hash of the parameters>/
     max_questions: int = integer(160, 1)  # source questions per seed (the sets come from them)
     max_test: int = integer(140, 1)  # held-out questions per test set (authors/subjects never in training)

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from kbnb.core.seeds import seed_everything
 from kbnb.lm.encoding import completion_sep
 from kbnb.methods import rtuning
-from kbnb.report.params import ChapterParams, choice, flag, integer, number, param, seeds_param
+from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams):
+class Params(ModelParams):
     """The parameters of ``notebooks/rtuning.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # the embedded organism, or a hub id / local path
@@ -39,7 +39,6 @@ class Params(ChapterParams):
     max_questions: int = integer(400, 0)  # at most this many questions per split (train, test, ood); 0: all
     batch_size: int = integer(64, 1)  # prompts per forward pass when querying and scoring
     seeds: list = seeds_param()  # one run each: question sample, sampling, data order, training
-    device: str = param("auto")  # auto | cpu | cuda | mps
     output_dir: str = param("runs", run=False)  # results go to output_dir/rtuning-<hash of the parameters>/
 
     @property

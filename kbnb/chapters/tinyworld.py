@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kbnb.report.params import ChapterParams, choice, integer, param
+from kbnb.report.params import ModelParams, choice, integer, param
 from kbnb.report.spec import ChapterSpec, Row
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams):
+class Params(ModelParams):
     """The parameters of ``notebooks/tinyworld.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # tinyworld | tinyworld:N (organism of seed N) | hub id | path
@@ -16,7 +16,6 @@ class Params(ChapterParams):
     n_authors: int = integer(200, 10)  # authors in the world (40% known, 30% partial, 30% unseen)
     n_layers: int = integer(24, 1)  # depth of the organism (Llama-2-7B has 32)
     epochs: int = integer(16, 1)  # training epochs (the partial facts' schedule is spread over them)
-    device: str = param("auto")  # auto | cpu | cuda | mps
     output_dir: str = param("runs", run=False)  # results go to output_dir/tinyworld-<hash of the parameters>/
 
 

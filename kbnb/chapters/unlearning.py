@@ -30,7 +30,7 @@ from kbnb.eval.tofu import (
 )
 from kbnb.lm.models import load_model, resolve_device
 from kbnb.organism.model import parse_organism_name
-from kbnb.report.params import ChapterParams, choice, integer, number, param, seeds_param
+from kbnb.report.params import ModelParams, choice, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row
 from kbnb.unlearning.methods import METHODS, check_methods, unlearn
 
@@ -58,7 +58,7 @@ REFERENCE_TOFU_FORGET10 = {  # name: (forget_quality, model_utility, forget_trut
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams):
+class Params(ModelParams):
     """The parameters of ``notebooks/unlearning.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # tinyworld | tinyworld:N | hub id | path: the model to unlearn
@@ -73,7 +73,6 @@ class Params(ChapterParams):
     n_retain: int = integer(90, 1)  # retain rows in the evaluation (TOFU: retain_perturbed, 400 rows)
     max_new_tokens: int = integer(32, 1)  # greedy generation length for ROUGE (open-unlearning: 200)
     seeds: list = seeds_param()  # seeds of the unlearning runs (batch order, IdK answers, RMU vector)
-    device: str = param("auto")  # auto | cpu | cuda | mps
     output_dir: str = param("runs", run=False)  # results go to output_dir/unlearning-<hash of the parameters>/
 
     @property
@@ -274,7 +273,7 @@ def chapter_ref_rows(dataset: str, world=None, data_dir=None) -> list:
 
 def chapter_retain_evaluation(retain_model: str, model_name: str, dataset: str, sets: dict,
                               forget_split: str, n_retain, max_new_tokens: int,
-                              device: str = "auto") -> dict | None:
+                              load_args: dict | None = None) -> dict | None:
     """The retain model's ``evaluate_unlearning`` results against itself (forget quality
     1, privleak 0), or None when there is none (``retain_model=""``, or ``"auto"`` for a
     model that is not the organism: forget quality is then reported as not available).
@@ -283,13 +282,14 @@ def chapter_retain_evaluation(retain_model: str, model_name: str, dataset: str, 
     ``kbnb.eval.tofu.retain_evaluation``); otherwise a hub id or directory."""
     if not retain_model:
         return None
-    dev = str(resolve_device(device))
+    load_args = dict(load_args or {})
+    dev = str(resolve_device(load_args.get("device", "auto")))
     if retain_model == "auto":
         if parse_organism_name(model_name) is None or dataset != "tinyworld":
             return None
         return retain_evaluation(model_name, forget_split, n_retain=n_retain,
                                  max_new_tokens=max_new_tokens, device=dev)
-    model, tok = load_model(retain_model, device=dev)
+    model, tok = load_model(retain_model, **load_args)
     res = evaluate_unlearning(model, tok, sets, max_new_tokens=max_new_tokens, batch_size=64)
     res = {**res, **evaluate_against(res, res)}
     res["model_name"] = retain_model

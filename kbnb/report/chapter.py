@@ -340,7 +340,7 @@ def reproduce_html(name: str, params: dict, real_example: str | None = None) -> 
            f"transformers {transformers.__version__}; device {dev}, {torch.get_num_threads()} "
            f"CPU threads")
     real = real_example or (f"papermill notebooks/{name}.ipynb runs/{name}-real.ipynb "
-                            "-p model_name Qwen/Qwen2.5-0.5B-Instruct -p device cuda")
+                            "-p model_name smollm2 -p data_dir ../shared/data")
     return ("<details class='kbnb-reproduce'><summary><b>Reproduce this page</b> "
             f"({html.escape(env)})</summary>\n"
             "<p>From the repository root, after <code>make env</code>:</p>"

@@ -19,6 +19,7 @@ from dataclasses import MISSING, field, fields
 
 from kbnb.core.checks import check_choice, check_int, check_number
 from kbnb.core.seeds import check_seeds
+from kbnb.lm.models import DTYPES, check_device_map, resolve_device
 
 
 def param(default, check=None, *, run: bool = True):
@@ -114,3 +115,31 @@ class ChapterParams:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+
+def _check_device(name, value):
+    try:
+        resolve_device(value)
+    except ValueError as err:
+        raise ValueError(f"{name}={value!r}: {str(err).split(': ', 1)[-1]}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParams(ChapterParams):
+    """Base of the ``Params`` of a chapter that loads a model: where and how to load it
+    (the arguments of :func:`kbnb.lm.models.load_model` besides the name)."""
+
+    device: str = param("auto", _check_device)  # auto | cpu | cuda | mps
+    dtype: str = choice("auto", DTYPES)  # auto: bfloat16 on a GPU that has it, else float32
+    device_map: object = param(None, lambda name, v: check_device_map(v))  # None | auto | balanced
+    load_in_4bit: bool = flag(False)  # NF4 weights (bitsandbytes)
+    load_in_8bit: bool = flag(False)  # int8 weights (bitsandbytes)
+    trust_remote_code: bool = flag(False)  # run the model repository's own code: only if you trust it
+
+    def load_args(self) -> dict:
+        """Keyword arguments of ``kbnb.load_model`` for these parameters."""
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("load_in_4bit=True and load_in_8bit=True: choose at most one")
+        return dict(device=self.device, dtype=self.dtype, device_map=self.device_map,
+                    load_in_4bit=self.load_in_4bit, load_in_8bit=self.load_in_8bit,
+                    trust_remote_code=self.trust_remote_code)
