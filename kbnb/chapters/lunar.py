@@ -57,6 +57,12 @@ MAIN_EDIT = "lunar"  # the edit of the selected layer; "lunar_topk" edits the to
 # What the chapter expects on the organism (each becomes a paired check with its interval).
 TARGETS = {"vanilla_forget_min": 0.8, "forget_max": 0.2, "retain_min": 0.85,
            "retain_share_min": 0.9}
+# LUNAR's precondition: the vanilla model refuses its reference prompts D_ref. r_uv =
+# mean a(D_ref) - mean a(D_f) points towards refusal only when most of D_ref is refused;
+# below half, the mean over D_ref is mostly that of prompts the model answers, and the
+# edit has no refusal to redirect the forget prompts to. Measured on the held-out sample
+# of D_ref (ref_eval, a subsample of it) before any edit; the organism refuses all of them.
+REF_REFUSAL_MIN = 0.5
 METRIC_LABELS = {"rouge1_forget": "R1 forget", "rouge1_retain_eval": "R1 retain", "ds": "DS",
                  "rq_forget": "RQ", "mrr_forget": "MRR forget", "thr_forget": "THR forget",
                  "mrr_retain_eval": "MRR retain", "thr_retain_eval": "THR retain",
@@ -182,19 +188,24 @@ def run_lunar(model, tok, sets: dict, layer=None, candidate_layers=None, n_selec
 
 
 def save_edits(folder, model, edits: dict, main: str = MAIN_EDIT, sets: dict | None = None,
-               extra: dict | None = None) -> Path:
+               extra: dict | None = None, precondition: dict | None = None) -> Path:
     """Save every edit of a LUNAR run and an index naming the main one.
 
     edits: ``{name: {seed: LunarEdit}}``; each goes to ``folder/edits/<name>-seed<seed>/``
     (:func:`kbnb.unlearning.lunar.save_lunar`). ``folder/edits.json`` holds ``{"main":
     main, "edits": {name: {seed: sub-folder}}, "sets": sets}``; ``sets`` are the
     :func:`kbnb.unlearning.lunar.load_sets` arguments (without ``seed``) the edits were
-    fitted with, so that an attack measures on the same held-out rows. Returns the index
-    path."""
+    fitted with, so that an attack measures on the same held-out rows; ``precondition``
+    (:func:`ref_refusal_precondition`), when given, is kept in the index and in each
+    edit's ``lunar.json``, so that an attack knows whether the edit could unlearn.
+    Returns the index path."""
     folder = Path(folder)
     if main not in edits:
         raise ValueError(f"main={main!r} is not one of the edits {sorted(edits)}")
     index = {"main": main, "edits": {}, "sets": sets or {}}
+    if precondition is not None:
+        index["precondition"] = precondition
+        extra = {**(extra or {}), "precondition": precondition}
     for name, per_seed in edits.items():
         index["edits"][name] = {}
         for seed, e in per_seed.items():
@@ -300,26 +311,86 @@ def run_seeds(ch, p: Params, model, tok, sets: dict) -> dict:
             for s in ch.seeds}
 
 
-def save_run_edits(folder, model, runs: dict, p: Params) -> Path:
+def save_run_edits(folder, model, runs: dict, p: Params,
+                   precondition: dict | None = None) -> Path:
     """Save every seed's edits of the run (the selected layer's, :data:`MAIN_EDIT`, and
     the top-k layers', ``lunar_topk``) with :func:`save_edits`; the index keeps the
-    run's :func:`kbnb.unlearning.lunar.load_sets` arguments. Returns the index path."""
+    run's :func:`kbnb.unlearning.lunar.load_sets` arguments and the ``precondition``
+    record (:func:`ref_refusal_precondition`). Returns the index path."""
     extra = dict(model_name=p.model_name, dataset=p.dataset, forget_split=p.forget_split)
     edits = {MAIN_EDIT: {s: r["edit"] for s, r in runs.items()},
              "lunar_topk": {s: r["edit_topk"] for s, r in runs.items()}}
-    return save_edits(folder, model, edits, sets=p.set_args(), extra=extra)
+    return save_edits(folder, model, edits, sets=p.set_args(), extra=extra,
+                      precondition=precondition)
+
+
+# ---- the precondition: the vanilla model refuses D_ref ---------------------------------
+
+def ref_refusal_precondition(vanilla: dict, minimum: float = REF_REFUSAL_MIN) -> dict:
+    """Does the vanilla model refuse its reference prompts D_ref, as LUNAR assumes?
+
+    vanilla: ``{seed: evaluate_edit result}`` of the unedited model (its keyword refusal
+    rate on ``ref_eval``, a sample of D_ref). Met when the mean rate over seeds is at
+    least ``minimum`` (:data:`REF_REFUSAL_MIN`). Returns the record for metrics.json
+    and the page: ``{"name", "what", "rate", "per_seed", "n_prompts", "minimum", "met",
+    "sentence"}``."""
+    rates = {s: float(v["metrics"]["refusal_rate_ref_eval"]) for s, v in vanilla.items()}
+    n = {s: len(v["generations"]["ref_eval"]) for s, v in vanilla.items()}
+    rate = sum(rates.values()) / len(rates)
+    met = bool(rate >= minimum)
+    over = (f"mean over {len(rates)} seeds' held-out samples" if len(rates) > 1
+            else f"{next(iter(n.values()))} held-out prompts")
+    if met:
+        sentence = (f"Precondition met: the vanilla model refuses {rate:.0%} of the reference "
+                    f"prompts D_ref ({over}; LUNAR needs at least {minimum:.0%}), so the "
+                    "steering vector r_uv points from the forget prompts towards refusal.")
+    else:
+        sentence = (f"Precondition NOT met: the vanilla model refuses only {rate:.0%} of the "
+                    f"reference prompts D_ref ({over}), below the {minimum:.0%} LUNAR needs. "
+                    "The steering vector r_uv = mean a(D_ref) − mean a(D_f) then points towards "
+                    "prompts the model answers, not towards refusal, so the edit has no refusal "
+                    "to redirect the forget questions to, and this run's LUNAR numbers are not "
+                    "meaningful as unlearning. Use a reference set this model refuses (the "
+                    "refusal/ folder of data_dir), a chat model that refuses harmful "
+                    "instructions, or a system prompt that makes it refuse.")
+    return {"name": "ref_refusal", "what": "vanilla keyword refusal rate on D_ref (ref_eval)",
+            "rate": rate, "per_seed": rates, "n_prompts": n, "minimum": float(minimum),
+            "met": met, "sentence": sentence}
+
+
+NOT_MEANINGFUL = " (not meaningful: precondition not met)"
+
+
+def mark_not_meaningful(ch, precondition: dict | None, names=None) -> list[str]:
+    """When ``precondition`` is not met, mark the headlines ``names`` of ``ch`` (None:
+    every one) as not meaningful: ``meaningful: False`` and the precondition's sentence
+    in metrics.json, and :data:`NOT_MEANINGFUL` after its label in the tables. Returns
+    the names marked."""
+    if not precondition or precondition.get("met", True):
+        return []
+    names = list(ch.headlines) if names is None else [n for n in names if n in ch.headlines]
+    for h in (ch.headlines[n] for n in names):
+        h["meaningful"] = False
+        h["not_meaningful"] = precondition["sentence"]
+        if not h.get("label", "").endswith(NOT_MEANINGFUL):
+            h["label"] = h.get("label", "") + NOT_MEANINGFUL
+    return names
 
 
 # ---- records, checks, tables, figures, sentences ---------------------------------------
 
-def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict) -> None:
+def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict,
+                     precondition: dict | None = None) -> None:
     """Headlines and checks of the LUNAR chapter on a :class:`kbnb.report.chapter.Chapter`.
 
     runs: ``{seed: run_lunar result}``; van, lun, tk: ``{seed: evaluate_edit result}`` of the
     vanilla, LUNAR and top-k models. Several seeds: intervals and paired checks over
     seeds. One seed: over the questions (ROUGE-1 and refusals per question); the
     claims that have no per-question value (DS, RQ, the solvers' MSE) are then
-    compared over seeds only, so they need two or more."""
+    compared over seeds only, so they need two or more. The selected layer is a
+    constant of each run: with one seed it has no interval (not measurable), with
+    several an interval over seeds. ``precondition`` (:func:`ref_refusal_precondition`)
+    not met: every headline is marked not meaningful (:func:`mark_not_meaningful`)."""
     T = TARGETS
     for s in ch.seeds:
         v, m, t = van[s]["metrics"], lun[s]["metrics"], tk[s]["metrics"]
@@ -344,12 +415,9 @@ def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict) -> None:
                 label="LUNAR: retain ROUGE-1 recall (held out)")
     ch.headline("refusal_forget", per_item=item(lun, "refusal_forget"),
                 label="LUNAR: share of forget answers with a refusal phrase")
+    ch.headline("selected_layer", label="selected layer")  # one seed: not measurable
     if not one:
-        ch.headline("selected_layer", label="selected layer")
         ch.headline("ds_lunar", label="LUNAR: deviation score DS")
-    else:
-        ch.headline("selected_layer", per_item=[float(runs[s0]["main_layers"][0])] * 2,
-                    label="selected layer (one seed: no interval)")
 
     def vals(res, key, seed_key):
         return res[s0]["per_item"][key] if one else ch.per_seed(seed_key)
@@ -382,6 +450,7 @@ def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict) -> None:
         ch.check("closed_form_fit", "the fit's MSE", ch.per_seed("mse_cf"), ch.per_seed("mse_sgd"),
                  better="lower", subject="the closed form",
                  baseline_name="20 epochs of AdamW", digits=4)
+    mark_not_meaningful(ch, precondition)
 
 
 def mean_table(results: dict, labels: dict, paper: dict | None = None):
@@ -526,12 +595,14 @@ def tofu_metrics(p: Params, tok, world, model, lunar_models: dict) -> dict | Non
 
 
 def chapter_metrics(p: Params, runs: dict, vanilla: dict, lun: dict, tk: dict, index,
-                    tofu: dict | None) -> dict:
+                    tofu: dict | None, precondition: dict | None = None) -> dict:
     """The chapter's metrics.json content (beside the headlines and checks): layers and
     their scores, every model's metrics and the solvers' report per seed, the paper's
-    numbers, the targets, the edits' index and TOFU's metrics."""
+    numbers, the targets, the edits' index, TOFU's metrics and the precondition record
+    (``preconditions``: ``{"ref_refusal": ref_refusal_precondition(...)}``)."""
     seeds = list(runs)
     return {
+        "preconditions": {precondition["name"]: precondition} if precondition else {},
         "layers": {s: runs[s]["main_layers"] for s in seeds},
         "topk_layers": {s: runs[s]["topk_layers"] for s in seeds},
         "layer_given": p.layer is not None,
@@ -577,13 +648,17 @@ def answers_table(sets: dict, vanilla: dict, lun: dict, tk: dict):
 
 
 def glue_text(ch, p: Params, runs: dict, lun: dict, table, labels: dict, refusals,
-              tofu: dict | None) -> None:
+              tofu: dict | None, precondition: dict | None = None) -> None:
     """Glue the numbers and sentences of the chapter's text (myst_nb): the chapter's
     headlines and checks, the mean table's values per model, the selected layers, the
-    first seed's solver report, the paper's numbers, and the computed sentences."""
+    first seed's solver report, the paper's numbers, and the computed sentences (the
+    precondition's, :func:`ref_refusal_precondition`, as ``precondition_sentence``)."""
     from myst_nb import glue
 
     ch.glue_all()
+    glue("precondition_sentence", precondition["sentence"] if precondition else "",
+         display=False)
+    glue("ref_refusal_min", f"{REF_REFUSAL_MIN:.0%}", display=False)
     glue("tofu_sentence", tofu_sentence(tofu, p.forget_split), display=False)
     mean = table.to_dict(orient="index")
     for key, lab in (("van", "vanilla"), ("lun", "lunar"), ("tk", "topk")):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kbnb.chapters import lunar as lunar_chapter
-from kbnb.chapters.lunar import LUNAR_SEED, edit_index, find_edit, run_lunar
+from kbnb.chapters.lunar import LUNAR_SEED, edit_index, find_edit, mark_not_meaningful, run_lunar
 from kbnb.data.splits import FORGET_SPLITS
 from kbnb.lm import activations as A
 from kbnb.methods import attacks as attack_methods
@@ -44,6 +44,11 @@ from kbnb.unlearning.lunar import (
 ATTACK_SEED = "≈ 0 (forget R1 0.16–0.19 under attack, 0.19 after LUNAR, 0.57 before)"
 DEFAULT_COEFF = 2.0  # LUNAR's steering coefficient when the edit is fitted here at a given layer
 RECOVERY_THRESHOLD = 0.25  # an attack "recovers" knowledge when it brings back this share
+# The precondition of every recovery share: the attacked edit unlearned, i.e. it removed at
+# least this share of the vanilla model's forget ROUGE-1 recall (the organism's edits remove
+# 61-69%, the seed report's 67%); below it there is little forgotten to recover, and a
+# "recovery" measures the return of a small drop, not of unlearned knowledge.
+UNLEARNED_MIN_DROP = 0.5
 # The seed report's numbers (Llama-2-7B fine-tuned on TOFU, forget ROUGE-1 recall; the
 # reproduction's layer_skip.py, reverse_direction.py, quantization-4b.py and
 # create_paraphrase.py logs): under attack, after LUNAR, and before it.
@@ -194,7 +199,9 @@ def run_attacks(ch, p: Params, model, tok) -> dict:
 
     Returns ``{"index": the LUNAR run's index ({} without one), "set_args", "sets":
     {seed: sets}, "infos": {seed: lunar_edit info}, "results": {seed: evaluate_attacks
-    result}}``."""
+    result}, "lunar_precondition": the LUNAR run's precondition record (its vanilla
+    refusal rate on D_ref, :func:`kbnb.chapters.lunar.ref_refusal_precondition`) or None
+    when the edit was fitted here or saved without one}``."""
     attacks = attack_methods.check_attacks(p.attacks)
     index = edit_index(p.lunar_dir) if p.lunar_dir else {}
     args = set_args(index, p.dataset, p.forget_split, p.n_retain)
@@ -213,7 +220,59 @@ def run_attacks(ch, p: Params, model, tok) -> dict:
             sets[s]["refusals"], rows=i["rows"], paraphrase_lookup=para,
             quant_method=p.quant_method, blocksize=p.blocksize, max_new_tokens=p.max_new_tokens,
             batch_size=p.batch_size, progress=False)
-    return {"index": index, "set_args": args, "sets": sets, "infos": infos, "results": results}
+    lunar_pre = index.get("precondition") or next(
+        (i["meta"]["precondition"] for i in infos.values()
+         if isinstance(i.get("meta"), dict) and i["meta"].get("precondition")), None)
+    return {"index": index, "set_args": args, "sets": sets, "infos": infos, "results": results,
+            "lunar_precondition": lunar_pre}
+
+
+def unlearned_precondition(results: dict, lunar_precondition: dict | None = None,
+                           minimum: float = UNLEARNED_MIN_DROP) -> dict:
+    """Did the attacked edit unlearn? Met when the LUNAR edit removed at least ``minimum``
+    (:data:`UNLEARNED_MIN_DROP`) of the vanilla model's forget ROUGE-1 recall (means over
+    seeds) and, when the LUNAR run recorded it, its own precondition held (the vanilla
+    model refused its reference prompts D_ref).
+
+    results: ``{seed: evaluate_attacks result}``. Returns the record for metrics.json and
+    the page: ``{"name", "what", "vanilla", "lunar", "drop", "per_seed", "minimum",
+    "lunar_precondition", "met", "sentence"}``."""
+    def r1(res, name):
+        return float(res[name]["metrics"]["rouge1_forget"])
+
+    per = {s: {"vanilla": r1(r, "vanilla"), "lunar": r1(r, "lunar")} for s, r in results.items()}
+    van = sum(v["vanilla"] for v in per.values()) / len(per)
+    lun = sum(v["lunar"] for v in per.values()) / len(per)
+    drop = (van - lun) / van if van > 1e-9 else 0.0
+    drop_ok = bool(drop >= minimum)
+    lp = lunar_precondition
+    lunar_ok = lp is None or bool(lp.get("met", True))
+    met = drop_ok and lunar_ok
+    over = f"mean over {len(per)} seeds" if len(per) > 1 else "one seed"
+    what = (f"the LUNAR edit removed {drop:.0%} of the vanilla model's forget ROUGE-1 recall "
+            f"({van:.3f} → {lun:.3f}, {over}; at least {minimum:.0%} needed)")
+    if met:
+        sentence = (f"Precondition met: {what}, so there is forgotten knowledge whose return "
+                    "the attacks can measure.")
+    else:
+        why = []
+        if not drop_ok:
+            why.append(what)
+        if not lunar_ok:
+            why.append(f"the LUNAR run that fitted it recorded that its own precondition failed "
+                       f"(the vanilla model refused only {lp['rate']:.0%} of its reference "
+                       f"prompts D_ref, below {lp['minimum']:.0%}), so its steering vector did "
+                       "not point towards refusal")
+        sentence = ("Precondition NOT met: the attacked edit did not unlearn: "
+                    + "; and ".join(why) + ". The recovery shares below measure the return of "
+                    "a drop that is not unlearning, so they are not meaningful. Attack an edit "
+                    "that unlearned: fix the LUNAR run first (a reference set the model "
+                    "refuses, a chat model, a system prompt).")
+    return {"name": "edit_unlearned",
+            "what": "share of the vanilla forget ROUGE-1 recall the LUNAR edit removed",
+            "vanilla": van, "lunar": lun, "drop": drop, "per_seed": per,
+            "minimum": float(minimum), "lunar_precondition": lp, "met": met,
+            "sentence": sentence}
 
 
 def run_summary(model, run: dict) -> str:
@@ -235,7 +294,8 @@ def _reference_of(results: dict, name: str) -> str:
         else "vanilla"
 
 
-def record_and_check(ch, per_seed: dict, threshold: float = RECOVERY_THRESHOLD) -> list[str]:
+def record_and_check(ch, per_seed: dict, threshold: float = RECOVERY_THRESHOLD,
+                     precondition: dict | None = None) -> list[str]:
     """Headlines and checks of the attacks chapter on a :class:`kbnb.report.chapter.Chapter`.
 
     per_seed: ``{seed: kbnb.methods.attacks.evaluate_attacks result}``. For each attack:
@@ -243,7 +303,10 @@ def record_and_check(ch, per_seed: dict, threshold: float = RECOVERY_THRESHOLD) 
     and check ``<attack>_holds``: the share is below ``threshold`` (the paper's claim:
     the knowledge does not come back). Several seeds: over seeds; one seed: over the
     forget questions. Also headlines ``forget_rouge1_lunar`` and ``forget_rouge1_vanilla``.
-    Returns the attacks recorded (those with something to recover)."""
+    ``precondition`` (:func:`unlearned_precondition`) not met: every headline of the
+    edit (all but the vanilla model's) is marked not meaningful
+    (:func:`kbnb.chapters.lunar.mark_not_meaningful`). Returns the attacks recorded
+    (those with something to recover)."""
     one = len(ch.seeds) == 1
     s0 = ch.seeds[0]
 
@@ -282,6 +345,8 @@ def record_and_check(ch, per_seed: dict, threshold: float = RECOVERY_THRESHOLD) 
                          f"{label}", ch.per_seed(f"recovery_{a}"), threshold, better="lower")
             note_constant(v, ch.per_seed(f"recovery_{a}"))
         done.append(a)
+    mark_not_meaningful(ch, precondition, [n for n in ch.headlines
+                                           if n != "forget_rouge1_vanilla"])
     return done
 
 
@@ -386,15 +451,18 @@ def quant_method_used(results: dict) -> str:
     return results["quantize"]["quant"]["method"] if "quantize" in results else "not run"
 
 
-def chapter_metrics(run: dict, edit: str) -> dict:
-    """The chapter's metrics.json content (beside the headlines and checks): each seed's
-    edit (source, layers), the first seed's ``c`` and rows, the quantisation used, the
-    sets' arguments, the attacked edit's name, every setting's metrics and time per
-    seed, and the seed report's numbers. run: :func:`run_attacks`' result."""
+def chapter_metrics(run: dict, edit: str, precondition: dict | None = None) -> dict:
+    """The chapter's metrics.json content (beside the headlines and checks): the
+    precondition record (``preconditions``: ``{"edit_unlearned":
+    unlearned_precondition(...)}``), each seed's edit (source, layers), the first seed's
+    ``c`` and rows, the quantisation used, the sets' arguments, the attacked edit's name,
+    every setting's metrics and time per seed, and the seed report's numbers. run:
+    :func:`run_attacks`' result."""
     infos, results = run["infos"], run["results"]
     s0 = next(iter(infos))
     info = infos[s0]
-    return {"lunar_source": {s: i["source"] for s, i in infos.items()},
+    return {"preconditions": {precondition["name"]: precondition} if precondition else {},
+            "lunar_source": {s: i["source"] for s, i in infos.items()},
             "layers": {s: i["layers"] for s, i in infos.items()},
             "coeff": info["coeff"], "rows": info["rows"],
             "quant_method": quant_method_used(results[s0]),
@@ -426,12 +494,13 @@ def examples_table(sets: dict, results: dict, n_examples: int):
     return examples, para
 
 
-def glue_text(ch, run: dict, done: list[str], attacks) -> None:
+def glue_text(ch, run: dict, done: list[str], attacks, precondition: dict | None = None) -> None:
     """Glue the numbers and sentences of the chapter's text (myst_nb): the chapter's
     headlines and checks, the seed report's numbers, means over seeds, the first seed's
     edit and :func:`conclusion`, the checks of the attacks in ``done`` (those
     :func:`record_and_check` recorded) and the notes on the attacks run (``attacks``:
-    the chapter's parameter)."""
+    the chapter's parameter), and the precondition's sentence (``precondition_sentence``,
+    :func:`unlearned_precondition`)."""
     from myst_nb import glue
 
     attacks = attack_methods.check_attacks(attacks)
@@ -442,6 +511,9 @@ def glue_text(ch, run: dict, done: list[str], attacks) -> None:
     for k in ("attack_low", "attack_high", "lunar", "vanilla"):
         glue(f"seed_{k}", SEED_REPORT[k], display=False)
     glue("first_seed", s0, display=False)
+    glue("precondition_sentence", precondition["sentence"] if precondition else "",
+         display=False)
+    glue("unlearned_min_drop", f"{UNLEARNED_MIN_DROP:.0%}", display=False)
 
     def mean_of(name, key="rouge1_forget"):
         vals = [res[name]["metrics"].get(key, float("nan")) for res in results.values()]

@@ -71,6 +71,14 @@ class Params(ModelParams):
     seeds: list = seeds_param()  # seeds of the sampled answers (and the batch order with split)
     output_dir: str = param("runs", run=False)  # results go to output_dir/npo_toy-<hash of the parameters>/
 
+    def validate(self) -> None:
+        # evaluations at step 0, every eval_every steps and after the last step
+        n = self.steps // self.eval_every + 1 + (self.steps % self.eval_every > 0)
+        if n < 4:
+            raise ValueError(f"steps={self.steps}, eval_every={self.eval_every}: {n} evaluations, "
+                             "but the slowdown compares slopes over at least 4; lower eval_every "
+                             "or raise steps")
+
     @property
     def losses(self) -> list[str]:
         """The losses to run: ``loss`` first, then (with ``compare``) the other one."""
@@ -186,13 +194,17 @@ def run_unlearning(p: Params, model, tok, row: dict, forget_set, retain_set, pic
 def seed_summary(history: dict, tracked) -> dict:
     """The numbers of one seed's run: per loss the change (nats) of each group's mean
     log-probability from start to end, the slowdown of the ground truth's fall, the
-    ground truth's fall over the fixed answer's (floored at 1 nat) and the fixed
-    answer's change over the ground truth's (``fixed_over_gt``)."""
+    ground truth's fall over the fixed answer's (floored at 1 nat), the fixed
+    answer's change over the ground truth's (``fixed_over_gt``) and each tracked
+    response's own change, by group (``response_change``: ``{group: [nats]}``)."""
     out = {}
     for name, h in history.items():
         ser = group_series(h, tracked)
         change = {g: s[-1] - s[0] for g, s in ser.items()}
-        out[name] = {"series": ser, "change": change,
+        each = {}
+        for i, (_, g, _) in enumerate(tracked):
+            each.setdefault(g, []).append(h["logps"][-1][i] - h["logps"][0][i])
+        out[name] = {"series": ser, "change": change, "response_change": each,
                      "slowdown": slowdown(h["steps"], ser["ground_truth"]),
                      "gt_over_fixed": -change["ground_truth"] / max(-change["fixed"], 1.0),
                      "fixed_over_gt": change["fixed"] / change["ground_truth"]
@@ -207,8 +219,10 @@ def record_and_check(ch, summaries: dict, loss: str = "npo") -> dict:
     change over the ground truth's, main loss), ``gt_fall`` and each group's fall. Checks
     (:data:`TARGETS`): the ground truth falls at least 5x the fixed answer; NPO's fall
     slows; GA's does not. Over seeds when there are several; with one seed the checks
-    have no interval and only the plain booleans are returned. Returns the plain checks
-    ``{name: bool}``."""
+    have no interval and only the plain booleans are returned, a group's fall has an
+    interval over its tracked responses, and the numbers of a single answer (the
+    ground truth's fall, ``fixed_over_gt``) are not measurable (one run, one value).
+    Returns the plain checks ``{name: bool}``."""
     T = TARGETS
     for s, sm in summaries.items():
         m = sm[loss]
@@ -227,10 +241,11 @@ def record_and_check(ch, summaries: dict, loss: str = "npo") -> dict:
               "low_fall": "fall of the low group (nats)"}
     s0 = ch.seeds[0]
     for k, lab in labels.items():
-        if one:  # one run: no interval (the items would be the responses, not runs)
-            v = ch.per_seed(k)[0]
-            ch.headline(k, per_item=[v, v], label=lab + " (one seed: no interval)")
-        else:
+        g = k.removesuffix("_fall")
+        if one and g in GROUPS:  # one run: over the group's tracked responses
+            falls = [-c for c in summaries[s0][loss]["response_change"][g]]
+            ch.headline(k, per_item=falls, items="responses", label=lab)
+        else:  # several seeds: over seeds; one seed, a single answer: not measurable
             ch.headline(k, label=lab)
     plain = {"gt_over_fixed": summaries[s0][loss]["gt_over_fixed"] >= T["gt_over_fixed_min"]}
     if "npo" in summaries[s0]:

@@ -6,9 +6,20 @@ tuning and THS) are in :mod:`kbnb.methods.rait`; this module runs them as the ch
 does: several seeds, each with its own questions, samples, sets and tuning order
 (:func:`run_seeds`), then a headline with its 95% interval for every metric and the four
 checks CRaFT vs Cor-RAIT (:func:`chapter_results`, intervals from :mod:`kbnb.eval.stats`).
+
+Preconditions said aloud, before the expensive work: :func:`rehearsal_plans` (right after
+the knowledge query) decides each seed's rehearsal set by ``rehearsal_rule`` (``auto``,
+the default: the reference's threshold, falling back to the top ``rehearsal_quantile``
+share by Cor when no question reaches it, as on a small model) and checks that RAIT sets
+can be built, so a run that cannot work stops before untuned answering, rehearsal and
+tuning with one sentence naming the parameter. Each seed's results are written to the
+run folder as soon as the seed is done (:func:`save_seed`), before the headlines; a
+headline or check with too few questions for an interval is reported as not measurable
+(:mod:`kbnb.report.chapter`), not a crash.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +53,8 @@ class Params(ModelParams):
     repr_layer: int = integer(-1)  # block whose output is the question's representation (-1: last)
     repr_position: str = choice("last", ("last", "mean"))  # last | mean: last prompt token or mean over prompt tokens
     rehearsal_threshold: float = number(0.995, 0, 1)  # rehearse on Cor and Cer >= this (the reference: 0.995)
+    rehearsal_rule: str = choice("auto", rait.REHEARSAL_RULES)  # threshold | quantile | auto: threshold, quantile if none passes
+    rehearsal_quantile: float = number(0.1, 0, 1, lo_open=True)  # share of source questions the quantile rule rehearses (top Cor)
     max_rehearsal: int = integer(200, 1)  # at most this many rehearsal questions (seeded sample)
     rehearsal_epochs: int = integer(2, 0)  # epochs of rehearsal tuning
     flow_questions: str = choice("idk", ("idk", "all"))  # idk | all: re-query the idk candidates (what CRaFT uses) or all
@@ -55,6 +68,7 @@ class Params(ModelParams):
 
     def validate(self) -> None:
         rait.resolve_mode(self.dataset, self.mode)  # a mode the dataset lacks: ValueError
+        rait.check_threshold(self.rehearsal_threshold)  # 0 would rehearse unknown questions
 
     @property
     def resolved_mode(self) -> str:
@@ -105,6 +119,64 @@ def answer_once(model, tok, row_lists, mode: str = "open", prompt: str = "rait",
     return [[got[k] for k in ks] for ks in keys]
 
 
+def rehearsal_plans(p: Params, states: dict, cands: dict | None = None) -> dict:
+    """Each seed's rehearsal set (:func:`kbnb.methods.rait.rehearsal_plan` under
+    ``p.rehearsal_rule``), checked right after the knowledge query: before the untuned
+    answers, rehearsal and tuning. Raises ValueError with one sentence naming the
+    parameter when the rule selects nothing (``threshold`` on a model never that sure),
+    or (``cands``: ``{seed: (van, idk)}`` candidates) when a seed has no van or no idk
+    candidate for the RAIT sets. Returns ``{seed: plan}``; each plan's ``sentence`` says
+    what was done (and whether ``auto`` fell back), for the page and ``metrics.json``."""
+    mode = p.resolved_mode
+    plans = {}
+    for s, st in states.items():
+        try:
+            plans[s] = rait.rehearsal_plan(st["cor"], st["cer"], p.rehearsal_rule,
+                                           p.rehearsal_threshold, p.rehearsal_quantile, mode)
+        except ValueError as e:
+            raise ValueError(f"seed {s}: {e}") from None
+        if cands is not None:
+            van, idk = cands[s]
+            try:
+                rait.set_sizes(p.n_train, p.idk_frac, len(van), len(idk))
+            except ValueError as e:
+                raise ValueError(f"seed {s}: {e}") from None
+    return plans
+
+
+def plans_note(plans: dict) -> str:
+    """The rehearsal plans in words: the sentence of the one seed, else one per seed."""
+    if len(plans) == 1:
+        return next(iter(plans.values()))["sentence"]
+    return " ".join(f"Seed {s}: {pl['sentence']}" for s, pl in plans.items())
+
+
+def plans_record(plans: dict) -> dict:
+    """The plans for ``metrics.json`` (without the index arrays)."""
+    return {str(s): {k: v for k, v in pl.items() if k != "idx"} for s, pl in plans.items()}
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k if not isinstance(k, tuple) else "/".join(map(str, k))): _jsonable(v)
+                for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.integer, np.floating, np.bool_)):
+        return x.item()
+    return x
+
+
+def save_seed(ch, seed: int, results: dict, flow: dict, sets: dict, losses: dict) -> None:
+    """Write one finished seed's results (rates, labels, generations, flow, sets, losses)
+    to ``<run folder>/seed-<seed>.json``, before the headlines that could still fail."""
+    doc = dict(seed=seed, results=results, flow={k: v for k, v in flow.items()},
+               sets=sets, losses=losses)
+    (ch.out / f"seed-{seed}.json").write_text(json.dumps(_jsonable(doc)))
+
+
 @dataclass
 class SeedRuns:
     """What :func:`run_seeds` gives, each ``{seed: ...}``.
@@ -123,7 +195,7 @@ class SeedRuns:
 
 
 def run_seeds(ch, p: Params, model, tok, sources: dict, states: dict, cands: dict,
-              reps: dict, tests: dict) -> SeedRuns:
+              reps: dict, tests: dict, plans: dict | None = None) -> SeedRuns:
     """The chapter's run after the knowledge query: the untuned baselines, then for each
     seed rehearsal and knowledge flow, the three sets, their static conflicts, tuning and
     evaluation.
@@ -131,15 +203,19 @@ def run_seeds(ch, p: Params, model, tok, sources: dict, states: dict, cands: dic
     ch: the :class:`kbnb.report.chapter.Chapter` (seeds, timings); p: the parameters;
     sources, states, cands, reps, tests: ``{seed: ...}`` of the source questions, their
     :func:`kbnb.methods.rait.knowledge_state`, their ``(van, idk)`` candidates, their
-    ``[Q, d]`` representations and ``{test set: rows}``.
+    ``[Q, d]`` representations and ``{test set: rows}``; plans: :func:`rehearsal_plans`
+    (made and checked here first when not given).
 
     The untuned model's greedy answers (plain prompt: Init-Basic; refusal instruction:
     Init-Refuse) are computed first, each distinct test question once for all seeds. Then
     each seed starts with ``seed_everything(seed)`` and runs, in this order: rehearsal and
     re-query (:func:`kbnb.methods.rait.knowledge_flow`), :func:`kbnb.methods.rait.build_sets`,
     the sets' conflicts, the untuned labels, and
-    :func:`kbnb.methods.rait.tune_and_evaluate`."""
+    :func:`kbnb.methods.rait.tune_and_evaluate`. Each finished seed is saved
+    (:func:`save_seed`) before the next starts."""
     mode = p.resolved_mode
+    if plans is None:  # the preconditions, before any generation or tuning
+        plans = rehearsal_plans(p, states, cands)
     names = list(tests[ch.seeds[0]])
     with ch.timed("untuned"):
         def untuned(n, prompt):  # {seed: greedy answers}, each distinct question once
@@ -160,7 +236,8 @@ def run_seeds(ch, p: Params, model, tok, sources: dict, states: dict, cands: dic
                 train_batch_size=p.train_batch_size, lora=p.lora, seed=s,
                 n_samples=p.n_samples, temperature=p.temperature,
                 max_new_tokens=p.max_new_tokens, batch_size=p.batch_size,
-                embedder=p.embedder, progress=False)
+                embedder=p.embedder, progress=False, rule=plans[s]["rule"],
+                quantile=p.rehearsal_quantile)
         sets = rait.build_sets(st["cor"], st["cer"], flow["delta_cor"], p.n_train, p.idk_frac,
                                s, p.flow_rule)
         hits = rait.conflict_hits(reps[s], sets, p.tau_sim)
@@ -177,6 +254,7 @@ def run_seeds(ch, p: Params, model, tok, sources: dict, states: dict, cands: dic
                 epochs=p.train_epochs, lr=p.lr, batch_size=p.train_batch_size, lora=p.lora,
                 seed=s, max_new_tokens=p.max_new_tokens, progress=False)
         results.update(tuned)
+        save_seed(ch, s, results, flow, sets, losses)  # nothing computed lost to a late error
         ev = {v: results[("in-domain", v)] for v in ("Init-Refuse",) + tuple(rait.VARIANTS)}
         out.items[s] = run_items(ev, labels0["in-domain"], hits, flow["delta_cor"][flow_idx],
                                  st["cor"][flow_idx], p.n_samples if mode == "open" else None)
@@ -199,7 +277,7 @@ def run_items(results: dict, base_labels, set_hits: dict, d_cor, flow_cor,
     set_hits: ``{variant: 0/1 per idk question, max similarity > tau_sim}``; d_cor,
     flow_cor: ΔCor and the Cor before rehearsal of the re-queried questions;
     n_samples: N of the open-mode query (None in multiple-choice mode: no noise).
-    Returns ``{name: {"value", "per_item", "statistic"}}``: ``over_refusal_<v>``,
+    Returns ``{name: {"value", "per_item", "statistic"[, "items"]}}``: ``over_refusal_<v>``,
     ``ths_<v>``, ``crss_<v>``, ``flow_spread``, ``flow_noise``."""
     base = np.asarray(base_labels)
     known = base == "correct"
@@ -210,14 +288,15 @@ def run_items(results: dict, base_labels, set_hits: dict, d_cor, flow_cor,
         lab = np.asarray(r["labels"])
         refused = (lab[known] == "refused").astype(float)
         out[f"over_refusal_{k}"] = {"value": float(refused.mean()) if refused.size else
-                                    float("nan"), "per_item": refused, "statistic": None}
+                                    float("nan"), "per_item": refused, "statistic": None,
+                                    "items": "questions the untuned model knew"}
         cols = ((lab == "correct").astype(float), (lab == "wrong").astype(float), c0, w0)
         out[f"ths_{k}"] = {"value": rait.ths_statistic(*cols), "per_item": cols,
                            "statistic": rait.ths_statistic}
     for v, hits in set_hits.items():
         h = np.asarray(hits, dtype=float)
         out[f"crss_{VARIANT_KEYS[v]}"] = {"value": float(h.mean()), "per_item": h,
-                                          "statistic": None}
+                                          "statistic": None, "items": "idk questions"}
     d = np.asarray(d_cor, dtype=float)
     out["flow_spread"] = {"value": rait.flow_spread(d), "per_item": (d,),
                           "statistic": rait.flow_spread}
@@ -249,7 +328,9 @@ def chapter_results(ch, items_by_seed: dict) -> None:
     Several seeds: intervals over seeds, checks paired over seeds. One seed: bootstraps
     over questions; over-refusal and THS paired over the same test questions; CRSS (two
     different idk sets, resampled apart) and the flow (spread minus noise on the same
-    questions) by :func:`kbnb.eval.stats.bootstrap_test` of the difference."""
+    questions) by :func:`kbnb.eval.stats.bootstrap_test` of the difference. A number or
+    check with too few questions for an interval (e.g. one test question the untuned
+    model knew) is reported as not measurable (``ch.not_measurable_note()``)."""
     # a metric undefined in some seed (THS when the untuned model is never wrong) gets
     # no headline and no check
     last = ch.record_items(items_by_seed, HEADLINE_LABELS)
@@ -266,7 +347,8 @@ def chapter_results(ch, items_by_seed: dict) -> None:
         else:
             stat = last[new]["statistic"]
             ch.check(name, effect, last[new]["per_item"], last[base]["per_item"],
-                     better=better, **({"statistic": stat} if stat else {}), **who)
+                     better=better, **({"statistic": stat} if stat else {}),
+                     over=last[new].get("items", "questions"), **who)
     if "crss_craft" not in last or "crss_cor_rait" not in last:
         pass
     elif several:
@@ -275,7 +357,8 @@ def chapter_results(ch, items_by_seed: dict) -> None:
     else:
         h, p = stats.bootstrap_test(
             (last["crss_craft"]["per_item"], last["crss_cor_rait"]["per_item"]),
-            lambda a, b: float(np.mean(a) - np.mean(b)), items="idk questions", paired=False)
+            lambda a, b: float(np.mean(a) - np.mean(b)), items="idk questions", paired=False,
+            too_few="report")
         ch.check_interval("crss_craft_vs_cor", "CRSS relative to Cor-RAIT", h, p,
                           "bootstrap of the difference", better="lower", subject="CRaFT")
     if "flow_noise" in last and "flow_spread" in last:
@@ -287,7 +370,8 @@ def chapter_results(ch, items_by_seed: dict) -> None:
             noise = last["flow_noise"]["statistic"]
             h, p = stats.bootstrap_test(
                 (last["flow_spread"]["per_item"][0], last["flow_noise"]["per_item"][0]),
-                lambda d, c: rait.flow_spread(d) - noise(c), items="questions")
+                lambda d, c: rait.flow_spread(d) - noise(c), items="questions",
+                too_few="report")
             ch.check_interval("flow_vs_noise", "the spread of dCor above re-sampling noise",
                               h, p, "bootstrap over questions", better="higher",
                               subject="rehearsal")

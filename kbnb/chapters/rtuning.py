@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from kbnb.core.seeds import seed_everything
-from kbnb.lm.encoding import completion_sep
+from kbnb.eval import stats
+from kbnb.lm.encoding import completion_sep, encode_prompt
 from kbnb.methods import rtuning
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row
@@ -277,3 +280,113 @@ def chapter_results(ch, items_by_seed: dict, target_share: float = TARGET_SHARE)
         if name in last:
             new = ch.per_seed(name) if several else last[name]["per_item"]
             ch.check(f"{name}_target", what, new, target_share, better="higher")
+
+
+# ---- the precondition: an untuned model above chance ---------------------------------------
+SPLIT_WORDS = {"test": "in-domain test", "ood": "out-of-domain"}
+
+
+def chance_level(rows) -> float:
+    """1 / the number of options of the (multiple-choice) questions."""
+    n = {len(r["choices"]) for r in rows}
+    if len(n) != 1:
+        raise ValueError(f"questions with different numbers of options: {sorted(n)}")
+    return 1.0 / n.pop()
+
+
+def distinct_frames(frames_by_seed: dict, prompts_by_seed: dict):
+    """The distinct questions of several seeds' frames of one split (by prompt)."""
+    import pandas as pd
+    df = pd.concat([f.assign(prompt=list(prompts_by_seed[s])) for s, f in frames_by_seed.items()],
+                   ignore_index=True)
+    return df.drop_duplicates(subset=["prompt"]).drop(columns="prompt").reset_index(drop=True)
+
+
+def above_chance(frames: dict, chance: float) -> dict:
+    """Whether the untuned model answers above chance on each evaluation split: the
+    accuracy on its distinct questions, its exact binomial interval and the one-sided
+    exact p-value of "accuracy <= chance" (:func:`kbnb.eval.stats.share_above`); above
+    chance when that p-value is below 0.05.
+
+    frames: ``{"test" | "ood": frame with a "correct" column}``. Returns
+    ``{split: {"accuracy", "n", "n_correct", "chance", "ci95", "p_value", "test",
+    "above_chance"}, "holds": bool, "sentence": str}``; R-Tuning's AP is only
+    meaningful where it holds (at chance, right and wrong answers are luck, not a
+    knowledge boundary, and a random ranking already scores AP ≈ accuracy)."""
+    out = {}
+    for k, df in frames.items():
+        y = df["correct"].to_numpy(bool)
+        r = stats.share_above(int(y.sum()), int(y.size), chance)
+        out[k] = {"accuracy": r["share"] if r["n"] else float("nan"), "n": r["n"],
+                  "n_correct": r["successes"], "chance": float(chance),
+                  "ci95": r["ci95"] or [float("nan")] * 2,
+                  "p_value": r["p_value"] if r["n"] else float("nan"), "test": r["method"],
+                  "above_chance": r["above"]}
+    out["holds"] = all(v["above_chance"] for v in out.values())
+    out["sentence"] = chance_sentence(out, chance)
+    return out
+
+
+def _acc_text(k, v) -> str:
+    lo, hi = v["ci95"]
+    return (f"{SPLIT_WORDS.get(k, k)} {v['accuracy']:.1%} "
+            f"(95% interval {lo:.1%} to {hi:.1%}, {v['n_correct']} of {v['n']} questions)")
+
+
+def chance_sentence(result: dict, chance: float) -> str:
+    """The precondition said aloud (see :func:`above_chance`)."""
+    splits = {k: v for k, v in result.items() if isinstance(v, dict)}
+    if result.get("holds"):
+        return ("Precondition met: the untuned model answers above chance "
+                f"({chance:.0%}) on both evaluation splits, "
+                + "; ".join(_acc_text(k, v) for k, v in splits.items())
+                + ", so its right and wrong answers mark a knowledge boundary to learn.")
+    bad = {k: v for k, v in splits.items() if not v["above_chance"]}
+    return ("Precondition NOT met: the untuned model is not shown to answer above chance "
+            f"({chance:.0%}) on the " + " and ".join(SPLIT_WORDS.get(k, k) for k in bad)
+            + " split" + ("s" if len(bad) > 1 else "") + " ("
+            + "; ".join(_acc_text(k, v) for k, v in bad.items())
+            + "). Which questions it gets right is then largely luck, not a knowledge "
+              "boundary, and a random ranking already scores an AP about equal to the "
+              "accuracy, so the APs here say little about R-Tuning.")
+
+
+def accuracy_and_ap(ch, chance_result: dict):
+    """Accuracy beside AP per evaluation split (means over seeds of the recorded
+    values), with the chance level and whether the untuned model is above it."""
+    import pandas as pd
+
+    def mean(name):
+        v = ch.per_seed(name) if ch.has(name) else []
+        return float(np.mean(v)) if len(v) else float("nan")
+
+    rows = {}
+    for k in ("test", "ood"):
+        c = chance_result.get(k, {})
+        rows[SPLIT_WORDS[k]] = {
+            "accuracy untuned": mean(f"acc_{k}_before"), "AP untuned": mean(f"ap_{k}_untuned"),
+            "accuracy tuned": mean(f"acc_{k}_after"), "AP tuned": mean(f"ap_{k}_tuned"),
+            "chance": c.get("chance", float("nan")), "above chance": c.get("above_chance")}
+    return pd.DataFrame(rows).T
+
+
+def workload(tok, p: Params, prompts: dict) -> dict:
+    """What a run will cost, before it starts: prompt tokens to score (the untuned
+    model on every distinct question, its test/ood questions twice for P(sure); then
+    each seed's tuned model likewise) and tokens to train (all seeds and epochs), with a
+    sentence. For sizing a run on a real model: a 135M model on two CPU cores scores
+    a few hundred tokens per second and trains about a quarter as fast."""
+    def n_tokens(ps):
+        return sum(len(encode_prompt(tok, x)) for x in ps)
+    distinct = {k: {x for s in prompts for x in prompts[s][k]} for k in ("train", "test", "ood")}
+    score = n_tokens(distinct["train"]) + 2 * (n_tokens(distinct["test"]) + n_tokens(distinct["ood"]))
+    score += sum(2 * (n_tokens(prompts[s]["test"]) + n_tokens(prompts[s]["ood"])) for s in prompts)
+    train = sum(n_tokens(prompts[s]["train"]) for s in prompts) * p.epochs
+    longest = max((len(encode_prompt(tok, x)) for s in prompts for x in prompts[s]["train"]),
+                  default=0)
+    sentence = (f"This run scores about {score:,} prompt tokens and trains on about {train:,} "
+                f"({len(prompts)} seed(s) x {p.epochs} epoch(s); longest training prompt "
+                f"{longest} tokens). To make it smaller, lower max_questions, epochs or the "
+                "number of seeds.")
+    return {"score_tokens": int(score), "train_tokens": int(train),
+            "longest_train_prompt": int(longest), "sentence": sentence}

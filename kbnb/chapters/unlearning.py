@@ -71,6 +71,8 @@ class Params(ModelParams):
     lr: float = number(1e-3, 0, lo_open=True)  # constant AdamW rate (open-unlearning: 1e-5 on a 1B model; ours needs more)
     batch_size: int = integer(8, 1)  # forget (and retain) rows per step
     n_retain: int = integer(90, 1)  # retain rows in the evaluation (TOFU: retain_perturbed, 400 rows)
+    max_eval: object = integer(None, 1, none=True)  # at most this many rows of each evaluation set (None: all, as TOFU)
+    max_train_retain: object = integer(None, 1, none=True)  # retain rows the methods train or fit on (None: the whole retain split)
     max_new_tokens: int = integer(32, 1)  # greedy generation length for ROUGE (open-unlearning: 200)
     seeds: list = seeds_param()  # seeds of the unlearning runs (batch order, IdK answers, RMU vector)
     output_dir: str = param("runs", run=False)  # results go to output_dir/unlearning-<hash of the parameters>/
@@ -156,6 +158,8 @@ def results_table(rows: dict, headlines: dict, digits: int = 3):
         return "n/a" if v is None else (f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.{digits}f}")
 
     def cell(h):
+        if h.get("ci95") is None:  # not measurable (one seed): its value and why
+            return format_mean_ci(h, digits)
         if h["mean"] != 0 and abs(h["mean"]) < 1e-3:
             return f"{h['mean']:.2e} ({h['ci95'][0]:.1e} to {h['ci95'][1]:.1e})"
         return format_mean_ci(h, digits)
@@ -247,20 +251,30 @@ def discussion(base: dict, retain: dict, means: dict, mu_keep: float = 0.9) -> d
 
 
 def chapter_sets(dataset: str, forget_split: str, world=None, data_dir=None,
-                 n_retain: int | None = 90) -> dict:
+                 n_retain: int | None = 90, max_eval: int | None = None) -> dict:
     """The five evaluation sets: ``kbnb.eval.tofu.organism_sets`` on the organism's world,
-    ``kbnb.eval.tofu.tofu_sets`` on real TOFU."""
+    ``kbnb.eval.tofu.tofu_sets`` on real TOFU; each cut to its first ``max_eval`` rows
+    when given (a real model scores about eight sequences per row: 305 rows of real TOFU
+    forget01 take minutes on a CPU)."""
     if dataset == "tinyworld":
-        return organism_sets(world, forget_split, n_retain)
-    return tofu_sets(forget_split, data_dir, n_retain)
+        sets = organism_sets(world, forget_split, n_retain)
+    else:
+        sets = tofu_sets(forget_split, data_dir, n_retain)
+    if max_eval is None:
+        return sets
+    return {name: rows[:max_eval] for name, rows in sets.items()}
 
 
-def chapter_retain_rows(dataset: str, forget_split: str, world=None, data_dir=None) -> list:
+def chapter_retain_rows(dataset: str, forget_split: str, world=None, data_dir=None,
+                        limit: int | None = None) -> list:
     """Rows of the methods' retain term: the organism's known retain facts, or TOFU's
-    retain split."""
+    retain split; its first ``limit`` rows when given (LUNAR reads the activations of
+    every retain row: TOFU's retain90 is 3,600 rows, minutes per seed on a CPU)."""
     if dataset == "tinyworld":
-        return organism_retain_rows(world, forget_split)
-    return load_tofu(RETAIN_OF[check_forget_split(forget_split)], data_dir)
+        rows = organism_retain_rows(world, forget_split)
+    else:
+        rows = load_tofu(RETAIN_OF[check_forget_split(forget_split)], data_dir)
+    return rows if limit is None else rows[:limit]
 
 
 def chapter_ref_rows(dataset: str, world=None, data_dir=None) -> list:

@@ -30,8 +30,20 @@ Which interval, and why
 
 Every interval is recorded in the shape ``{"mean", "ci95": [lo, hi], "values", "n",
 "ci_method"}`` (a *headline*), which :func:`check_headline_shape` validates in
-``metrics.json``. All functions are deterministic given ``seed``; they need only numpy
-and scipy.
+``metrics.json``.
+
+Too few items for an interval
+-----------------------------
+An interval needs at least two items (and a bootstrapped statistic must be defined on
+most resamples). When a run has fewer, e.g. a test set of 12 questions of which the
+untuned model knew one, the number is *not measurable*: :func:`headline` and
+:func:`bootstrap_test` with ``too_few="report"`` return :func:`not_measurable`
+(``{"mean": the value or None, "ci95": None, "values", "n", "ci_method": "not
+measurable: <reason>", "measurable": False, "reason"}``), which
+:func:`check_headline_shape`, :func:`headline_section` and :func:`format_mean_ci`
+accept, instead of raising :class:`TooFewItems` (a ``ValueError``, the default).
+
+All functions are deterministic given ``seed``; they need only numpy and scipy.
 """
 from __future__ import annotations
 
@@ -55,6 +67,25 @@ _CI_METHOD_RE = re.compile(r"^(paired )?(bootstrap|t interval) over \S.*$")
 
 # ---- input checks ---------------------------------------------------------------------
 
+class TooFewItems(ValueError):
+    """Too few items (or too few defined bootstrap resamples) for a 95% interval.
+    ``n``: the number of items there were; ``reason``: why, in words."""
+
+    def __init__(self, message: str, n: int = 0, reason: str | None = None):
+        super().__init__(message)
+        self.n = int(n)
+        self.reason = reason  # None: too few items (see too_few_reason)
+
+    def why(self, items: str = "items") -> str:
+        """The reason in words, naming the ``items``."""
+        return self.reason or too_few_reason(self.n, items)
+
+
+def too_few_reason(n: int, items: str = "items", need: int = 2) -> str:
+    """``"only 1 question; an interval needs at least 2"``."""
+    return f"only {n} {_count_noun(n, items)}; an interval needs at least {need}"
+
+
 def _values(x, name: str, min_n: int = 1) -> np.ndarray:
     """``x`` as a finite 1-D float array of at least ``min_n`` values, else a ValueError
     that names the parameter."""
@@ -70,7 +101,8 @@ def _values(x, name: str, min_n: int = 1) -> np.ndarray:
         more = "" if min_n <= 1 else (
             f"; an interval needs at least {min_n} (with one seed, give the per-question "
             "values instead)")
-        raise ValueError(f"{name} has {a.size} value(s){more}" if a.size else f"{name} is empty")
+        raise TooFewItems(f"{name} has {a.size} value(s){more}" if a.size else
+                          f"{name} is empty", a.size)
     bad = ~np.isfinite(a)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -137,8 +169,10 @@ def _expanded_tail(n: int) -> float:
 def _percentile_interval(reps: np.ndarray, n: int, what: str) -> tuple[float, float]:
     ok = np.isfinite(reps)
     if ok.mean() < 0.5:
-        raise ValueError(f"{what}: the statistic was NaN on {int((~ok).sum())} of "
-                         f"{reps.size} bootstrap resamples; too few items to bootstrap it")
+        raise TooFewItems(f"{what}: the statistic was NaN on {int((~ok).sum())} of "
+                          f"{reps.size} bootstrap resamples; too few items to bootstrap it", n,
+                          f"the statistic is undefined on {int((~ok).sum())} of {reps.size} "
+                          f"bootstrap resamples of the {n} items")
     tail = 100 * _expanded_tail(n)
     lo, hi = np.percentile(reps[ok], [tail, 100 - tail])
     return float(lo), float(hi)
@@ -153,6 +187,46 @@ def _resolve_method(method: str, n: int) -> str:
 
 def _label(kind: str, over: str) -> str:
     return f"{'t interval' if kind == 't' else 'bootstrap'} over {over}"
+
+
+NOT_MEASURABLE = "not measurable"
+
+
+def not_measurable(value=None, n: int = 0, reason: str = "too few items",
+                   items: str = "questions", values=()) -> dict:
+    """A headline that has no interval: ``{"mean": value (None if there is none),
+    "ci95": None, "values": [...], "n": n, "ci_method": "not measurable: <reason>",
+    "measurable": False, "reason": reason, "items": items}``.
+
+    value: the number itself when it can be computed (e.g. the one question's 0/1), else
+    None. n: how many ``items`` there were. reason: why there is no interval, in words
+    (it reaches the page and ``metrics.json``). values: the per-item values (≤ n rows)."""
+    v = None if value is None or not math.isfinite(float(value)) else float(value)
+    return {"mean": v, "ci95": None, "values": list(values), "n": int(n),
+            "ci_method": f"{NOT_MEASURABLE}: {reason}", "measurable": False,
+            "reason": str(reason), "items": str(items)}
+
+
+def _count_noun(n: int, items: str) -> str:
+    """After 1 the first plural word is singular: ``"idk questions"`` → ``"idk question"``."""
+    words = items.split(" ")
+    if n == 1:
+        for i, w in enumerate(words):
+            if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+                words[i] = w[:-1]
+                break
+    return " ".join(words)
+
+
+def is_measurable(h) -> bool:
+    """Whether a headline dict (or a :class:`Comparison`) carries an interval."""
+    return not (isinstance(h, dict) and (h.get("measurable") is False
+                                         or ("ci95" in h and h["ci95"] is None)))
+
+
+def _too_few(too_few: str) -> str:
+    _check_choice(too_few, "too_few", ("raise", "report"))
+    return too_few
 
 
 def ci95(values, method: str = "auto", n_boot: int = N_BOOT, seed: int = 0,
@@ -182,7 +256,7 @@ def ci95(values, method: str = "auto", n_boot: int = N_BOOT, seed: int = 0,
 
 def headline(per_seed=None, per_item=None, statistic: Callable | None = None,
              method: str = "auto", n_boot: int = N_BOOT, seed: int = 0,
-             items: str = "questions") -> dict:
+             items: str = "questions", too_few: str = "raise") -> dict:
     """One headline number with its 95% interval, over seeds when there are several,
     else over the items of the single run.
 
@@ -193,7 +267,12 @@ def headline(per_seed=None, per_item=None, statistic: Callable | None = None,
     statistic: None (the metric is the mean of ``per_item``) or a function of the
         per-item columns returning a float, e.g. ``lambda y, s: average_precision(y, s)``;
         it is recomputed on every bootstrap resample of the items.
-    items: the name of the items, for the label (``"questions"``, ``"authors"``).
+    items: the name of the items, for the label (``"questions"``, ``"authors"``): say what
+        they truly are (a run's one value repeated is no set of questions).
+    too_few: ``"raise"`` (:class:`TooFewItems`, a ValueError) or ``"report"``: with
+        fewer than two items (one seed and a single per-item value, or a statistic
+        undefined on most resamples) return :func:`not_measurable` with the value, n
+        and the reason instead. Where an interval can be formed both give the same.
 
     k ≥ 2 seeds: :func:`ci95` over the seeds (t interval for few seeds). One seed (or
     None): :func:`ci95` over the items, or a percentile bootstrap of ``statistic``.
@@ -211,6 +290,11 @@ def headline(per_seed=None, per_item=None, statistic: Callable | None = None,
         raise ValueError("per_seed has one value and per_item is None: one seed has no "
                          "interval over seeds; give per_item (the run's per-question values)"
                          if s is not None else "give per_seed (≥ 2 seeds) or per_item")
+    if _too_few(too_few) == "report":
+        try:
+            return headline(per_seed, per_item, statistic, method, n_boot, seed, items)
+        except TooFewItems as e:
+            return _not_measurable_from(e, per_seed, per_item, statistic, items)
     if statistic is None:
         h = ci95(_values(per_item, "per_item", min_n=2), method=method, n_boot=n_boot,
                  seed=seed, over=items)
@@ -232,6 +316,23 @@ def headline(per_seed=None, per_item=None, statistic: Callable | None = None,
     return h
 
 
+def _not_measurable_from(e: TooFewItems, per_seed, per_item, statistic, items) -> dict:
+    """:func:`not_measurable` for a :class:`TooFewItems` raised by :func:`headline`: the
+    value is the single seed's recorded one if any, else the metric on the items."""
+    value = None
+    if per_seed is not None and np.size(per_seed) == 1:
+        value = float(np.asarray(per_seed, dtype=float).ravel()[0])
+    try:
+        cols = [np.asarray(c, dtype=float).ravel() for c in
+                (per_item if isinstance(per_item, tuple) else (per_item,))]
+        rows = cols[0].tolist() if len(cols) == 1 else np.column_stack(cols).tolist()
+        if value is None and cols[0].size:
+            value = float(cols[0].mean()) if statistic is None else float(statistic(*cols))
+    except (TypeError, ValueError, ZeroDivisionError):
+        rows = []
+    return not_measurable(value, e.n, e.why(items), items, rows)
+
+
 def _boot_stats_apart(samples: list[np.ndarray], statistic, n_boot: int,
                       seed: int) -> np.ndarray:
     """``n_boot`` bootstrap replicates of ``statistic(*samples)`` with every sample
@@ -246,9 +347,35 @@ def _boot_stats_apart(samples: list[np.ndarray], statistic, n_boot: int,
     return out
 
 
+def share_above(successes: int, n: int, null: float, level: float = 0.95) -> dict:
+    """Is a share ``successes / n`` above ``null``? The exact (Clopper-Pearson) interval of
+    the share, inside [0, 1] by construction, and the exact one-sided binomial p-value of
+    ``share <= null``. ``above`` when the p-value is below ``1 - level`` (one-sided), so
+    that at ``level`` 0.95 the share is above chance exactly when a one-sided 95% bound
+    clears it. Returns ``{"share", "successes", "n", "null", "ci95", "p_value", "above",
+    "method"}``; with ``n == 0`` the share, interval and p-value are None and ``above`` False.
+    """
+    if not (isinstance(n, (int, np.integer)) and n >= 0):
+        raise ValueError(f"n={n!r}: must be an integer >= 0")
+    if not (isinstance(successes, (int, np.integer)) and 0 <= successes <= n):
+        raise ValueError(f"successes={successes!r}: must be an integer in [0, n={n}]")
+    if not 0 < null < 1:
+        raise ValueError(f"null={null!r}: must be in (0, 1)")
+    method = "exact binomial (Clopper-Pearson interval, one-sided p-value)"
+    if n == 0:
+        return {"share": None, "successes": 0, "n": 0, "null": float(null), "ci95": None,
+                "p_value": None, "above": False, "method": method}
+    res = _st.binomtest(int(successes), int(n), float(null), alternative="greater")
+    ci = _st.binomtest(int(successes), int(n), float(null)).proportion_ci(level, "exact")
+    p = float(res.pvalue)
+    return {"share": successes / n, "successes": int(successes), "n": int(n),
+            "null": float(null), "ci95": [float(ci.low), float(ci.high)], "p_value": p,
+            "above": bool(p < 1 - level), "method": method}
+
+
 def bootstrap_test(per_item, statistic: Callable, null: float = 0.0, n_boot: int = N_BOOT,
                    seed: int = 0, items: str = "questions",
-                   paired: bool = True) -> tuple[dict, float]:
+                   paired: bool = True, too_few: str = "raise") -> tuple[dict, float]:
     """One run's statistic with its 95% interval and the two-sided bootstrap p-value of
     "statistic = ``null``", for a claim about a single statistic (e.g. "the spread of a
     change exceeds its noise", "one share is below another") that is no paired
@@ -265,10 +392,23 @@ def bootstrap_test(per_item, statistic: Callable, null: float = 0.0, n_boot: int
     twice the share of resampled statistics on the far side of ``null`` (capped at 1),
     as in :func:`paired_compare`.
 
+    too_few: ``"raise"`` (:class:`TooFewItems`) or ``"report"``: with fewer than two
+    items in a column return ``(not_measurable(...), nan)``.
+
     Returns ``(h, p)``: ``h = {"mean", "ci95": [lo, hi], "values", "n", "ci_method"}``
     (unpaired: ``values`` is [], ``n`` the number of items over all samples), ready for
     ``Chapter.check_interval``.
     """
+    if _too_few(too_few) == "report":
+        try:
+            return bootstrap_test(per_item, statistic, null, n_boot, seed, items, paired)
+        except TooFewItems as e:
+            cols = per_item if isinstance(per_item, tuple) else (per_item,)
+            try:
+                value = float(statistic(*(np.asarray(c, dtype=float) for c in cols)))
+            except (TypeError, ValueError, ZeroDivisionError, IndexError):
+                value = None
+            return not_measurable(value, e.n, e.why(items), items), float("nan")
     n_boot = _check_boot(n_boot)
     if not callable(statistic):
         raise ValueError("statistic must be a function of the per-item columns")
@@ -555,6 +695,11 @@ def format_mean_ci(h: dict, digits: int = 3, style: str = "pm") -> str:
     _check_choice(style, "style", ("pm", "interval"))
     if isinstance(h, Comparison):
         h = {"mean": h.diff, "ci95": h.ci95}
+    if isinstance(h, dict) and not is_measurable(h):  # no interval: the value and why
+        m = h.get("mean")
+        n = h.get("n")
+        what = f"not measurable, n = {n}" if n is not None else "not measurable"
+        return f"{_num(float(m), digits)} ({what})" if m is not None else f"— ({what})"
     if not isinstance(h, dict) or "mean" not in h or "ci95" not in h:
         raise ValueError(f"h must be a headline dict with 'mean' and 'ci95'; got {h!r:.80}")
     m, (lo, hi) = float(h["mean"]), map(float, h["ci95"])
@@ -577,6 +722,9 @@ def _check_one(name: str, h) -> None:
     if missing:
         raise ValueError(f"{where} is missing {missing} (a headline is "
                          "{'mean', 'ci95': [lo, hi], 'values', 'n', 'ci_method'})")
+    if h.get("measurable") is False or h["ci95"] is None:
+        _check_not_measurable(where, h)
+        return
     if not _is_num(h["mean"]):
         raise ValueError(f"{where}['mean'] must be a finite number; got {h['mean']!r}")
     ci = h["ci95"]
@@ -600,6 +748,26 @@ def _check_one(name: str, h) -> None:
                          "or 'bootstrap over questions'")
 
 
+def _check_not_measurable(where: str, h: dict) -> None:
+    """A :func:`not_measurable` headline: mean a finite number or None, ci95 None,
+    n ≥ 0, a reason, ci_method "not measurable: ..."."""
+    if h.get("measurable") is not False or h["ci95"] is not None:
+        raise ValueError(f"{where}: a headline without an interval needs ci95 None and "
+                         "measurable False (see kbnb.eval.stats.not_measurable)")
+    if h["mean"] is not None and not _is_num(h["mean"]):
+        raise ValueError(f"{where}['mean'] must be a finite number or None; got {h['mean']!r}")
+    n = h["n"]
+    if not (isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0):
+        raise ValueError(f"{where}['n'] must be an integer ≥ 0; got {n!r}")
+    if not (isinstance(h.get("reason"), str) and h["reason"]):
+        raise ValueError(f"{where}: a headline without an interval must say why ('reason')")
+    if not (isinstance(h["ci_method"], str) and h["ci_method"].startswith(NOT_MEASURABLE)):
+        raise ValueError(f"{where}['ci_method'] = {h['ci_method']!r}: expected "
+                         f"'{NOT_MEASURABLE}: <reason>'")
+    if not isinstance(h["values"], (list, tuple)):
+        raise ValueError(f"{where}['values'] must be a list")
+
+
 def check_headline_shape(doc: dict) -> dict:
     """Validate the headline section of a metrics document; return the section.
 
@@ -607,7 +775,8 @@ def check_headline_shape(doc: dict) -> dict:
     a metrics dict with a ``"headline"`` key, or the section itself
     (``{name: headline}``). Every headline must be ``{"mean": number, "ci95": [lo, hi]
     with lo ≤ hi, "values": list of n numbers (or rows), "n": int ≥ 2, "ci_method":
-    "<bootstrap|t interval> over <what>"}``. Raises ValueError naming the first bad
+    "<bootstrap|t interval> over <what>"}``, or a :func:`not_measurable` one (``ci95``
+    None, ``measurable`` False, a ``reason``, ``n`` ≥ 0). Raises ValueError naming the first bad
     entry and field.
     """
     if not isinstance(doc, dict):
@@ -644,6 +813,14 @@ def headline_section(headlines: dict) -> dict:
             raise ValueError(f"headline[{name!r}] must be a headline dict or a Comparison; "
                              f"got {type(h).__name__}")
         _check_one(name, h)
+        if not is_measurable(h):
+            out[str(name)] = {
+                **{k: v for k, v in h.items() if k not in HEADLINE_KEYS},
+                "mean": None if h["mean"] is None else float(h["mean"]), "ci95": None,
+                "values": [[float(x) for x in r] if isinstance(r, (list, tuple)) else float(r)
+                           for r in h["values"]],
+                "n": int(h["n"]), "ci_method": str(h["ci_method"])}
+            continue
         out[str(name)] = {
             **{k: v for k, v in h.items() if k not in HEADLINE_KEYS},
             "mean": float(h["mean"]), "ci95": [float(x) for x in h["ci95"]],

@@ -200,6 +200,22 @@ def cache_argument(model) -> str:
         else "cache"
 
 
+def last_logits_only(model) -> dict:
+    """``{"logits_to_keep": 1}`` (or ``num_logits_to_keep``) when the model's forward
+    takes it, so that the output head runs on the last position only instead of
+    ``[B, T, vocab]`` logits (49,152 floats per position on SmolLM2); ``{}`` otherwise
+    (the caller then slices the last row)."""
+    base = _base(model)
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            return {name: 1}
+    return {}
+
+
 def input_device(model) -> torch.device:
     """Where a model's inputs go: the device of its input embeddings (the first block's
     device with ``device_map``), else ``model.device``."""

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from kbnb.lm.encoding import encode_batch, encode_text, model_inputs
+from kbnb.lm.encoding import encode_batch, encode_text, last_logits_only, model_inputs
 
 
 def _batched(seq, n):
@@ -119,7 +119,7 @@ def next_token_logits(model, tok, prompts, batch_size: int = 32, progress: bool 
     for _, chunk in tqdm(list(_batched(list(prompts), batch_size)), disable=not progress,
                          leave=False, desc="scoring"):
         enc = _encode(tok, chunk, model)
-        out.append(model(**enc).logits[:, -1].float().cpu())
+        out.append(model(**enc, use_cache=False, **last_logits_only(model)).logits[:, -1].float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 

@@ -19,12 +19,35 @@ The pipeline, for any causal LM:
    computes it.
 3. *Dynamic conflict* (:func:`knowledge_flow`): rehearsal-tune on questions with high
    Cor and Cer (the model's own answers, :func:`rehearse`), re-query: knowledge flow
-   ``ΔCor``, ``ΔCer``.
+   ``ΔCor``, ``ΔCer``. Which questions are "high" is :func:`rehearsal_plan`'s rule
+   (see *The rehearsal set* below).
 4. Three training sets of equal size (:func:`build_sets`): Cor-RAIT, Cor-Cer-RAIT, CRaFT
    (the reference's thresholds: van Cor ≥ 0.51, idk Cor ≤ 0.49).
 5. Tune with the refusal instruction and evaluate (:func:`tune_and_evaluate`,
    :func:`evaluate_rait`): correct / wrong / refused rates, ``THS = Pc − Pw·Pc0/Pw0``
    (the reference's ``cal_THS``) and over-refusal.
+
+The rehearsal set, and what the reference assumes
+-------------------------------------------------
+The reference rehearses on the questions the model is all but sure of: TriviaQA rows
+with Cor >= 0.995 *and* Cer >= 0.995 (``vanilla_correct_certain`` in
+``data_process/instructions_construction/triviaqa_rehearsal_instructions.py``: all ten
+samples right and alike) and MMLU rows with p(gold) >= 0.99 (its MMLU rehearsal config is
+``train/mmlu/*_rehearsal_mmlu_test_cor0.99_n1000_*``), then a sample of exactly 1000 of
+them (``df.sample(n=1000)``, which fails with fewer). It assumes a model that is very sure of
+many questions: true for LLaMA-3-8B-Instruct on 87k TriviaQA questions, false for a
+small model (SmolLM2-135M-Instruct's highest p(gold) on a few hundred MMLU questions is
+about 0.92), where no question passes and the reference's rule has nothing to rehearse.
+:func:`rehearsal_plan` therefore offers, as a documented choice (``REHEARSAL_RULES``):
+
+- ``threshold``: the reference's rule; none passing is an error that names
+  ``rehearsal_threshold`` and ``rehearsal_rule`` (raised before any rehearsal tuning);
+- ``quantile``: the top ``quantile`` share of the questions by Cor (ties by Cer; open
+  mode only questions answered right at least once): works on any model;
+- ``auto``: ``threshold`` when at least one question passes it, else ``quantile``, and
+  the plan's sentence says that it fell back (the chapter prints it and stores it in
+  ``metrics.json``). On the organism the threshold always has questions, so ``auto``
+  gives exactly the reference's rule there.
 """
 from __future__ import annotations
 
@@ -55,6 +78,7 @@ IDK = "I don't know."
 MODES = ("open", "mc")
 VARIANTS = ("Cor-RAIT", "Cor-Cer-RAIT", "CRaFT")
 FLOW_RULES = ("rose", "not_fell")
+REHEARSAL_RULES = ("auto", "threshold", "quantile")
 COR_HI, COR_LO = 0.51, 0.49  # Cor-RAIT thresholds of the reference (van >= 0.51, idk <= 0.49)
 
 
@@ -482,17 +506,103 @@ def check_threshold(threshold) -> float:
     return float(threshold)
 
 
+def check_quantile(quantile) -> float:
+    """``rehearsal_quantile`` must lie in (0, 1]: the share of questions rehearsed."""
+    if not isinstance(quantile, (int, float)) or isinstance(quantile, bool) \
+            or not 0 < quantile <= 1:
+        raise ValueError(f"rehearsal_quantile={quantile!r}: must be in (0, 1] (the share "
+                         "of source questions rehearsed under rehearsal_rule='quantile')")
+    return float(quantile)
+
+
+def _above_threshold(cor, cer, threshold: float, mode: str) -> np.ndarray:
+    """``open``: Cor >= threshold and Cer >= threshold; ``mc``: p(gold) >= threshold."""
+    if mode == "mc":
+        return np.flatnonzero(cor >= threshold)
+    return np.flatnonzero((cor >= threshold) & (cer >= threshold))
+
+
+def _top_share(cor, cer, quantile: float, mode: str) -> np.ndarray:
+    """The ``ceil(quantile · Q)`` questions with the highest Cor (ties: higher Cer, then
+    position); open mode only those with Cor > 0 (a correct sample to rehearse)."""
+    ok = np.flatnonzero(cor > 0) if mode == "open" else np.arange(len(cor))
+    k = min(len(ok), max(1, int(np.ceil(quantile * len(cor) - 1e-9))))
+    order = sorted(ok, key=lambda i: (-cor[i], -cer[i], i))
+    return np.array(sorted(int(i) for i in order[:k]), dtype=int)
+
+
+def rehearsal_plan(cor, cer, rule: str = "threshold", threshold: float = 0.995,
+                   quantile: float = 0.1, mode: str = "open") -> dict:
+    """Which questions rehearsal tunes on, by ``rule`` (see the module docstring):
+    ``threshold`` (the reference: Cor and Cer >= threshold; ``mc``: p(gold) >=
+    threshold), ``quantile`` (the top ``quantile`` share by Cor) or ``auto`` (threshold,
+    falling back to quantile when no question passes it).
+
+    Cheap (no model call): the chapter calls it right after the knowledge query, so a
+    rule that cannot work stops the run before rehearsal and tuning. Raises ValueError
+    naming ``rehearsal_threshold`` and ``rehearsal_rule`` when ``threshold`` selects
+    nothing, and when no question has Cor > 0. Returns ``{"rule": the rule used
+    (threshold | quantile), "asked": rule, "fallback": bool, "idx": candidate indices
+    (before ``max_rehearsal``), "n": their number, "highest_cor": float, "min_cor": the
+    lowest Cor among them, "sentence": what was done, in words}``."""
+    check_choice("rehearsal_rule", rule, REHEARSAL_RULES)
+    check_choice("mode", mode, MODES)
+    threshold, quantile = check_threshold(threshold), check_quantile(quantile)
+    cor, cer = np.asarray(cor, dtype=float), np.asarray(cer, dtype=float)
+    what = "Cor (p(gold))" if mode == "mc" else "Cor and Cer"
+    top = float(np.max(cor)) if cor.size else float("nan")
+    used, idx = rule, None
+    if rule in ("auto", "threshold"):
+        idx = _above_threshold(cor, cer, threshold, mode)
+        used = "threshold"
+        if len(idx) == 0 and rule == "threshold":
+            raise ValueError(
+                f"rehearsal_threshold={threshold}: no source question has {what} at or "
+                f"above it (highest Cor: {top:.3f}), so rehearsal has nothing to tune on; "
+                f"lower rehearsal_threshold, or set rehearsal_rule='quantile' (or 'auto') "
+                "to rehearse the questions the model is surest of")
+        if len(idx) == 0:
+            used = "quantile"
+    if used == "quantile":
+        idx = _top_share(cor, cer, quantile, mode)
+        if len(idx) == 0:
+            raise ValueError(f"rehearsal_rule={rule!r}: no source question was ever answered "
+                             "correctly (every Cor is 0), so there is nothing to rehearse; "
+                             "raise max_questions or n_samples")
+    low = float(cor[idx].min())
+    if used == "threshold":
+        sentence = (f"Rehearsal tunes on the {len(idx)} source questions with {what} >= "
+                    f"{threshold:g} (the reference's rule).")
+    else:
+        why = (f"no source question has {what} >= rehearsal_threshold={threshold:g} (highest "
+               f"Cor: {top:.3f}), an assumption of the reference that this model does not "
+               "meet, so rehearsal_rule='auto' falls back to 'quantile': " if rule == "auto"
+               else "rehearsal_rule='quantile': ")
+        sentence = (f"{why[0].upper()}{why[1:]}rehearsal tunes on the top "
+                    f"{quantile:.0%} of the source questions by Cor, {len(idx)} questions "
+                    f"with Cor >= {low:.3f}.")
+    return dict(rule=used, asked=rule, fallback=rule == "auto" and used == "quantile",
+                idx=idx, n=int(len(idx)), highest_cor=top, min_cor=low, sentence=sentence)
+
+
 def rehearsal_indices(cor, cer, threshold: float = 0.995, max_n: int | None = None,
-                      seed: int = 0, mode: str = "open") -> np.ndarray:
+                      seed: int = 0, mode: str = "open", rule: str = "threshold",
+                      quantile: float = 0.1) -> np.ndarray:
     """Questions the model answers with high correctness and certainty, at most
-    ``max_n`` of them (seeded sample). ``open``: Cor >= threshold and Cer >= threshold
-    (the reference's TriviaQA set: 0.995 and 0.995, i.e. all N samples right and
-    alike). ``mc``: p(gold) >= threshold (the reference's MMLU set uses Cor only; it
-    implies an entropy below that of (threshold, rest spread), i.e. high certainty)."""
+    ``max_n`` of them (seeded sample). ``rule`` ``threshold`` (the reference): ``open``:
+    Cor >= threshold and Cer >= threshold (the reference's TriviaQA set: 0.995 and
+    0.995, i.e. all N samples right and alike); ``mc``: p(gold) >= threshold (the
+    reference's MMLU set uses Cor only; it implies an entropy below that of (threshold,
+    rest spread), i.e. high certainty); an empty array when none passes. ``quantile`` /
+    ``auto``: see :func:`rehearsal_plan`."""
     check_threshold(threshold)
     cor, cer = np.asarray(cor, dtype=float), np.asarray(cer, dtype=float)
-    keep = cor >= threshold if mode == "mc" else (cor >= threshold) & (cer >= threshold)
-    idx = list(np.flatnonzero(keep))
+    if rule == "threshold":
+        check_choice("mode", mode, MODES)
+        keep = _above_threshold(cor, cer, threshold, mode)
+    else:
+        keep = rehearsal_plan(cor, cer, rule, threshold, quantile, mode)["idx"]
+    idx = list(keep)
     if max_n is not None and len(idx) > max_n:
         idx = random.Random(f"{seed}-rehearsal").sample(idx, max_n)
     return np.array(sorted(int(i) for i in idx), dtype=int)
@@ -500,17 +610,20 @@ def rehearsal_indices(cor, cer, threshold: float = 0.995, max_n: int | None = No
 
 def rehearse(model, tok, rows, state, mode: str = "open", threshold: float = 0.995,
              max_n: int | None = None, epochs: int = 2, lr: float = 3e-4, batch_size: int = 16,
-             lora: bool = False, seed: int = 0, progress: bool = True):
+             lora: bool = False, seed: int = 0, progress: bool = True,
+             rule: str = "threshold", quantile: float = 0.1):
     """Rehearsal (the first stage of CRaFT): tune a copy of the model on the questions
-    it answers with high Cor and Cer (``rehearsal_indices``), with the plain query
-    prompt and its own most frequent correct answer as the target.
+    it answers with high Cor and Cer (``rehearsal_indices`` under ``rule``), with the
+    plain query prompt and its own most frequent correct answer as the target.
     Returns ``(rehearsed_model, indices, losses)``."""
-    idx = rehearsal_indices(state["cor"], state["cer"], threshold, max_n, seed, mode)
+    idx = rehearsal_indices(state["cor"], state["cer"], threshold, max_n, seed, mode, rule,
+                            quantile)
     if len(idx) == 0:
         what = "Cor" if mode == "mc" else "Cor and Cer"
         raise ValueError(f"rehearsal_threshold={threshold}: no question has {what} at or above "
                          f"it (highest Cor: {float(np.max(state['cor'])):.3f}); lower "
-                         "rehearsal_threshold or raise max_questions")
+                         "rehearsal_threshold, set rehearsal_rule='quantile' or 'auto', or "
+                         "raise max_questions")
     prompts, targets = [], []
     for i in idx:
         own = None if state["samples"] is None else \
@@ -538,8 +651,10 @@ def knowledge_flow(model, tok, rows, state, flow_idx, mode: str = "open", *,
                    rehearsal_epochs: int = 2, lr: float = 3e-4, train_batch_size: int = 16,
                    lora: bool = False, seed: int = 0, n_samples: int = 10,
                    temperature: float = 1.0, max_new_tokens: int = 32, batch_size: int = 320,
-                   embedder="default", progress: bool = True) -> dict:
-    """Dynamic conflict (CRaFT's first stage): :func:`rehearse` a copy of the model,
+                   embedder="default", progress: bool = True, rule: str = "threshold",
+                   quantile: float = 0.1) -> dict:
+    """Dynamic conflict (CRaFT's first stage): :func:`rehearse` a copy of the model
+    (its questions by ``rule``, ``threshold``, ``quantile``: :func:`rehearsal_plan`),
     re-query the questions ``flow_idx`` with it (:func:`knowledge_state`, sampling from
     the global RNG where the rehearsal left it) and return the knowledge flow.
 
@@ -549,7 +664,7 @@ def knowledge_flow(model, tok, rows, state, flow_idx, mode: str = "open", *,
     "cor_after": [F], "cer_after": [F], "n_rehearsal": int}``."""
     rehearsed, reh_idx, _ = rehearse(model, tok, rows, state, mode, threshold, max_rehearsal,
                                      rehearsal_epochs, lr, train_batch_size, lora, seed,
-                                     progress=progress)
+                                     progress=progress, rule=rule, quantile=quantile)
     after = knowledge_state(rehearsed, tok, [rows[i] for i in flow_idx], mode, n_samples,
                             temperature, max_new_tokens, batch_size, embedder,
                             progress=progress)

@@ -58,12 +58,14 @@ from kbnb.lm.encoding import (
     cache_argument,
     completion_sep,
     encode_batch,
+    encode_prompt,
     encode_text,
     input_device,
+    last_logits_only,
     model_inputs,
 )
-from kbnb.lm.finetune import finetune
-from kbnb.lm.generation import candidate_token_ids, next_token_logits
+from kbnb.lm.finetune import TRAIN_MAX_TOKENS, finetune
+from kbnb.lm.generation import candidate_token_ids
 from kbnb.lm.models import format_prompt
 from kbnb.organism.world import ATTRIBUTE_NAMES
 
@@ -87,6 +89,12 @@ FALSE_RESPONSES = (
 )
 MMLU_IN_DOMAIN = 28  # the first 28 MMLU subjects (sorted) are in-domain, the other 29 not
 TINYWORLD_IN_DOMAIN = 5  # the first 5 tinyworld attributes are in-domain, the other 4 not
+# Scoring memory: at most this many padded token positions (rows x longest prompt, times
+# the continuations when a context's cache is repeated) in one forward pass. The
+# organism's batches (64 prompts of < 20 tokens, up to 20 continuations) never reach it,
+# so its batches are exactly ``batch_size`` prompts; 64 5-shot MMLU prompts (~700
+# tokens each) are split in two.
+MAX_TOKENS = 32768
 
 
 # ---- prompts ---------------------------------------------------------------------------
@@ -243,9 +251,51 @@ def split_tinyworld(rows, n_in_domain: int = TINYWORLD_IN_DOMAIN, max_questions:
 
 
 # ---- scoring ---------------------------------------------------------------------------
+def token_batches(lengths, batch_size: int, max_tokens: int = MAX_TOKENS,
+                  per_row: int = 1) -> list[range]:
+    """Consecutive index ranges over items of token ``lengths``: at most ``batch_size``
+    items each, cut earlier when ``rows x longest x per_row`` (the padded positions of
+    a left-padded batch, ``per_row`` rows per item) would pass ``max_tokens``, or
+    ``rows x longest²`` (the attention scores per head) would pass ``max_tokens x
+    1024`` (it binds only for prompts longer than 1024 tokens); one item always fits.
+    With every batch under the budget these are exactly the ``batch_size`` slices
+    ``range(s, s + batch_size)``."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f"max_tokens={max_tokens!r}: must be an integer >= 1")
+    out, start, longest = [], 0, 0
+    for i, n in enumerate(lengths):
+        grown = max(longest, n)
+        rows = i - start + 1
+        if i > start and (rows > batch_size or rows * grown * per_row > max_tokens
+                          or rows * grown * grown > max_tokens * 1024):
+            out.append(range(start, i))
+            start, grown = i, n
+        longest = grown
+    if start < len(lengths):
+        out.append(range(start, len(lengths)))
+    return out
+
+
+def _prompt_lengths(tok, prompts) -> list[int]:
+    return [len(encode_prompt(tok, p)) for p in prompts]
+
+
+def last_token_logits(model, tok, prompts) -> torch.Tensor:
+    """Next-token logits after each prompt of one left-padded batch, ``[B, V]`` (float32,
+    CPU), the head run on the last position only (:func:`kbnb.lm.encoding.last_logits_only`) and no
+    key/value cache kept: the same numbers as
+    :func:`kbnb.lm.generation.next_token_logits`, without its ``[B, T, V]`` logits."""
+    enc = model_inputs(model, encode_batch(tok, prompts))
+    with torch.no_grad():
+        return model(**enc, use_cache=False, **last_logits_only(model)).logits[:, -1].float().cpu()
+
+
 @torch.no_grad()
 def continuation_logprobs(model, tok, contexts, continuations, batch_size: int = 32,
-                          progress: bool = False, desc: str = "scoring") -> torch.Tensor:
+                          progress: bool = False, desc: str = "scoring",
+                          max_tokens: int = MAX_TOKENS) -> torch.Tensor:
     """``log π(c_ij | context_i)``, ``[N, C]`` (float32, CPU): the sum over the tokens of
     each continuation, tokenized apart from its context (the same numbers as
     :func:`kbnb.lm.generation.response_logprobs` on every pair).
@@ -253,7 +303,10 @@ def continuation_logprobs(model, tok, contexts, continuations, batch_size: int =
     ``continuations`` is either one list of C strings shared by all contexts or one
     list of C strings per context. Each context is run once per batch; its key/value
     cache is repeated C times and only the continuation tokens are run again, so
-    scoring C continuations costs about one forward pass instead of C."""
+    scoring C continuations costs about one forward pass instead of C. Batches hold at
+    most ``batch_size`` contexts and about ``max_tokens`` padded positions
+    (:func:`token_batches`; the repeated cache counts C times when a continuation has
+    more than one token); the head runs on the context's last position only."""
     per_context = bool(continuations) and not isinstance(continuations[0], str)
     if per_context and len(continuations) != len(contexts):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuation lists")
@@ -271,19 +324,27 @@ def continuation_logprobs(model, tok, contexts, continuations, batch_size: int =
     C = len(continuations[0]) if per_context else len(continuations)
     if C == 0:
         raise ValueError("no continuations")
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f"max_tokens={max_tokens!r}: must be an integer >= 1")
     dev = input_device(model)
     with_pos = accepts_position_ids(model)
-    out = []
-    for s in tqdm(range(0, len(contexts), batch_size), disable=not progress, desc=desc, leave=False):
-        chunk = list(contexts[s:s + batch_size])
-        conts = [continuations[s + b] if per_context else continuations for b in range(len(chunk))]
-        if any(len(c) != C for c in conts):
+    keep = last_logits_only(model)
+    all_conts = [continuations[i] if per_context else continuations for i in range(len(contexts))]
+    for cs in all_conts:
+        if len(cs) != C:
             raise ValueError(f"every context needs the same number of continuations ({C})")
+    multi = any(len(ids_of(c)) > 1 for cs in all_conts for c in cs)
+    groups = token_batches(_prompt_lengths(tok, contexts), batch_size, max_tokens,
+                           per_row=C if multi else 1)
+    out = []
+    for g in tqdm(groups, disable=not progress, desc=desc, leave=False):
+        chunk = [contexts[i] for i in g]
+        conts = [all_conts[i] for i in g]
         toks = [[ids_of(c) for c in cs] for cs in conts]  # [B][C] token lists
         L = max(len(t) for ts in toks for t in ts)
         batch = encode_batch(tok, chunk)
         enc = model_inputs(model, batch)
-        o = model(**enc, use_cache=L > 1)
+        o = model(**enc, use_cache=L > 1, **keep)
         first = torch.log_softmax(o.logits[:, -1].float(), -1).cpu()  # [B, V]
         B = len(chunk)
         lp = torch.tensor([[first[b, t[0]].item() for t in toks[b]] for b in range(B)])
@@ -328,8 +389,10 @@ def _sample(logits, n_samples, temperature, top_k, gen):
 @torch.no_grad()
 def query(model, tok, prompts, rows=None, scoring: str = "letter", n_samples: int = 0,
           temperature: float = 0.7, top_k: int = 50, refusals: bool = False,
-          batch_size: int = 32, seed: int = 0, progress: bool = True, desc: str = "querying"):
-    """Ask every question once, in batches. Returns a dict:
+          batch_size: int = 32, seed: int = 0, progress: bool = True, desc: str = "querying",
+          max_tokens: int = MAX_TOKENS):
+    """Ask every question once, in batches of at most ``batch_size`` prompts and about
+    ``max_tokens`` padded positions (:func:`token_batches`). Returns a dict:
 
     - ``probs`` ``[N, 4]``: letter scoring: ``softmax(z_A..z_D)`` with ``z_c`` the
       log-sum-exp of the next-token logits of letter c's spellings (``"A"``, ``" A"``,
@@ -366,7 +429,7 @@ def query(model, tok, prompts, rows=None, scoring: str = "letter", n_samples: in
                  for r, sp in zip(rows, seps)]
         extra = FALSE_RESPONSES if refusals else ()
         lp = continuation_logprobs(model, tok, prompts, conts, batch_size=batch_size,
-                                   progress=progress, desc=desc)
+                                   progress=progress, desc=desc, max_tokens=max_tokens)
         if not len(lp):
             lp = torch.zeros(0, len(LETTERS) + len(extra))
         opt = lp[:, :len(LETTERS)]
@@ -383,8 +446,9 @@ def query(model, tok, prompts, rows=None, scoring: str = "letter", n_samples: in
     flat = sorted({i for group in ids for i in group})
     probs, mass, samples = [], [], []
     vocab_text = {}
-    for s in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc=desc, leave=False):
-        z = next_token_logits(model, tok, prompts[s:s + batch_size], batch_size=batch_size)
+    groups = token_batches(_prompt_lengths(tok, prompts), batch_size, max_tokens)
+    for g in tqdm(groups, disable=not progress, desc=desc, leave=False):
+        z = last_token_logits(model, tok, [prompts[i] for i in g])
         letters = torch.stack([torch.logsumexp(z[:, i], -1) for i in ids], -1)  # [B, 4]
         probs.append(torch.softmax(letters, -1))
         mass.append(torch.exp(torch.logsumexp(z[:, flat], -1) - torch.logsumexp(z, -1)))
@@ -419,7 +483,7 @@ def sure_context(prompt: str, answer: str) -> str:
 
 
 def sure_probability(model, tok, prompts, answers, batch_size: int = 32,
-                     progress: bool = False) -> torch.Tensor:
+                     progress: bool = False, max_tokens: int = MAX_TOKENS) -> torch.Tensor:
     """``P(sure) / (P(sure) + P(unsure))`` after :func:`sure_context`, ``[N]``.
 
     ``P(x) = π(x | context)`` is the probability of the whole continuation ``" sure"`` or
@@ -428,7 +492,7 @@ def sure_probability(model, tok, prompts, answers, batch_size: int = 32,
     the two words split (the reference's first-token lookup is not)."""
     ctx = [sure_context(p, a) for p, a in zip(prompts, answers)]
     lp = continuation_logprobs(model, tok, ctx, [" sure", " unsure"], batch_size=batch_size,
-                               progress=progress, desc="P(sure)")
+                               progress=progress, desc="P(sure)", max_tokens=max_tokens)
     return torch.sigmoid(lp[:, 0] - lp[:, 1]) if len(lp) else torch.zeros(0)
 
 
@@ -514,7 +578,8 @@ def write_training_data(examples, folder, name: str) -> dict:
 
 def refusal_aware_examples(model, tok, rows, prompts, correct, method: str, scoring: str,
                            sep: str = " ", *, n_samples: int = 5, temperature: float = 0.7,
-                           batch_size: int = 32, seed: int = 0) -> list[dict]:
+                           batch_size: int = 32, seed: int = 0,
+                           max_tokens: int = MAX_TOKENS) -> list[dict]:
     """The refusal-aware training data of ``rows`` (:func:`build_training_data`), with
     the gold answers as the model would say them (:func:`answer_text`, ``sep`` before a
     cloze option, also before a refusal sentence).
@@ -527,7 +592,8 @@ def refusal_aware_examples(model, tok, rows, prompts, correct, method: str, scor
     entropies = None
     if method == "uncertain":  # R-Tuning-U: sampled answers, not correctness
         q = query(model, tok, prompts, rows, scoring=scoring, n_samples=n_samples,
-                  temperature=temperature, batch_size=batch_size, seed=seed, progress=False)
+                  temperature=temperature, batch_size=batch_size, seed=seed, progress=False,
+                  max_tokens=max_tokens)
         entropies = [answer_entropy(x) for x in q["samples"]]
     return build_training_data(method, prompts, answers, correct, entropies, seed=seed,
                                refusal_prefix="" if scoring == "letter" else sep)
@@ -535,13 +601,17 @@ def refusal_aware_examples(model, tok, rows, prompts, correct, method: str, scor
 
 def tune_on_examples(model, tok, examples, *, epochs: int = 10, lr: float = 1e-3,
                      batch_size: int = 16, lora: bool = False, seed: int = 0,
-                     progress: bool = True):
+                     progress: bool = True, max_tokens: int = TRAIN_MAX_TOKENS,
+                     gradient_checkpointing="auto"):
     """Fine-tune a copy of ``model`` on refusal-aware ``examples``: each prompt with its
     completion and EOS as the target (the loss covers everything after the prompt),
-    :func:`kbnb.lm.finetune.finetune`. Returns ``(tuned model, losses per step)``."""
+    :func:`kbnb.lm.finetune.finetune` (a step of ``batch_size`` examples is split into
+    micro-batches of about ``max_tokens`` positions when it is longer; same effective
+    batch). Returns ``(tuned model, losses per step)``."""
     return finetune(model, tok, [e["prompt"] for e in examples],
                     [e["completion"] + (tok.eos_token or "") for e in examples], epochs=epochs,
-                    lr=lr, batch_size=batch_size, lora=lora, seed=seed, progress=progress)
+                    lr=lr, batch_size=batch_size, lora=lora, seed=seed, progress=progress,
+                    max_tokens=max_tokens, gradient_checkpointing=gradient_checkpointing)
 
 
 # ---- evaluation ------------------------------------------------------------------------
@@ -584,7 +654,7 @@ def questions_frame(rows, q) -> "pd.DataFrame":
 
 def score_questions(model, tok, rows, prompts, method: str, scoring: str = "letter",
                     batch_size: int = 32, progress: bool = True,
-                    desc: str = "evaluating") -> "pd.DataFrame":
+                    desc: str = "evaluating", max_tokens: int = MAX_TOKENS) -> "pd.DataFrame":
     """:func:`questions_frame` plus ``willing``, ``answered``, ``score``.
 
     ``willing`` is the model's willingness to answer: for ``unsure``/``uncertain``,
@@ -594,7 +664,7 @@ def score_questions(model, tok, rows, prompts, method: str, scoring: str = "lett
     ``score = 0.5 * conf + 0.5 * willing`` (the reference's AP score)."""
     check_choice("method", method, METHODS)
     q = query(model, tok, prompts, rows, scoring=scoring, refusals=method == "unknown",
-              batch_size=batch_size, progress=progress, desc=desc)
+              batch_size=batch_size, progress=progress, desc=desc, max_tokens=max_tokens)
     df = questions_frame(rows, q)
     if method == "unknown":
         willing = q["answer_mass"]
@@ -602,7 +672,7 @@ def score_questions(model, tok, rows, prompts, method: str, scoring: str = "lett
         answers = [answer_text(r, i, scoring, completion_sep(tok, p))
                    for r, i, p in zip(rows, q["pred"].tolist(), prompts)]
         willing = sure_probability(model, tok, prompts, answers, batch_size=batch_size,
-                                   progress=progress)
+                                   progress=progress, max_tokens=max_tokens)
     df["willing"] = willing.numpy()
     df["answered"] = df["willing"] > 0.5
     df["score"] = 0.5 * df["conf"] + 0.5 * df["willing"]

@@ -19,6 +19,13 @@ a t interval over seeds and a comparison is paired over seeds; with one seed the
 chapter passes per-question values and the interval is a bootstrap over questions.
 An effect counts as shown only when its 95% interval excludes no effect; otherwise the
 sentence says that the data cannot tell.
+
+A headline or check with too few items for an interval (one seed and a single
+per-item value, e.g. over-refusal on a test set where the untuned model knew one
+question) does not stop the chapter: it is *not measurable*
+(:func:`kbnb.eval.stats.not_measurable`: its value if any, no interval, n and the
+reason), says so in the tables, in ``metrics.json`` (``not_measurable``) and in the glued
+``not_measurable_note``; a check then has status UNCLEAR and a sentence that says why.
 """
 from __future__ import annotations
 
@@ -102,7 +109,8 @@ class Chapter:
     def record_items(self, items_by_seed: dict, labels: dict) -> dict:
         """Record every seed's items and declare a headline for each of ``labels``.
 
-        ``items_by_seed``: ``{seed: {name: {"value", "per_item", "statistic"}}}``;
+        ``items_by_seed``: ``{seed: {name: {"value", "per_item", "statistic"[, "items"]}}}``
+        (``items``: what the per-item values are, default ``"questions"``);
         ``labels``: ``{name: label}`` of the headline metrics. A metric undefined (not
         finite) in some seed, e.g. AP with no correct answer in a tiny sample, gets no
         headline. Returns the last seed's items of the metrics defined in every seed
@@ -114,7 +122,8 @@ class Chapter:
         for name, label in labels.items():
             if name in last:
                 self.headline(name, per_item=last[name]["per_item"],
-                              statistic=last[name]["statistic"], label=label)
+                              statistic=last[name]["statistic"], label=label,
+                              items=last[name].get("items", "questions"))
         return last
 
     def has(self, name: str) -> bool:
@@ -159,18 +168,27 @@ class Chapter:
 
         Several seeds: the interval is over the recorded per-seed values (t interval).
         One seed: ``per_item`` (that run's per-question values, or columns for
-        ``statistic``) gives a bootstrap over ``items``. label: how tables call it.
+        ``statistic``) gives a bootstrap over ``items``: name what they truly are
+        (``"questions"``, ``"idk questions"``, ``"responses"``). label: how tables call it.
+
+        Not measurable (:func:`kbnb.eval.stats.not_measurable`, no crash): one seed and
+        fewer than two items, or one seed, a recorded value and no ``per_item`` (an
+        interval over seeds needs two; pass no made-up items such as ``[v, v]``).
         """
         self._new_name(name, "headline")
         per_seed = self.per_seed(name) if name in self._per_seed else None
         if per_seed is not None and len(per_seed) >= 2:
             h = stats.headline(per_seed=per_seed)
-        else:
-            if per_item is None:
+        elif per_item is None:
+            if per_seed is None:
                 raise ValueError(f"headline {name!r}: one seed and no per_item values; with a "
                                  "single seed pass the run's per-question values")
+            h = stats.not_measurable(
+                per_seed[0], 1, "one seed: an interval over seeds needs at least 2, and "
+                "this number has no per-item values", "seeds", per_seed)
+        else:
             h = stats.headline(per_seed=per_seed, per_item=per_item, statistic=statistic,
-                               items=items)
+                               items=items, too_few="report")
         if label:
             h["label"] = label
         self.headlines[name] = h
@@ -189,8 +207,12 @@ class Chapter:
         if "over" not in compare:
             n = len(new[0]) if isinstance(new, tuple) else np.size(new)
             compare["over"] = "seeds" if n == len(self.seeds) and n > 1 else "questions"
-        v = stats.check(effect, new, baseline, better=better, unit=unit, subject=subject,
-                        baseline_name=baseline_name, digits=digits, **compare)
+        try:
+            v = stats.check(effect, new, baseline, better=better, unit=unit, subject=subject,
+                            baseline_name=baseline_name, digits=digits, **compare)
+        except stats.TooFewItems as e:  # e.g. one question: said, not a crash
+            return self._not_measurable_check(name, effect, e.n, e.why(compare["over"]),
+                                              compare["over"], subject, baseline_name)
         if compare["over"] == "seeds" and all(
                 np.ndim(x) == 0 or len(set(np.asarray(x, float).tolist())) == 1
                 for x in (new, baseline)):
@@ -210,6 +232,9 @@ class Chapter:
         if headline is not None:
             self._new_name(headline, "headline")
             self.headlines[headline] = h
+        if not stats.is_measurable(h):
+            return self._not_measurable_check(name, effect, h["n"], h["reason"],
+                                              h.get("items", "questions"), subject, None)
         res = {"diff": h["mean"] - null, "ci95": [h["ci95"][0] - null, h["ci95"][1] - null],
                "p_value": float(p_value), "test": test, "n": h["n"], "ci_method": h["ci_method"]}
         base = None if null == 0 else f"{null:.{digits}f}"
@@ -218,6 +243,39 @@ class Chapter:
         self.verdicts[name] = v
         self._check_data[name] = res
         return v
+
+    def _not_measurable_check(self, name: str, effect: str, n: int, reason: str, over: str,
+                              subject: str | None, baseline_name: str | None) -> stats.Verdict:
+        """A check that has too few items for an interval: UNCLEAR, with a sentence that
+        says so, stored as ``{"measurable": False, "reason", "n"}`` in metrics.json."""
+        who = f"{subject}'s effect on {effect}" if subject else effect
+        vs = f" relative to {baseline_name}" if baseline_name else ""
+        sentence = (f"{who[0].upper()}{who[1:]}{vs} is not measurable here ({reason}): "
+                    "the data cannot tell.")
+        v = stats.Verdict("UNCLEAR", sentence)
+        self.verdicts[name] = v
+        self._check_data[name] = {"measurable": False, "reason": reason, "n": int(n),
+                                  "over": over}
+        return v
+
+    def not_measurable(self) -> dict:
+        """``{name: reason}`` of the headlines and checks that have no interval."""
+        out = {k: h["reason"] for k, h in self.headlines.items() if not stats.is_measurable(h)}
+        out.update({k: d["reason"] for k, d in self._check_data.items()
+                    if d.get("measurable") is False})
+        return out
+
+    def not_measurable_note(self) -> str:
+        """One sentence naming the numbers without an interval and why ("" if none)."""
+        bad = self.not_measurable()
+        if not bad:
+            return ""
+        label = lambda k: self.headlines[k].get("label", k) if k in self.headlines else k  # noqa: E731
+        parts = [f"{label(k)} ({r})" for k, r in bad.items()]
+        return (f"{len(bad)} number{'s' if len(bad) > 1 else ''} of this run "
+                f"{'have' if len(bad) > 1 else 'has'} too few items for a 95% interval and "
+                f"{'are' if len(bad) > 1 else 'is'} reported as not measurable: "
+                + "; ".join(parts) + ".")
 
     def status_counts(self) -> dict:
         out = {"PASS": 0, "MISS": 0, "UNCLEAR": 0}
@@ -249,7 +307,7 @@ class Chapter:
         for k in names:
             h = self.headlines[k]
             rows.append({"metric": h.get("label", k), "mean ± 95% CI": stats.format_mean_ci(h, digits),
-                         "n": h["n"], "interval": h["ci_method"]})
+                         "n": h["n"], "interval": h["ci_method"]})  # or "not measurable: why"
         return pd.DataFrame(rows).set_index("metric")
 
     def checks_table(self):
@@ -270,6 +328,8 @@ class Chapter:
                            **(v.result.as_dict() if v.result is not None
                               else self._check_data.get(k, {}))}
                        for k, v in self.verdicts.items()}
+        if self.not_measurable():  # said aloud (absent when every number has its interval)
+            m["not_measurable"] = {"note": self.not_measurable_note(), **self.not_measurable()}
         m["per_seed"] = {k: [d[s] for s in self.seeds if s in d] for k, d in self._per_seed.items()}
         m["seeds"] = self.seeds
         m["seconds"] = {**m.get("seconds", {}), **self.seconds, "total": time.time() - self.t_start}
@@ -278,9 +338,18 @@ class Chapter:
     def glue_all(self, digits: int = 3) -> None:
         """Glue every headline (``name``: the mean, ``name_ci``: "mean ± hw",
         ``name_lo``/``name_hi``), every check (``name``: its sentence, ``name_status``),
-        ``checks_summary``, ``n_seeds`` and ``seeds_text``, for ``{glue:text}``."""
+        ``checks_summary``, ``not_measurable_note`` ("" when every number has an interval),
+        ``n_seeds`` and ``seeds_text``, for ``{glue:text}``. A not-measurable headline glues
+        its value (or "n/a") and ``name_ci`` "value (not measurable, n = k)"."""
         from myst_nb import glue
         for k, h in self.headlines.items():
+            if not stats.is_measurable(h):  # the value if any, and the text says why
+                glue(k, "n/a" if h["mean"] is None else _round(h["mean"], digits),
+                     display=False)
+                glue(k + "_ci", stats.format_mean_ci(h, digits), display=False)
+                glue(k + "_lo", "n/a", display=False)
+                glue(k + "_hi", "n/a", display=False)
+                continue
             glue(k, _round(h["mean"], digits), display=False)
             glue(k + "_ci", stats.format_mean_ci(h, digits), display=False)
             glue(k + "_lo", _round(h["ci95"][0], digits), display=False)
@@ -289,6 +358,7 @@ class Chapter:
             glue(k, v.sentence, display=False)
             glue(k + "_status", STATUS_WORDS[v.status], display=False)
         glue("checks_summary", self.summary(), display=False)
+        glue("not_measurable_note", self.not_measurable_note(), display=False)
         glue("n_seeds", len(self.seeds), display=False)
         glue("seeds_text", ", ".join(map(str, self.seeds)), display=False)
 

@@ -1,6 +1,7 @@
 import pytest
 
 from kbnb.data.loaders import find_data_dir, load_mmlu, load_refusal, load_tofu, mmlu_subjects
+from kbnb.data.splits import TOFU_SPLITS
 
 
 def test_reads_real_tofu_mmlu_refusal(data_dir):
@@ -11,6 +12,15 @@ def test_reads_real_tofu_mmlu_refusal(data_dir):
     mmlu = load_mmlu("test", data_dir)
     assert len(mmlu_subjects(mmlu)) == 57 and len(mmlu[0]["choices"]) == 4
     assert load_refusal("train", data_dir)[0]["question"]
+
+
+def test_every_real_tofu_file_is_a_known_split(data_dir):
+    """The split names kbnb allows are exactly the files real TOFU has, and each loads."""
+    files = {p.stem for p in (data_dir / "tofu").glob("*.jsonl")}
+    assert files == set(TOFU_SPLITS)
+    for split in TOFU_SPLITS:
+        assert load_tofu(split, data_dir)[0]["question"], split
+    assert len(load_tofu("retain_perturbed", data_dir)) == 400
 
 
 def test_data_dir_may_name_the_subfolder(data_dir):

@@ -246,3 +246,80 @@ def test_headline_shape_rejects_missing_or_empty_section():
         S.check_headline_shape({"metrics": {"headline": {}}})
     with pytest.raises(ValueError, match=r"headline\['ap'\] must be a dict"):
         S.check_headline_shape({"ap": 0.8})
+
+
+# ---- (f) too few items: not measurable -------------------------------------------------
+
+def test_too_few_items_raise_by_default_and_report_on_request():
+    with pytest.raises(S.TooFewItems, match="an interval needs at least 2"):
+        S.headline(per_item=[1.0])
+    assert issubclass(S.TooFewItems, ValueError)
+    h = S.headline(per_seed=[1.0], per_item=[1.0], too_few="report", items="known questions")
+    assert h == {"mean": 1.0, "ci95": None, "values": [1.0], "n": 1,
+                 "ci_method": "not measurable: only 1 known question; an interval needs "
+                              "at least 2",
+                 "measurable": False,
+                 "reason": "only 1 known question; an interval needs at least 2",
+                 "items": "known questions"}
+    empty = S.headline(per_item=[], too_few="report")
+    assert empty["mean"] is None and empty["n"] == 0
+    # a statistic on one row of columns: its value, no interval
+    st = S.headline(per_item=([1.0], [0.0]), statistic=lambda a, b: float(a[0] - b[0]),
+                    too_few="report")
+    assert st["mean"] == 1.0 and st["n"] == 1 and not S.is_measurable(st)
+    # where an interval can be formed, "report" gives exactly what "raise" gives
+    items = [1, 0, 1, 1, 0] * 8
+    assert S.headline(per_item=items, too_few="report") == S.headline(per_item=items)
+    with pytest.raises(ValueError, match="too_few='skip'"):
+        S.headline(per_item=items, too_few="skip")
+
+
+def test_a_statistic_undefined_on_most_resamples_is_not_measurable():
+    y = np.array([1.0, 0.0, 0.0])  # the statistic needs y[0] == 1: NaN on most resamples
+    stat = lambda a: float(a.mean()) if a[0] == 1 else float("nan")  # noqa: E731
+    with pytest.raises(S.TooFewItems, match="too few items to bootstrap"):
+        S.headline(per_item=(y,), statistic=stat, n_boot=500)
+    h = S.headline(per_item=(y,), statistic=stat, n_boot=500, too_few="report")
+    assert h["mean"] == pytest.approx(1 / 3) and h["n"] == 3 and "undefined" in h["reason"]
+
+
+def test_not_measurable_headlines_pass_the_shape_check_and_format():
+    bad = S.not_measurable(0.25, 1, "one question", "questions", [0.25])
+    none = S.not_measurable(None, 0, "no question")
+    section = S.headline_section({"ok": S.headline(per_seed=[0.1, 0.2, 0.3]), "bad": bad,
+                                  "none": none})
+    assert S.check_headline_shape({"metrics": {"headline": section}}) == section
+    assert section["bad"]["ci95"] is None and section["none"]["mean"] is None
+    assert S.format_mean_ci(bad) == "0.250 (not measurable, n = 1)"
+    assert S.format_mean_ci(none) == "— (not measurable, n = 0)"
+    assert S.is_measurable(section["ok"]) and not S.is_measurable(bad)
+    for broken, match in (({**bad, "reason": ""}, "say why"),
+                          ({**bad, "measurable": True}, "measurable False"),
+                          ({**bad, "ci_method": "t interval over questions"}, "not measurable"),
+                          ({**bad, "mean": float("nan")}, "finite number or None")):
+        with pytest.raises(ValueError, match=match):
+            S.check_headline_shape({"bad": broken})
+
+
+def test_bootstrap_test_reports_too_few_items():
+    with pytest.raises(S.TooFewItems):
+        S.bootstrap_test(([1.0], [0.0, 1.0]), lambda a, b: float(a.mean() - b.mean()),
+                         paired=False)
+    h, p = S.bootstrap_test(([1.0], [0.0, 1.0]), lambda a, b: float(a.mean() - b.mean()),
+                            paired=False, too_few="report", items="idk questions")
+    assert h["mean"] == 0.5 and h["n"] == 1 and math.isnan(p)
+    assert h["ci_method"] == "not measurable: only 1 idk question; an interval needs at least 2"
+
+
+def test_share_above_is_an_exact_binomial_test_inside_the_unit_interval():
+    from scipy.stats import binom
+    r = S.share_above(10, 20, 0.25)
+    assert r["p_value"] == pytest.approx(binom.sf(9, 20, 0.25)) and r["above"]
+    lo, hi = r["ci95"]
+    assert 0 < lo < 0.5 < hi < 1
+    assert S.share_above(0, 5, 0.25)["ci95"][0] == 0.0
+    assert S.share_above(5, 5, 0.25)["ci95"][1] == 1.0
+    assert not S.share_above(3, 12, 0.25)["above"]  # at chance
+    assert S.share_above(0, 0, 0.25)["share"] is None
+    with pytest.raises(ValueError, match="successes=6"):
+        S.share_above(6, 5, 0.25)

@@ -189,6 +189,37 @@ def test_rehearsal_indices():
     assert rait.rehearsal_indices(cor, np.log([0.5] * 4), mode="mc").tolist() == [0, 1, 3]
 
 
+def test_rehearsal_plan_rules():
+    cor = np.array([1.0, 0.6, 0.9, 0.0, 0.3])
+    cer = np.array([1.0, 0.9, 0.5, 0.2, 0.9])
+    plan = rait.rehearsal_plan(cor, cer, "threshold")  # the reference: Cor and Cer >= 0.995
+    assert plan["idx"].tolist() == [0] and plan["rule"] == "threshold" and not plan["fallback"]
+    assert rait.rehearsal_plan(cor, cer, "auto") == {**plan, "asked": "auto"}
+    top = rait.rehearsal_plan(cor, cer, "quantile", quantile=0.4)  # top 2 by Cor
+    assert top["idx"].tolist() == [0, 2] and top["min_cor"] == 0.9
+    # a model never that sure (SmolLM2 on MMLU: highest p(gold) 0.92)
+    small = cor * 0.9
+    with pytest.raises(ValueError, match=r"rehearsal_threshold=0.995: no source question.*"
+                                         r"highest Cor: 0.900.*rehearsal_rule='quantile'"):
+        rait.rehearsal_plan(small, cer, "threshold")
+    fb = rait.rehearsal_plan(small, cer, "auto", quantile=0.2)
+    assert fb["rule"] == "quantile" and fb["fallback"] and fb["idx"].tolist() == [0]
+    assert "falls back to 'quantile'" in fb["sentence"] and "0.995" in fb["sentence"]
+    # open mode never rehearses a question the model never answered right; mc uses Cor only
+    assert rait.rehearsal_plan(cor, cer, "quantile", quantile=1.0)["idx"].tolist() == [0, 1, 2, 4]
+    assert rait.rehearsal_plan(cor, cer, "quantile", quantile=1.0, mode="mc")["n"] == 5
+    assert rait.rehearsal_plan(cor, np.zeros(5), "threshold", mode="mc")["n"] == 1
+    with pytest.raises(ValueError, match="every Cor is 0"):
+        rait.rehearsal_plan(np.zeros(3), np.ones(3), "auto")
+    with pytest.raises(ValueError, match="rehearsal_rule='top'"):
+        rait.rehearsal_plan(cor, cer, "top")
+    with pytest.raises(ValueError, match="rehearsal_quantile=0"):
+        rait.rehearsal_plan(cor, cer, "quantile", quantile=0)
+    # rehearsal_indices keeps the reference's default and takes the rule
+    assert rait.rehearsal_indices(small, cer).tolist() == []
+    assert rait.rehearsal_indices(small, cer, rule="auto", quantile=0.2).tolist() == [0]
+
+
 def test_flow_noise_sd():
     assert rait.flow_noise_sd([0.0, 1.0], 10) == 0.0
     assert rait.flow_noise_sd([0.5], 10) == pytest.approx(math.sqrt(0.05))
@@ -417,13 +448,20 @@ def test_chapter_results_several_seeds_and_one_seed(tmp_path):
 def test_params_resolve_the_mode_and_hash_it_as_given():
     p = chapter.Params()
     assert p.resolved_mode == "open" and p.run_params()["mode"] == "auto"
-    assert "output_dir" not in p.run_params() and list(p.run_params())[:4] == [
+    from kbnb.report.params import ModelParams
+    own = [k for k in p.run_params() if k not in ModelParams.names()]  # after the loading ones
+    assert "output_dir" not in p.run_params() and own[:4] == [
         "model_name", "dataset", "data_dir", "mode"]
     assert chapter.Params(dataset="mmlu").resolved_mode == "mc"
     with pytest.raises(ValueError, match="mode='mc'"):
         chapter.Params(dataset="tofu", mode="mc")
     with pytest.raises(ValueError, match="flow_rule='up': allowed 'rose', 'not_fell'"):
         chapter.Params(flow_rule="up")
+    assert chapter.Params().rehearsal_rule == "auto"  # the reference's rule when it works
+    with pytest.raises(ValueError, match="rehearsal_rule='top'"):
+        chapter.Params(rehearsal_rule="top")
+    with pytest.raises(ValueError, match="rehearsal_threshold=0"):
+        chapter.Params(rehearsal_threshold=0)
 
 
 def test_score_labels_and_conflict_hits():

@@ -423,7 +423,8 @@ def test_params_resolve_scoring_and_shots_and_hash_them_resolved():
         model_name="tinyworld", dataset="tinyworld", data_dir="", scoring="cloze", n_shots=0,
         prompt_header="kbnb", method="unsure", n_samples=5, temperature=0.7, epochs=10,
         lr=1e-3, train_batch_size=16, lora=False, max_questions=400, batch_size=64,
-        seeds=[0, 1, 2], device="auto")
+        seeds=[0, 1, 2], device="auto", dtype="auto", device_map=None, load_in_4bit=False,
+        load_in_8bit=False, trust_remote_code=False)  # ModelParams' loading fields
     m = chapter.Params(dataset="mmlu").run_params()
     assert (m["scoring"], m["n_shots"]) == ("letter", 5)
     assert chapter.Params(dataset="mmlu", scoring="cloze").resolved_shots == 0
@@ -443,3 +444,67 @@ def test_refusal_aware_examples_use_the_gold_answers_and_the_flags():
                                    seed=3)
     want = rt.build_training_data("unsure", prompts, ["B.", "A."], [True, False], seed=3)
     assert ex == want
+
+
+# ---- memory: token budget and last-position logits (issue 20) ----------------------------
+def test_token_batches_are_the_plain_slices_under_the_budget_and_split_over_it():
+    lengths = [10, 30, 20, 5, 40, 12, 7]
+    plain = rt.token_batches(lengths, 3, max_tokens=10_000)
+    assert [list(r) for r in plain] == [[0, 1, 2], [3, 4, 5], [6]]
+    tight = rt.token_batches(lengths, 3, max_tokens=60)
+    assert all(len(r) * max(lengths[i] for i in r) <= 60 or len(r) == 1 for r in tight)
+    assert [i for r in tight for i in r] == list(range(7))  # order kept, nothing lost
+    assert len(tight) > len(plain)
+    assert [list(r) for r in rt.token_batches([100, 100], 4, max_tokens=10)] == [[0], [1]]
+    assert [list(r) for r in rt.token_batches([5, 5, 5], 4, max_tokens=20, per_row=2)] == \
+        [[0, 1], [2]]
+    # long prompts: the attention scores (rows x T²) bind before the positions do
+    assert [list(r) for r in rt.token_batches([2000, 2000], 4, max_tokens=4096)] == [[0], [1]]
+    assert [list(r) for r in rt.token_batches([200, 200], 4, max_tokens=4096)] == [[0, 1]]
+    with pytest.raises(ValueError, match="max_tokens=0"):
+        rt.token_batches(lengths, 3, max_tokens=0)
+
+
+def test_organism_scoring_batches_never_reach_the_token_budget(organism, world):
+    """The organism's chapter batches (64 prompts) stay exactly ``batch_size`` prompts, so
+    its numbers do not depend on the budget."""
+    from kbnb.lm.encoding import encode_prompt
+    model, tok = organism
+    rows, _ = rt.tinyworld_questions_and_shots(world)
+    prompts = rt.make_prompts(tok, rows, "cloze")
+    ctx = [rt.sure_context(p, rt.answer_text(r, 0, "cloze")) for p, r in zip(prompts, rows)]
+    for ps, per_row in ((prompts, 4 + len(rt.FALSE_RESPONSES)), (ctx, 2)):
+        lengths = [len(encode_prompt(tok, p)) for p in ps]
+        assert 64 * max(lengths) * per_row <= rt.MAX_TOKENS
+        got = rt.token_batches(lengths, 64, per_row=per_row)
+        assert [(r.start, r.stop) for r in got] == \
+            [(s, min(s + 64, len(ps))) for s in range(0, len(ps), 64)]
+
+
+def test_last_token_logits_equal_the_full_logits(organism, world):
+    from kbnb.lm.encoding import encode_batch, last_logits_only, model_inputs
+    from kbnb.lm.generation import next_token_logits
+    model, tok = organism
+    rows, _ = rt.tinyworld_questions_and_shots(world)
+    prompts = rt.make_prompts(tok, rows[:16], "cloze")
+    assert last_logits_only(model) == {"logits_to_keep": 1}
+    with torch.no_grad():
+        full = model(**model_inputs(model, encode_batch(tok, prompts))).logits[:, -1].float()
+    assert torch.equal(rt.last_token_logits(model, tok, prompts), full)
+    assert torch.equal(next_token_logits(model, tok, prompts, batch_size=16), full)
+
+
+def test_query_under_a_tight_token_budget_gives_the_same_answers(organism, world):
+    model, tok = organism
+    rows, _ = rt.tinyworld_questions_and_shots(world)
+    rows = rows[:10]
+    for scoring in ("letter", "cloze"):
+        prompts = rt.make_prompts(tok, rows, scoring)
+        a = rt.query(model, tok, prompts, rows, scoring=scoring, batch_size=8, progress=False)
+        b = rt.query(model, tok, prompts, rows, scoring=scoring, batch_size=8, progress=False,
+                     max_tokens=40)
+        assert torch.allclose(a["probs"], b["probs"], atol=1e-5)
+        assert torch.equal(a["pred"], b["pred"])
+    p1 = rt.sure_probability(model, tok, prompts, ["B."] * 10, batch_size=8)
+    p2 = rt.sure_probability(model, tok, prompts, ["B."] * 10, batch_size=8, max_tokens=50)
+    assert torch.allclose(p1, p2, atol=1e-5)

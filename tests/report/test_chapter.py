@@ -49,7 +49,7 @@ def test_one_seed_needs_per_item(tmp_path):
     ch = Chapter("demo", {"seeds": [0]}, tmp_path)
     ch.record(0, acc=0.5)
     with pytest.raises(ValueError, match="per_item"):
-        ch.headline("acc")
+        ch.headline("never_recorded")
     h = ch.headline("acc", per_item=[1, 0, 1, 0] * 10)
     assert h["ci_method"] == "bootstrap over questions" and h["n"] == 40
     with pytest.raises(ValueError, match="no value for seeds"):
@@ -103,3 +103,53 @@ def test_record_items_skips_a_metric_undefined_in_some_seed(tmp_path):
     assert set(last) == {"a"} and last["a"]["value"] == 0.7
     assert ch.per_seed("a") == [0.5, 0.7]
     assert "a" in ch.summary() and "b" not in ch.summary()
+
+
+# ---- too few items: not measurable, said aloud, no crash -----------------------------
+
+def test_a_headline_with_one_item_is_not_measurable_and_saved(tmp_path):
+    ch = Chapter("demo", {"seeds": [0]}, tmp_path)
+    ch.record(0, over_refusal=1.0, acc=0.75, layer=7.0)
+    h = ch.headline("over_refusal", per_item=[1.0], label="over-refusal")  # was a crash
+    assert h["measurable"] is False and h["ci95"] is None and h["mean"] == 1.0
+    assert h["n"] == 1 and h["reason"] == "only 1 question; an interval needs at least 2"
+    ok = ch.headline("acc", per_item=[1, 0, 1, 1] * 10)  # large n: as before
+    assert ok == {**stats.headline(per_seed=[0.75], per_item=[1, 0, 1, 1] * 10)}
+    # one seed, a recorded value and no per-item values: one run, not "questions"
+    lay = ch.headline("layer", label="selected layer")
+    assert lay["measurable"] is False and lay["n"] == 1 and lay["items"] == "seeds"
+    assert "over seeds needs at least 2" in lay["reason"] and lay["mean"] == 7.0
+    table = ch.table()
+    assert table.loc["over-refusal", "interval"].startswith("not measurable")
+    assert table.loc["over-refusal", "mean ± 95% CI"] == "1.000 (not measurable, n = 1)"
+    note = ch.not_measurable_note()
+    assert "over-refusal" in note and "selected layer" in note and "acc" not in note
+    doc = json.loads(ch.save().read_text())
+    section = stats.check_headline_shape(doc)
+    assert section["over_refusal"]["ci95"] is None and section["acc"]["ci95"] is not None
+    assert set(doc["metrics"]["not_measurable"]) == {"note", "over_refusal", "layer"}
+
+
+def test_a_check_with_one_pair_is_unclear_and_says_why(tmp_path):
+    ch = Chapter("demo", {"seeds": [0]}, tmp_path)
+    v = ch.check("or_new_vs_old", "over-refusal", [1.0], [0.0], better="lower",
+                 subject="CRaFT", baseline_name="Cor-RAIT")
+    assert v.status == "UNCLEAR" and "not measurable" in v.sentence
+    assert v.sentence.startswith("CRaFT's effect on over-refusal relative to Cor-RAIT")
+    h, p = stats.bootstrap_test(([0.5],), lambda x: float(np.mean(x)), too_few="report")
+    v2 = ch.check_interval("flow", "the spread", h, p, "bootstrap")
+    assert v2.status == "UNCLEAR" and "(only 1 question; an interval" in v2.sentence
+    doc = json.loads(ch.save().read_text())["metrics"]
+    assert doc["checks"]["or_new_vs_old"]["measurable"] is False
+    assert doc["checks"]["flow"]["n"] == 1 and "headline" not in doc
+    assert set(doc["not_measurable"]) == {"note", "or_new_vs_old", "flow"}
+    assert ch.summary() == "0 of 2 expected effects are shown; for 2 the data cannot tell."
+
+
+def test_a_run_whose_numbers_all_have_intervals_saves_no_not_measurable_key(tmp_path):
+    ch = Chapter("demo", {"seeds": [0, 1, 2]}, tmp_path)
+    for s in ch.seeds:
+        ch.record(s, acc=0.5 + s / 10)
+    ch.headline("acc")
+    assert ch.not_measurable_note() == ""
+    assert "not_measurable" not in json.loads(ch.save().read_text())["metrics"]

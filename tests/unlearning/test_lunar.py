@@ -211,9 +211,13 @@ def test_lunar_notebook_fast(tmp_path, organism, run_notebook):
     assert {"forget_rouge1", "retain_rouge1", "refusal_forget", "selected_layer"} <= set(m["headline"])
     assert m["checks"]["vanilla_knows"]["status"] in ("PASS", "UNCLEAR")
     assert m["paper"]["ds"] == 14.9 and "tofu_metrics" in m
+    pre = m["preconditions"]["ref_refusal"]  # the organism refuses its D_ref
+    assert pre["met"] is True and pre["rate"] >= chapter.REF_REFUSAL_MIN
+    assert not any(h.get("meaningful") is False for h in m["headline"].values())
     run = next((tmp_path / "runs").glob("lunar-*"))
     index = json.loads((run / chapter.INDEX).read_text())
     assert index["main"] == "lunar" and set(index["edits"]) == {"lunar", "lunar_topk"}
+    assert index["precondition"]["met"] is True
     assert set(index["edits"]["lunar"]) == set(map(str, seeds))
     assert index["sets"]["forget_split"] == "forget01"
     main = chapter.find_edit(run, seed=seeds[1])
