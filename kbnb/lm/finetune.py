@@ -160,7 +160,10 @@ def finetune(model, tok, prompts, completions, epochs: int = 3, lr: float = 1e-4
     torch.manual_seed(seed)
     m = copy.deepcopy(model) if copy_model else model
     if checkpoint and getattr(m, "supports_gradient_checkpointing", False):
-        m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(m, "activation_checkpointing_enable"):  # transformers >= 5.24
+            m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         checkpoint = False
     if lora:
@@ -209,8 +212,8 @@ def finetune(model, tok, prompts, completions, epochs: int = 3, lr: float = 1e-4
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     m = acc.unwrap_model(m)
-    if checkpoint:
-        m.gradient_checkpointing_disable()
+    if checkpoint:  # transformers 5.24 renamed it activation_checkpointing_disable
+        getattr(m, "activation_checkpointing_disable", m.gradient_checkpointing_disable)()
     if lora:
         m = m.merge_and_unload()
     m.eval()
