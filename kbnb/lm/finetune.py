@@ -28,14 +28,9 @@ import random
 import torch
 from tqdm.auto import tqdm
 
+from kbnb.lm.batching import token_batches
 from kbnb.lm.encoding import encode_batch, encode_prompt, encode_text, model_inputs
 
-# A token budget for fine-tuning on long prompts: padded positions (rows x longest
-# example) one forward/backward pass may hold; longer steps are split into micro-batches
-# (module docstring). On SmolLM2-135M with 5-shot MMLU prompts (~600 tokens), LoRA, 4
-# examples per step: peak memory 9.0 GB unsplit, 2.4 GB at 1024. ``finetune`` uses it
-# only when asked (``max_tokens``); R-Tuning passes it.
-TRAIN_MAX_TOKENS = 2048
 GRADIENT_CHECKPOINTING = ("auto", True, False)
 
 
@@ -67,16 +62,15 @@ def _check(name, value, ok, allowed):
 
 def micro_batches(batch: dict, max_tokens: int) -> list[dict]:
     """``batch`` (an :func:`kbnb.lm.encoding.encode_batch` batch, left-padded) as a list
-    of row slices of at most ``max_tokens`` padded positions each (at least one row),
-    each with the columns that are padding in all of its rows cut off. ``[batch]``
-    itself when it fits."""
+    of row slices within ``max_tokens`` padded positions each
+    (:func:`kbnb.lm.batching.token_batches`, at least one row), each with the columns
+    that are padding in all of its rows cut off. ``[batch]`` itself when it fits."""
     B, T = batch["input_ids"].shape
     if B * T <= max_tokens:
         return [batch]
-    rows = max(1, max_tokens // T)
     out = []
-    for s in range(0, B, rows):
-        part = {k: v[s:s + rows] for k, v in batch.items()}
+    for g in token_batches([T] * B, B, max_tokens):
+        part = {k: v[g.start:g.stop] for k, v in batch.items()}
         real = part["attention_mask"].any(0).nonzero()
         start = int(real.min()) if len(real) else 0
         out.append({k: v[:, start:] for k, v in part.items()})
@@ -130,7 +124,7 @@ def finetune(model, tok, prompts, completions, epochs: int = 3, lr: float = 1e-4
 
     ``max_tokens``: a step longer than this many padded positions is split into
     micro-batches with accumulated gradients (same effective batch; see the module
-    docstring); None: never split (e.g. :data:`TRAIN_MAX_TOKENS`).
+    docstring); None: never split (e.g. :data:`kbnb.lm.batching.TRAIN_MAX_TOKENS`).
     ``gradient_checkpointing``: ``"auto"`` (on when some step may be split), True or
     False."""
     from accelerate import Accelerator

@@ -5,7 +5,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from kbnb.lm.encoding import encode_batch, encode_text, last_logits_only, model_inputs
+from kbnb.lm.batching import SCORE_MAX_TOKENS, logits_max_tokens, token_batches
+from kbnb.lm.encoding import (
+    encode_batch,
+    encode_prompt,
+    encode_text,
+    last_logits_only,
+    model_inputs,
+)
 
 
 def _batched(seq, n):
@@ -68,20 +75,26 @@ def generate(model, tok, prompts, max_new_tokens: int = 32, batch_size: int = 32
 
 @torch.no_grad()
 def response_logprobs(model, tok, prompts, responses, batch_size: int = 32,
-                      reduce: str = "sum", progress: bool = False) -> torch.Tensor:
+                      reduce: str = "sum", progress: bool = False,
+                      max_tokens: int | None = None) -> torch.Tensor:
     """log π(response | prompt) for each pair, shape ``[N]`` (float32, CPU).
 
     Prompt and response are tokenized separately and concatenated, so the response's
     tokens are exactly those the model would emit after the prompt. ``reduce``:
-    ``sum`` (sequence log-probability) or ``mean`` (per token)."""
+    ``sum`` (sequence log-probability) or ``mean`` (per token). Batches hold at most
+    ``batch_size`` pairs and ``max_tokens`` padded positions (default
+    :func:`kbnb.lm.batching.logits_max_tokens`: every position's logits are kept)."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     _check_positive("batch_size", batch_size)
+    max_tokens = logits_max_tokens(model) if max_tokens is None else max_tokens
+    prompts, responses = list(prompts), list(responses)
+    lengths = [len(encode_prompt(tok, p)) + len(encode_text(tok, r))
+               for p, r in zip(prompts, responses)]
     out = []
-    it = list(zip(prompts, responses))
-    for _, chunk in tqdm(list(_batched(it, batch_size)), disable=not progress, leave=False,
-                         desc="scoring"):
-        batch = encode_batch(tok, [p for p, _ in chunk], [r for _, r in chunk])
+    for g in tqdm(token_batches(lengths, batch_size, max_tokens), disable=not progress,
+                  leave=False, desc="scoring"):
+        batch = encode_batch(tok, [prompts[i] for i in g], [responses[i] for i in g])
         logits = model(**model_inputs(model, batch)).logits
         out.append(sequence_logprobs(logits, batch["labels"].to(logits.device),
                                      reduce).float().cpu())
@@ -112,14 +125,20 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, reduce: str = 
 
 
 @torch.no_grad()
-def next_token_logits(model, tok, prompts, batch_size: int = 32, progress: bool = False):
-    """Logits of the token after each prompt, ``[N, V]`` (float32, CPU)."""
+def next_token_logits(model, tok, prompts, batch_size: int = 32, progress: bool = False,
+                      max_tokens: int = SCORE_MAX_TOKENS):
+    """Logits of the token after each prompt, ``[N, V]`` (float32, CPU): the head on the
+    last position only, batches of at most ``batch_size`` prompts and ``max_tokens``
+    padded positions (:func:`kbnb.lm.batching.token_batches`)."""
     _check_positive("batch_size", batch_size)
+    prompts = list(prompts)
+    lengths = [len(encode_prompt(tok, p)) for p in prompts]
     out = []
-    for _, chunk in tqdm(list(_batched(list(prompts), batch_size)), disable=not progress,
-                         leave=False, desc="scoring"):
-        enc = _encode(tok, chunk, model)
-        out.append(model(**enc, use_cache=False, **last_logits_only(model)).logits[:, -1].float().cpu())
+    for g in tqdm(token_batches(lengths, batch_size, max_tokens), disable=not progress,
+                  leave=False, desc="scoring"):
+        enc = _encode(tok, [prompts[i] for i in g], model)
+        logits = model(**enc, use_cache=False, **last_logits_only(model)).logits
+        out.append(logits[:, -1].float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 

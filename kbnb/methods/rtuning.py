@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from kbnb.core.checks import check_choice
 from kbnb.data.prompts import LETTERS, mmlu_prompt, mmlu_question
+from kbnb.lm.batching import SCORE_MAX_TOKENS, TRAIN_MAX_TOKENS, token_batches
 from kbnb.lm.encoding import (
     accepts_position_ids,
     cache_argument,
@@ -64,7 +65,7 @@ from kbnb.lm.encoding import (
     last_logits_only,
     model_inputs,
 )
-from kbnb.lm.finetune import TRAIN_MAX_TOKENS, finetune
+from kbnb.lm.finetune import finetune
 from kbnb.lm.generation import candidate_token_ids
 from kbnb.lm.models import format_prompt
 from kbnb.organism.world import ATTRIBUTE_NAMES
@@ -89,12 +90,6 @@ FALSE_RESPONSES = (
 )
 MMLU_IN_DOMAIN = 28  # the first 28 MMLU subjects (sorted) are in-domain, the other 29 not
 TINYWORLD_IN_DOMAIN = 5  # the first 5 tinyworld attributes are in-domain, the other 4 not
-# Scoring memory: at most this many padded token positions (rows x longest prompt, times
-# the continuations when a context's cache is repeated) in one forward pass. The
-# organism's batches (64 prompts of < 20 tokens, up to 20 continuations) never reach it,
-# so its batches are exactly ``batch_size`` prompts; 64 5-shot MMLU prompts (~700
-# tokens each) are split in two.
-MAX_TOKENS = 32768
 
 
 # ---- prompts ---------------------------------------------------------------------------
@@ -251,33 +246,6 @@ def split_tinyworld(rows, n_in_domain: int = TINYWORLD_IN_DOMAIN, max_questions:
 
 
 # ---- scoring ---------------------------------------------------------------------------
-def token_batches(lengths, batch_size: int, max_tokens: int = MAX_TOKENS,
-                  per_row: int = 1) -> list[range]:
-    """Consecutive index ranges over items of token ``lengths``: at most ``batch_size``
-    items each, cut earlier when ``rows x longest x per_row`` (the padded positions of
-    a left-padded batch, ``per_row`` rows per item) would pass ``max_tokens``, or
-    ``rows x longest²`` (the attention scores per head) would pass ``max_tokens x
-    1024`` (it binds only for prompts longer than 1024 tokens); one item always fits.
-    With every batch under the budget these are exactly the ``batch_size`` slices
-    ``range(s, s + batch_size)``."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
-    if not isinstance(max_tokens, int) or max_tokens < 1:
-        raise ValueError(f"max_tokens={max_tokens!r}: must be an integer >= 1")
-    out, start, longest = [], 0, 0
-    for i, n in enumerate(lengths):
-        grown = max(longest, n)
-        rows = i - start + 1
-        if i > start and (rows > batch_size or rows * grown * per_row > max_tokens
-                          or rows * grown * grown > max_tokens * 1024):
-            out.append(range(start, i))
-            start, grown = i, n
-        longest = grown
-    if start < len(lengths):
-        out.append(range(start, len(lengths)))
-    return out
-
-
 def _prompt_lengths(tok, prompts) -> list[int]:
     return [len(encode_prompt(tok, p)) for p in prompts]
 
@@ -295,7 +263,7 @@ def last_token_logits(model, tok, prompts) -> torch.Tensor:
 @torch.no_grad()
 def continuation_logprobs(model, tok, contexts, continuations, batch_size: int = 32,
                           progress: bool = False, desc: str = "scoring",
-                          max_tokens: int = MAX_TOKENS) -> torch.Tensor:
+                          max_tokens: int = SCORE_MAX_TOKENS) -> torch.Tensor:
     """``log π(c_ij | context_i)``, ``[N, C]`` (float32, CPU): the sum over the tokens of
     each continuation, tokenized apart from its context (the same numbers as
     :func:`kbnb.lm.generation.response_logprobs` on every pair).
@@ -305,7 +273,7 @@ def continuation_logprobs(model, tok, contexts, continuations, batch_size: int =
     cache is repeated C times and only the continuation tokens are run again, so
     scoring C continuations costs about one forward pass instead of C. Batches hold at
     most ``batch_size`` contexts and about ``max_tokens`` padded positions
-    (:func:`token_batches`; the repeated cache counts C times when a continuation has
+    (:func:`kbnb.lm.batching.token_batches`; the repeated cache counts C times when a continuation has
     more than one token); the head runs on the context's last position only."""
     per_context = bool(continuations) and not isinstance(continuations[0], str)
     if per_context and len(continuations) != len(contexts):
@@ -390,9 +358,9 @@ def _sample(logits, n_samples, temperature, top_k, gen):
 def query(model, tok, prompts, rows=None, scoring: str = "letter", n_samples: int = 0,
           temperature: float = 0.7, top_k: int = 50, refusals: bool = False,
           batch_size: int = 32, seed: int = 0, progress: bool = True, desc: str = "querying",
-          max_tokens: int = MAX_TOKENS):
+          max_tokens: int = SCORE_MAX_TOKENS):
     """Ask every question once, in batches of at most ``batch_size`` prompts and about
-    ``max_tokens`` padded positions (:func:`token_batches`). Returns a dict:
+    ``max_tokens`` padded positions (:func:`kbnb.lm.batching.token_batches`). Returns a dict:
 
     - ``probs`` ``[N, 4]``: letter scoring: ``softmax(z_A..z_D)`` with ``z_c`` the
       log-sum-exp of the next-token logits of letter c's spellings (``"A"``, ``" A"``,
@@ -483,7 +451,7 @@ def sure_context(prompt: str, answer: str) -> str:
 
 
 def sure_probability(model, tok, prompts, answers, batch_size: int = 32,
-                     progress: bool = False, max_tokens: int = MAX_TOKENS) -> torch.Tensor:
+                     progress: bool = False, max_tokens: int = SCORE_MAX_TOKENS) -> torch.Tensor:
     """``P(sure) / (P(sure) + P(unsure))`` after :func:`sure_context`, ``[N]``.
 
     ``P(x) = π(x | context)`` is the probability of the whole continuation ``" sure"`` or
@@ -579,7 +547,7 @@ def write_training_data(examples, folder, name: str) -> dict:
 def refusal_aware_examples(model, tok, rows, prompts, correct, method: str, scoring: str,
                            sep: str = " ", *, n_samples: int = 5, temperature: float = 0.7,
                            batch_size: int = 32, seed: int = 0,
-                           max_tokens: int = MAX_TOKENS) -> list[dict]:
+                           max_tokens: int = SCORE_MAX_TOKENS) -> list[dict]:
     """The refusal-aware training data of ``rows`` (:func:`build_training_data`), with
     the gold answers as the model would say them (:func:`answer_text`, ``sep`` before a
     cloze option, also before a refusal sentence).
@@ -654,7 +622,7 @@ def questions_frame(rows, q) -> "pd.DataFrame":
 
 def score_questions(model, tok, rows, prompts, method: str, scoring: str = "letter",
                     batch_size: int = 32, progress: bool = True,
-                    desc: str = "evaluating", max_tokens: int = MAX_TOKENS) -> "pd.DataFrame":
+                    desc: str = "evaluating", max_tokens: int = SCORE_MAX_TOKENS) -> "pd.DataFrame":
     """:func:`questions_frame` plus ``willing``, ``answered``, ``score``.
 
     ``willing`` is the model's willingness to answer: for ``unsure``/``uncertain``,

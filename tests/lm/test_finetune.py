@@ -2,8 +2,9 @@
 import pytest
 import torch
 
+from kbnb.lm.batching import TRAIN_MAX_TOKENS
 from kbnb.lm.encoding import encode_batch
-from kbnb.lm.finetune import TRAIN_MAX_TOKENS, finetune, micro_batches
+from kbnb.lm.finetune import finetune, micro_batches
 
 
 class _Tok:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from kbnb.chapters import rtuning as chapter
+from kbnb.lm.batching import SCORE_MAX_TOKENS, token_batches
 from kbnb.methods import rtuning as rt
 
 ROW = {"question": "What is 2 + 2?", "subject": "high_school_mathematics",
@@ -447,24 +448,6 @@ def test_refusal_aware_examples_use_the_gold_answers_and_the_flags():
 
 
 # ---- memory: token budget and last-position logits (issue 20) ----------------------------
-def test_token_batches_are_the_plain_slices_under_the_budget_and_split_over_it():
-    lengths = [10, 30, 20, 5, 40, 12, 7]
-    plain = rt.token_batches(lengths, 3, max_tokens=10_000)
-    assert [list(r) for r in plain] == [[0, 1, 2], [3, 4, 5], [6]]
-    tight = rt.token_batches(lengths, 3, max_tokens=60)
-    assert all(len(r) * max(lengths[i] for i in r) <= 60 or len(r) == 1 for r in tight)
-    assert [i for r in tight for i in r] == list(range(7))  # order kept, nothing lost
-    assert len(tight) > len(plain)
-    assert [list(r) for r in rt.token_batches([100, 100], 4, max_tokens=10)] == [[0], [1]]
-    assert [list(r) for r in rt.token_batches([5, 5, 5], 4, max_tokens=20, per_row=2)] == \
-        [[0, 1], [2]]
-    # long prompts: the attention scores (rows x T²) bind before the positions do
-    assert [list(r) for r in rt.token_batches([2000, 2000], 4, max_tokens=4096)] == [[0], [1]]
-    assert [list(r) for r in rt.token_batches([200, 200], 4, max_tokens=4096)] == [[0, 1]]
-    with pytest.raises(ValueError, match="max_tokens=0"):
-        rt.token_batches(lengths, 3, max_tokens=0)
-
-
 def test_organism_scoring_batches_never_reach_the_token_budget(organism, world):
     """The organism's chapter batches (64 prompts) stay exactly ``batch_size`` prompts, so
     its numbers do not depend on the budget."""
@@ -475,8 +458,8 @@ def test_organism_scoring_batches_never_reach_the_token_budget(organism, world):
     ctx = [rt.sure_context(p, rt.answer_text(r, 0, "cloze")) for p, r in zip(prompts, rows)]
     for ps, per_row in ((prompts, 4 + len(rt.FALSE_RESPONSES)), (ctx, 2)):
         lengths = [len(encode_prompt(tok, p)) for p in ps]
-        assert 64 * max(lengths) * per_row <= rt.MAX_TOKENS
-        got = rt.token_batches(lengths, 64, per_row=per_row)
+        assert 64 * max(lengths) * per_row <= SCORE_MAX_TOKENS
+        got = token_batches(lengths, 64, per_row=per_row)
         assert [(r.start, r.stop) for r in got] == \
             [(s, min(s + 64, len(ps))) for s in range(0, len(ps), 64)]
 
