@@ -10,8 +10,9 @@ from kbnb.lm.gguf import BUNDLED, resolve_gguf
 from kbnb.organism.model import OrganismConfig, build_organism, parse_organism_name
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` → cuda if available, else mps, else cpu; anything else is checked."""
+def resolve_device(device: str = "auto", name: str = "device") -> torch.device:
+    """``auto`` → cuda if available, else mps, else cpu; anything else is checked, and a
+    bad value is reported under the parameter ``name``."""
     if device in (None, "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -21,9 +22,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device={device!r}: allowed 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'") from None
+        raise ValueError(f"{name}={device!r}: allowed 'auto', 'cpu', 'cuda', 'cuda:N', "
+                         "'mps'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available here; use 'auto' or 'cpu'")
+        raise ValueError(f"{name}={device!r}: CUDA is not available here; use 'auto' or 'cpu'")
     return dev
 
 

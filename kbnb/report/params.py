@@ -118,10 +118,7 @@ class ChapterParams:
 
 
 def _check_device(name, value):
-    try:
-        resolve_device(value)
-    except ValueError as err:
-        raise ValueError(f"{name}={value!r}: {str(err).split(': ', 1)[-1]}") from None
+    resolve_device(value, name)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,14 @@ def test_bad_model_name_gives_one_clear_error():
 def test_bad_device_and_dtype_are_named():
     with pytest.raises(ValueError, match="device='gpu'"):
         kbnb.resolve_device("gpu")
+    with pytest.raises(ValueError, match=r"^retain_device='gpu': allowed 'auto'"):
+        kbnb.resolve_device("gpu", "retain_device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"^device='cuda': CUDA is not available"):
+            kbnb.resolve_device("cuda")
+    from kbnb.chapters.lunar import Params
+    with pytest.raises(ValueError, match=r"^device='gpu': allowed 'auto', 'cpu'"):
+        Params(device="gpu")
     from kbnb.lm.models import _resolve_dtype
     with pytest.raises(ValueError, match="dtype='float8'"):
         _resolve_dtype("float8", torch.device("cpu"))
