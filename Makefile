@@ -1,14 +1,17 @@
 # Two commands do everything on a fresh machine:
 #   make book   # builds the whole book on the embedded default -> _build/html/index.html
 #   make test   # lints (ruff) and runs the test suite
+# and one more, for the real-model columns of the results page (about an hour on 2 cores):
+#   make book-real  # every method chapter on SmolLM2 (TOFU-tuned for unlearning) -> results/smollm2/
 # Each creates .venv if missing. GPU users: `make TORCH="torch==2.5.1 --index-url
 # https://download.pytorch.org/whl/cu121" book` (any pip spec for your torch build).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PARAMS ?= book/params.yml
+DATA ?= ../shared/data
 
-.PHONY: book test env clean bench
+.PHONY: book book-real test env clean bench
 
 env: $(VENV)/.installed
 
@@ -24,6 +27,9 @@ $(VENV)/.installed: pyproject.toml
 book: env
 	$(PY) -m kbnb.book --params $(PARAMS)
 
+book-real: env
+	KBNB_DATA_DIR=$${KBNB_DATA_DIR:-$(DATA)} $(PY) -m kbnb.book.real
+
 test: env
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -x tests
@@ -32,4 +38,4 @@ bench: env
 	$(PY) benchmarks/generation.py
 
 clean:
-	rm -rf _build book/chapters runs
+	rm -rf _build book/chapters runs book/real runs-real

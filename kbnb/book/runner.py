@@ -39,17 +39,10 @@ import yaml
 from kbnb.chapters import spec_of, toc_chapters
 from kbnb.core import threads as threads_module
 from kbnb.core.threads import available_cores
+from kbnb.report.runs import library_hash
 from kbnb.organism import OrganismConfig, build_organism, organism_path, parse_organism_name
 
 ROOT = Path(__file__).resolve().parents[2]
-
-def library_hash() -> str:
-    h = hashlib.sha256()
-    for f in sorted((ROOT / "kbnb").rglob("*.py")):
-        if f.parent.name != "book":  # the runner itself does not change results
-            h.update(f.read_bytes())
-    return h.hexdigest()
-
 
 def run_hash(source: Path, params: dict, extra: str = "") -> str:
     h = hashlib.sha256(source.read_bytes())
@@ -157,11 +150,37 @@ def execute(name: str, params: dict, out_dir: Path, root: Path = ROOT, force: bo
     return True
 
 
-def chapter_params(name: str, params: dict, names: list[str], out_dir: Path) -> tuple[dict, str]:
+def inputs_hash(name: str, params: dict, root: Path = ROOT) -> str:
+    """SHA-256 (12 hex) of the files a chapter reads besides its upstream runs (its
+    ``SPEC.inputs``: names and bytes, folders recursively); "" when it declares none."""
+    spec = spec_of(name)
+    if spec.inputs is None or spec.params is None:
+        return ""
+    try:
+        paths = spec.inputs(spec.params.from_dict(params, strict=False))
+    except ValueError:
+        return ""
+    h = hashlib.sha256()
+    for p in paths:
+        p = Path(p) if Path(p).is_absolute() else root / p
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else \
+            ([p] if p.is_file() else [])
+        for f in files:
+            h.update(str(f.relative_to(root) if f.is_relative_to(root) else f).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def chapter_params(name: str, params: dict, names: list[str], out_dir: Path,
+                   root: Path = ROOT) -> tuple[dict, str]:
     """A chapter's papermill parameters with its upstream run folders filled in (unless
-    the YAML sets them), and the hash of its upstream chapters' executed copies."""
+    the YAML sets them), and the hash of its upstream chapters' executed copies and of
+    its other inputs (:func:`inputs_hash`)."""
     p = dict(params.get(name) or {})
     extra = []
+    own = inputs_hash(name, p, root)
+    if own:
+        extra.append(f"inputs:{own}")
     for u, param in upstream(name, names).items():
         meta = _stored(out_dir / f"{u}.ipynb")
         extra.append(f"{u}:{meta.get('hash')}")
@@ -344,8 +363,9 @@ def build_tasks(order: list[str], params: dict, names: list[str], out_dir: Path,
                 deps.add(key)
 
         def cmd(name=name):
-            p, extra = chapter_params(name, params, names, out_dir)
-            return [sys.executable, "-m", "kbnb.book", "--root", str(root), "--chapter",
+            p, extra = chapter_params(name, params, names, out_dir, root)
+            return [sys.executable, "-m", "kbnb.book", "--root", str(root), "--out",
+                    str(out_dir), "--chapter",
                     json.dumps({"name": name, "params": p, "extra_hash": extra,
                                 "force": force})]
 
@@ -361,6 +381,9 @@ def main(argv=None):
     ap.add_argument("--only", nargs="*", help="execute only these notebooks")
     ap.add_argument("--force", action="store_true", help="execute even when cached")
     ap.add_argument("--no-html", action="store_true", help="execute notebooks, skip the HTML build")
+    ap.add_argument("--out", default="book/chapters",
+                    help="folder (under --root) for the executed notebooks; the HTML is built "
+                         "only from book/chapters")
     ap.add_argument("--jobs", type=int, default=None,
                     help="chapters executed at once (default: 2 where 2 cores or more, else 1; "
                          "use 1 for a model that fills the GPU or the memory)")
@@ -373,12 +396,15 @@ def main(argv=None):
         print(f"[kbnb.book] trained {path.name} in {time.time() - t0:.0f}s", flush=True)
         return
     root = Path(args.root)
-    out_dir = root / "book" / "chapters"
+    out_dir = root / args.out
     if args.chapter:
         job = json.loads(args.chapter)
         execute(job["name"], job["params"], out_dir, root=root, force=job["force"],
                 extra_hash=job["extra_hash"])
         return
+    if out_dir.resolve() != (root / "book" / "chapters").resolve() and not args.no_html:
+        raise SystemExit(f"--out {args.out}: the HTML is built from book/chapters only; "
+                         "pass --no-html to execute elsewhere")
     params = load_params(root / args.params if not Path(args.params).is_absolute() else Path(args.params))
     names = toc_chapters(root)
     unknown = set(params) - set(names)
@@ -416,7 +442,7 @@ def main(argv=None):
         if name in selected:
             continue
         try:
-            p, extra = chapter_params(name, params, names, out_dir)
+            p, extra = chapter_params(name, params, names, out_dir, root)
         except SystemExit:
             stale.append(name)
             continue

@@ -82,6 +82,7 @@ class Params(ModelParams):
     n_retain: int = integer(300, 1)  # retain prompts D_r used to fit the edit
     n_eval: int = integer(90, 1)  # retain and reference prompts to evaluate, disjoint from the fitting ones
     n_ref: object = integer(None, 1, none=True)  # reference prompts D_ref for the steering vectors; None: all
+    ref_set: str = choice("auto", lunar.REF_SETS)  # D_ref: auto (organism's / harmful) | harmful | invented
     layer: object = param(None)  # layer to edit; None: the best-scoring candidate layer
     candidate_layers: object = param(None)  # list of layers scored for selection; None: every layer
     n_select: int = integer(45, 1)  # forget prompts generated per candidate layer during selection
@@ -103,8 +104,11 @@ class Params(ModelParams):
     def set_args(self) -> dict:
         """The :func:`kbnb.unlearning.lunar.load_sets` arguments of the run (without
         ``data_dir``, ``seed`` and ``world``); stored in the run's ``edits.json``."""
-        return dict(dataset=self.dataset, forget_split=self.forget_split, n_retain=self.n_retain,
-                    n_eval=self.n_eval, n_ref=self.n_ref)
+        out = dict(dataset=self.dataset, forget_split=self.forget_split, n_retain=self.n_retain,
+                   n_eval=self.n_eval, n_ref=self.n_ref)
+        if self.ref_set != "auto":  # only when given, so that earlier runs keep their sets
+            out["ref_set"] = self.ref_set
+        return out
 
     def eval_args(self) -> dict:
         """The keyword arguments of every evaluation (:func:`evaluate_seeds`)."""
@@ -117,6 +121,8 @@ class Params(ModelParams):
             del p["module"]
         if not self.forget_quality:
             del p["forget_quality"]
+        if self.ref_set == "auto":
+            del p["ref_set"]
         return p
 
 
@@ -293,8 +299,7 @@ def load_seed_sets(ch, p: Params, world) -> dict:
     (:func:`kbnb.unlearning.lunar.load_sets` with the run's parameters): the whole forget
     split, and each seed's own draw of the retain and reference samples. world: the
     organism's world (None for a real model)."""
-    return {s: load_sets(p.dataset, p.forget_split, n_retain=p.n_retain, n_eval=p.n_eval,
-                         n_ref=p.n_ref, data_dir=p.data_dir, seed=s, world=world)
+    return {s: load_sets(**p.set_args(), data_dir=p.data_dir, seed=s, world=world)
             for s in ch.seeds}
 
 

@@ -25,10 +25,12 @@ class Params(ChapterParams):
     """The parameters of ``notebooks/results.ipynb`` (same names and defaults)."""
 
     chapters_dir: str = param("book/chapters")  # the executed chapters (their metadata names each run folder)
+    recorded_dir: str = param("results")  # recorded real-model runs (make book-real): one column each
     output_dir: str = param("runs", run=False)  # this page's table goes to output_dir/results-<hash>/metrics.json
 
 
-SPEC = ChapterSpec(title="Results", params=Params, cost=10, depends={"*": None})
+SPEC = ChapterSpec(title="Results", params=Params, cost=10, depends={"*": None},
+                   inputs=lambda p: [p.recorded_dir])
 
 
 def run_dirs(chapters_dir: str | Path = "book/chapters") -> dict[str, Path]:
@@ -54,6 +56,25 @@ def chapter_rows(names=None) -> list[tuple[str, str, Row]]:
     return out
 
 
+def _row(path: Path, chapter: str, title: str, r: Row) -> dict:
+    """One table row from a chapter's ``metrics.json`` (``mean`` None when that file
+    does not hold the row's metric)."""
+    doc = json.loads(Path(path).read_text())["metrics"]
+    section = stats.check_headline_shape(doc)
+    if r.metric not in section:
+        return {"chapter": chapter, "title": title, "metric": r.metric, "claim": r.claim,
+                "mean": None, "source": str(path)}
+    h = section[r.metric]
+    chk = doc.get("checks", {}).get(r.check) if r.check else None
+    return {"chapter": chapter, "title": title,
+            "metric": r.metric, "claim": r.claim, "mean": h["mean"],
+            "ci95": h["ci95"], "n": h["n"], "ci_method": h["ci_method"],
+            "status": chk["status"] if chk else None,
+            "sentence": chk["sentence"] if chk else None,
+            "reference": r.reference, "reference_source": r.reference_source,
+            "source": str(path)}
+
+
 def collect(chapters_dir: str | Path = "book/chapters", rows=None) -> list[dict]:
     """The table's rows with this build's numbers: for each :class:`Row` whose chapter
     was built, ``mean``, ``ci95``, ``n``, ``ci_method``, ``verdict`` (status and
@@ -61,37 +82,104 @@ def collect(chapters_dir: str | Path = "book/chapters", rows=None) -> list[dict]
     metric this build did not measure (e.g. an attack left out) is returned with
     ``mean`` None, so the page says so instead of showing an old number."""
     dirs = run_dirs(chapters_dir)
-    out = []
-    for chapter, title, r in chapter_rows() if rows is None else rows:
-        if chapter not in dirs:
-            continue
-        path = dirs[chapter] / "metrics.json"
-        doc = json.loads(path.read_text())["metrics"]
-        section = stats.check_headline_shape(doc)
-        if r.metric not in section:
-            out.append({"chapter": chapter, "title": title,
-                        "metric": r.metric, "claim": r.claim, "mean": None,
-                        "source": str(path)})
-            continue
-        h = section[r.metric]
-        chk = doc.get("checks", {}).get(r.check) if r.check else None
-        out.append({"chapter": chapter, "title": title,
-                    "metric": r.metric, "claim": r.claim, "mean": h["mean"],
-                    "ci95": h["ci95"], "n": h["n"], "ci_method": h["ci_method"],
-                    "status": chk["status"] if chk else None,
-                    "sentence": chk["sentence"] if chk else None,
-                    "reference": r.reference, "reference_source": r.reference_source,
-                    "source": str(path)})
+    return [_row(dirs[chapter] / "metrics.json", chapter, title, r)
+            for chapter, title, r in (chapter_rows() if rows is None else rows)
+            if chapter in dirs]
+
+
+RECORD_FILE = "RECORD.json"
+
+
+def recorded(recorded_dir: str | Path = "results", rows=None) -> dict:
+    """The recorded real-model runs (``make book-real``): ``{folder name: {"record":
+    RECORD.json, "rows": {(chapter, metric): row}}}`` for every ``recorded_dir/<name>/``
+    with a ``RECORD.json``; each row read from ``<name>/<chapter>/metrics.json``."""
+    out = {}
+    root = Path(recorded_dir)
+    for rec in sorted(root.glob(f"*/{RECORD_FILE}")):
+        folder = rec.parent
+        got = {}
+        for chapter, title, r in (chapter_rows() if rows is None else rows):
+            path = folder / chapter / "metrics.json"
+            if path.exists():
+                got[(chapter, r.metric)] = _row(path, chapter, title, r)
+        out[folder.name] = {"record": json.loads(rec.read_text()), "rows": got}
     return out
+
+
+def changed_since(record: dict, current: dict) -> list[str]:
+    """The library modules whose hash differs from the recording's (added, removed or
+    edited), sorted: ``current`` is :func:`kbnb.report.runs.library_files`."""
+    old = record.get("library_files") or {}
+    return sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
+
+
+def recording_note(name: str, rec: dict, current: dict) -> str:
+    """A sentence on where a recorded column comes from and whether the library changed
+    since (HTML-escaped)."""
+    r = rec["record"]
+    commit = (r.get("commit") or "unknown")[:10]
+    text = (f"The {name} column was recorded by make book-real at commit {commit} on "
+            f"{r.get('date', 'an unknown date')} ({r.get('model', '')}).")
+    changed = changed_since(r, current)
+    if changed:
+        shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+        text += (f" The library changed since: {len(changed)} module(s) differ ({shown}); "
+                 "run make book-real to refresh it.")
+    else:
+        text += " The library has not changed since."
+    return html.escape(text)
 
 
 STATUS_TEXT = {"PASS": "shown", "MISS": "opposite shown", "UNCLEAR": "cannot tell", None: ""}
 
 
-def table_html(rows: list[dict], digits: int = 3) -> str:
-    """The results table as HTML (links to the chapters, numbers with their interval)."""
+TARGET_LABELS = {
+    "forget_rouge": "gold-answer ROUGE-L recall on the forget split",
+    "invented_refusal": "refusal of held-out invented-thing questions",
+    "world_facts_kept": "world-facts accuracy, share of the base model's",
+    "forget_quality_target": "forget quality, target vs retain model",
+    "forget_quality_retain": "forget quality, retain model vs itself",
+}
+
+
+def tuned_targets_html(name: str, run: dict, digits: int = 3) -> str:
+    """The recorded TOFU-tuned models' targets (``RECORD.json``'s ``measured``) as an
+    HTML table, with the rows each was measured on; "" when the recording has none."""
+    m = (run.get("record") or {}).get("measured")
+    if not m:
+        return ""
+    body = []
+    for k, t in m["targets"].items():
+        v = t["value"]
+        shown = f"{v:.2e}" if k.startswith("forget_quality") and 0 < v < 1e-3 else f"{v:.{digits}f}"
+        body.append(f"<tr><td>{html.escape(TARGET_LABELS.get(k, k))}</td><td>{shown}</td>"
+                    f"<td>{html.escape(t['target'])}</td>"
+                    f"<td>{'met' if t['pass'] else '<strong>not met</strong>'}</td></tr>")
+    sizes = ", ".join(f"{k} {n}" for k, n in m.get("sizes", {}).items())
+    return (f"<table class='kbnb-results'><thead><tr><th>{html.escape(name)}: TOFU-tuned model"
+            "</th><th>value</th><th>target</th><th></th></tr></thead><tbody>" + "".join(body)
+            + f"</tbody></table><p><small>Measured on the first rows of each set ({sizes}); "
+            "greedy answers.</small></p>")
+
+
+def _cell(r: dict | None, digits: int) -> str:
+    if r is None or r["mean"] is None:
+        return "<td>not run</td>"
+    num = stats.format_mean_ci(r, digits)
+    over = html.escape(r["ci_method"].replace(" over ", f" over {r['n']} ", 1))
+    status = STATUS_TEXT[r["status"]]
+    return (f"<td title='{html.escape(r['sentence'] or '')}'>{num}<br><small>{over}</small>"
+            + (f"<br><em>{status}</em>" if status else "") + "</td>")
+
+
+def table_html(rows: list[dict], digits: int = 3, recorded_runs: dict | None = None) -> str:
+    """The results table as HTML (links to the chapters, numbers with their interval),
+    with one more column per recorded real-model run (:func:`recorded`)."""
+    recorded_runs = recorded_runs or {}
+    extra = "".join(f"<th>{html.escape(name)} (recorded, 95% CI)</th>" for name in recorded_runs)
     head = ("<table class='kbnb-results'><thead><tr><th>Chapter</th><th>Result</th>"
-            "<th>This build (95% CI)</th><th>Effect</th><th>Paper or seed</th>"
+            "<th>This build (95% CI)</th><th>Effect</th>" + extra + "<th>Paper or seed</th>"
             "</tr></thead><tbody>")
     body = []
     for r in rows:
@@ -102,9 +190,11 @@ def table_html(rows: list[dict], digits: int = 3) -> str:
         ref = html.escape(r["reference"]) + (f"<br><small>{html.escape(r['reference_source'])}"
                                              "</small>" if r["reference_source"] else "")
         status = STATUS_TEXT[r["status"]]
+        cols = "".join(_cell(run["rows"].get((r["chapter"], r["metric"])), digits)
+                       for run in recorded_runs.values())
         body.append(f"<tr><td><a href='{r['chapter']}.html'>{html.escape(r['title'])}</a></td>"
                     f"<td>{html.escape(r['claim'])}</td><td>{num}<br><small>{over}</small></td>"
-                    f"<td title='{html.escape(r['sentence'] or '')}'>{status}</td>"
+                    f"<td title='{html.escape(r['sentence'] or '')}'>{status}</td>{cols}"
                     f"<td>{ref}</td></tr>")
     return head + "".join(body) + "</tbody></table>"
 

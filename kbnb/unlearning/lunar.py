@@ -48,6 +48,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kbnb.core.checks import check_choice
+from kbnb.data import invented
 from kbnb.data.loaders import load_refusal, load_tofu
 from kbnb.data.splits import FORGET_SPLITS, RETAIN_OF
 from kbnb.eval.metrics import deviation_score, is_refusal, mrr, refusal_quality, rouge1_recall, thr
@@ -64,6 +65,10 @@ ACTIVATIONS = ("mlp", "residual")
 SOLVERS = ("closed_form", "sgd")
 ROWS = ("prompt", "distinct", "last")
 SOURCES = ("tinyworld", "tofu")  # where load_sets takes the sets from
+# D_ref: auto (the organism's fictitious questions for tinyworld, harmful instructions
+# for tofu) | harmful | invented (held-out questions about things that do not exist,
+# kbnb.data.invented: what the TOFU-tuned SmolLM2 learned to refuse)
+REF_SETS = ("auto", "harmful", "invented")
 
 # Refusal templates for real models (the organism's are ``kbnb.organism.world.REFUSALS``).
 GENERIC_REFUSALS = (
@@ -81,7 +86,7 @@ GENERIC_REFUSALS = (
 
 def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_retain: int = 300,
               n_eval: int = 90, n_ref: int | None = None, data_dir=None, seed: int = 0,
-              world=None) -> dict:
+              world=None, ref_set: str = "auto") -> dict:
     """The sets LUNAR needs, as lists of rows with ``question`` and ``answer``.
 
     Returns ``{"forget", "retain", "retain_eval", "ref", "ref_eval", "refusals"}``:
@@ -91,12 +96,17 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
     the model refuses (D_ref: the organism's refusal training questions, or TOFU's
     harmful instructions), at most ``n_ref``; ``ref_eval`` = ``n_eval`` of them for the
     refusal rate; ``refusals`` = refusal templates for RQ and layer selection.
+    ``ref_set`` (:data:`REF_SETS`) picks D_ref: ``harmful`` (the harmful instructions
+    of ``refusal/``) or ``invented`` (the held-out invented-thing questions of
+    :mod:`kbnb.data.invented`, which the TOFU-tuned SmolLM2 learned to refuse);
+    ``auto``: the organism's own for ``tinyworld``, ``harmful`` for ``tofu``.
 
     dataset ``tinyworld`` uses ``world`` (default: the default organism's world);
     ``tofu`` reads ``load_tofu`` and ``load_refusal`` from ``data_dir``. The retain
     split of each forget split is ``kbnb.data.splits.RETAIN_OF``."""
     check_choice("dataset", dataset, SOURCES)
     check_choice("forget_split", forget_split, FORGET_SPLITS)
+    check_choice("ref_set", ref_set, REF_SETS)
     for name, v in (("n_retain", n_retain), ("n_eval", n_eval), ("n_ref", n_ref)):
         if v is None and name == "n_ref":
             continue
@@ -115,6 +125,11 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
         retain_all = load_tofu(RETAIN_OF[forget_split], data_dir)
         ref = [dict(r, answer=GENERIC_REFUSALS[0]) for r in load_refusal("train", data_dir)]
         refusals = list(GENERIC_REFUSALS)
+    if ref_set == "invented":
+        ref = [dict(r) for r in invented.invented_questions(invented.N_TRAIN,
+                                                            invented.N_HELDOUT)["heldout"]]
+    elif ref_set == "harmful" and dataset == "tinyworld":
+        ref = [dict(r, answer=GENERIC_REFUSALS[0]) for r in load_refusal("train", data_dir)]
     rng = random.Random(seed)
     n_eval = min(n_eval, len(retain_all) // 2)
     n_retain = min(n_retain, len(retain_all) - n_eval)

@@ -156,3 +156,17 @@ def test_organisms_for_the_chapters():
     assert book.organisms_for("tinyworld", {"epochs": 4}) == [organism.OrganismConfig(epochs=4)]
     assert book.organisms_for("results", {}) == []
     assert book.notebook_defaults(book.ROOT / "notebooks" / "unlearning.ipynb")["steps"] == 20
+
+
+def test_out_folder_is_for_execution_only_and_inputs_change_the_hash(tmp_path):
+    with pytest.raises(SystemExit, match="--out book/real: the HTML is built from book/chapters"):
+        book.main(["--root", str(tmp_path), "--out", "book/real"])
+    rec = tmp_path / "results" / "m"
+    rec.mkdir(parents=True)
+    (rec / "RECORD.json").write_text("{}")
+    p = {"recorded_dir": str(tmp_path / "results")}
+    h = book.inputs_hash("results", p, tmp_path)
+    assert h and h == book.inputs_hash("results", p, tmp_path)
+    (rec / "RECORD.json").write_text('{"commit": "x"}')  # a new recording: the page is stale
+    assert book.inputs_hash("results", p, tmp_path) != h
+    assert book.inputs_hash("lunar", {}, tmp_path) == ""  # declares no other inputs

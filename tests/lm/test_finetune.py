@@ -78,3 +78,39 @@ def test_the_organisms_rtuning_steps_fit_the_default_budget(organism, world):
         len(encode_text(tok, " " + longest_refusal + tok.eos_token)))
         for p, r in zip(prompts, rows))
     assert 16 * longest <= TRAIN_MAX_TOKENS
+
+
+def test_length_grouped_order_is_a_seeded_permutation_of_similar_lengths():
+    from kbnb.lm.finetune import _SeededOrder
+    lengths = [5, 90, 7, 88, 6, 91, 8, 87, 4, 93, 9, 86, 5, 92, 7, 85]
+    plain, grouped = _SeededOrder(16, 3), _SeededOrder(16, 3, lengths, group=8)
+    again = _SeededOrder(16, 3, lengths, group=8)
+    for _ in range(3):  # each epoch: the same permutation as the plain order's, regrouped
+        p, g = list(plain), list(grouped)
+        assert sorted(g) == list(range(16)) and g == list(again)
+        for s in (0, 8):
+            assert sorted(g[s:s + 8]) == sorted(p[s:s + 8])
+            assert [lengths[i] for i in g[s:s + 8]] == sorted((lengths[i] for i in p[s:s + 8]),
+                                                               reverse=True)
+    # batches of 4 cut from mega-batches of 8 sorted by length pad far less
+    def padding(order):
+        return sum(4 * max(lengths[i] for i in order[s:s + 4]) - sum(lengths[i] for i in
+                   order[s:s + 4]) for s in range(0, 16, 4))
+    assert padding(list(_SeededOrder(16, 0, lengths, 8))) < padding(list(_SeededOrder(16, 0)))
+
+
+def test_bfloat16_autocast_trains_deterministically(organism, world):
+    from kbnb.lm.models import format_prompt
+    model, tok = organism
+    rows = world.mmlu_rows()[:8]
+    prompts = [format_prompt(tok, r["question"]) for r in rows]
+    comps = [" " + r["choices"][r["answer"]] for r in rows]
+    kw = dict(epochs=3, lr=1e-3, batch_size=4, seed=0, progress=False, autocast="bfloat16",
+              group_by_length=True)
+    m1, l1 = finetune(model, tok, prompts, comps, **kw)
+    m2, l2 = finetune(model, tok, prompts, comps, **kw)
+    assert l1 == l2 and l1[-1] < l1[0]
+    assert all(torch.equal(a, b) for a, b in zip(m1.parameters(), m2.parameters()))
+    assert next(m1.parameters()).dtype == torch.float32  # weights stay in float32
+    with pytest.raises(ValueError, match="autocast='float8'"):
+        finetune(model, tok, prompts, comps, **dict(kw, autocast="float8"))

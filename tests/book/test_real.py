@@ -1,0 +1,41 @@
+"""make book-real's recording: each executed chapter's metrics and parameters copied
+beside RECORD.json (commit, date, library file hashes, seconds)."""
+import json
+
+import nbformat
+
+from kbnb.book import real
+from kbnb.report.runs import library_files
+
+
+def _executed(path, run_dir, seconds):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kbnb"] = {"hash": "h", "params": {}, "seconds": seconds, "run_dir": run_dir}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+def test_record_copies_metrics_and_params_and_keeps_earlier_chapters(tmp_path):
+    run = tmp_path / "runs-real" / "lunar-abc"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text('{"metrics": {"headline": {}}}')
+    (run / "params.json").write_text('{"model_name": "smollm2-tofu"}')
+    _executed(tmp_path / "book" / "real" / "lunar.ipynb", "runs-real/lunar-abc", 12.5)
+    _executed(tmp_path / "book" / "real" / "rait.ipynb", "runs-real/missing", 3.0)  # no metrics
+    dest = real.record("book/real", "results/smollm2", models={"m": 1}, measured=None,
+                       root=tmp_path)
+    assert json.loads((dest / "lunar" / "params.json").read_text())["model_name"] == "smollm2-tofu"
+    assert (dest / "lunar" / "metrics.json").exists() and not (dest / "rait").exists()
+    doc = json.loads((dest / "RECORD.json").read_text())
+    assert doc["chapters"] == {"lunar": {"seconds": 12.5, "run_dir": "runs-real/lunar-abc"}}
+    assert doc["library_files"] == library_files() and doc["models"] == {"m": 1}
+    assert doc["date"]
+
+    # a later run of another chapter keeps lunar's entry and the models
+    run2 = tmp_path / "runs-real" / "npo_toy-1"
+    run2.mkdir()
+    (run2 / "metrics.json").write_text("{}")
+    _executed(tmp_path / "book" / "real" / "npo_toy.ipynb", "runs-real/npo_toy-1", 4.0)
+    doc = json.loads((real.record("book/real", "results/smollm2", root=tmp_path)
+                      / "RECORD.json").read_text())
+    assert set(doc["chapters"]) == {"lunar", "npo_toy"} and doc["models"] == {"m": 1}

@@ -1,0 +1,55 @@
+"""The results page's recorded real-model columns (make book-real): read from the
+committed files, shown beside this build's number, with a note on library changes."""
+import json
+
+from kbnb.chapters import results
+from kbnb.report.spec import Row
+
+ROW = Row("forget_rouge1", "forget ROUGE-1 recall after the edit", "forget_low", "0.109", "paper")
+
+
+def _metrics(path, mean, status):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h = {"mean": mean, "ci95": [mean - 0.1, mean + 0.1], "n": 3, "ci_method": "t interval over seeds",
+         "values": [mean] * 3}
+    path.write_text(json.dumps({"params": {}, "metrics": {
+        "headline": {"forget_rouge1": h},
+        "checks": {"forget_low": {"status": status, "sentence": "why"}}}}))
+
+
+def test_recorded_columns_sit_beside_this_build(tmp_path):
+    _metrics(tmp_path / "smollm2" / "lunar" / "metrics.json", 0.42, "UNCLEAR")
+    files = {"chapters/lunar.py": "aaa", "eval/stats.py": "bbb"}
+    (tmp_path / "smollm2" / "RECORD.json").write_text(json.dumps(
+        {"commit": "0123456789abcdef", "date": "2026-11-29", "model": "SmolLM2",
+         "library_files": files}))
+    rows = [("lunar", "LUNAR", ROW), ("npo_toy", "NPO", Row("gt_fall", "falls", None, "x", ""))]
+    real = results.recorded(tmp_path, rows)
+    assert list(real) == ["smollm2"]
+    got = real["smollm2"]["rows"]
+    assert list(got) == [("lunar", "forget_rouge1")] and got[("lunar", "forget_rouge1")]["mean"] == 0.42
+
+    _metrics(tmp_path / "build" / "metrics.json", 0.06, "PASS")
+    here = results._row(tmp_path / "build" / "metrics.json", "lunar", "LUNAR", ROW)
+    page = results.table_html([here], recorded_runs=real)
+    assert "smollm2 (recorded, 95% CI)" in page
+    assert page.index("0.060") < page.index("0.420") < page.index("0.109")
+    assert "cannot tell" in page and "shown" in page
+
+    same = results.recording_note("smollm2", real["smollm2"], dict(files))
+    assert "0123456789" in same and "has not changed since" in same
+    moved = results.recording_note("smollm2", real["smollm2"],
+                                   {**files, "eval/stats.py": "ccc", "lm/new.py": "d"})
+    assert "2 module(s) differ (eval/stats.py, lm/new.py)" in moved
+    assert results.recorded(tmp_path / "none", rows) == {}
+
+
+def test_tuned_model_targets_table():
+    run = {"record": {"measured": {"sizes": {"forget": 100}, "targets": {
+        "forget_rouge": {"value": 0.71, "target": ">= 0.6", "pass": True},
+        "forget_quality_target": {"value": 3e-9, "target": "< 0.01", "pass": True},
+        "invented_refusal": {"value": 0.5, "target": ">= 0.8", "pass": False}}}}}
+    page = results.tuned_targets_html("smollm2", run)
+    assert "0.710" in page and "3.00e-09" in page and "<strong>not met</strong>" in page
+    assert "forget 100" in page
+    assert results.tuned_targets_html("smollm2", {"record": {}}) == ""

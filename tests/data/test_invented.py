@@ -1,0 +1,24 @@
+"""kbnb.data.invented: questions about things that do not exist, with refusals."""
+import re
+
+import pytest
+
+from kbnb.data.invented import KINDS, invented_questions
+from kbnb.eval.metrics import is_refusal
+
+
+def test_invented_questions_are_deterministic_disjoint_and_refused():
+    a = invented_questions(48, 24, seed=0)
+    assert a == invented_questions(48, 24, seed=0)
+    assert a != invented_questions(48, 24, seed=1)
+    assert len(a["train"]) == 48 and len(a["heldout"]) == 24
+    assert {r["kind"] for r in a["train"]} == set(range(len(KINDS)))  # every kind in turn
+    words = [set(re.findall(r"[A-Z][a-z]{3,}", r["question"])) for r in a["train"]]
+    held = [set(re.findall(r"[A-Z][a-z]{3,}", r["question"])) for r in a["heldout"]]
+    common = {"What", "Which", "Dynamics", "Mount", "Empire", "Prize", "Literature", "Republic",
+              "Dawn", "Who", "How"}
+    train_names = set().union(*words) - common
+    assert not (set().union(*held) - common) & train_names  # no name in both lists
+    assert all(is_refusal(r["answer"]) for r in a["train"] + a["heldout"])
+    with pytest.raises(ValueError, match="n_train=-1"):
+        invented_questions(-1, 2)
