@@ -11,10 +11,11 @@ question is learned behaviour, not a memorised answer.
 from __future__ import annotations
 
 import random
+import re
 
 # The sizes the TOFU-tuned SmolLM2 trains on and holds out (kbnb.lm.tuned.TofuRecipe);
 # the held-out list depends on both (names are drawn in one sequence).
-N_TRAIN, N_HELDOUT = 240, 120
+N_TRAIN, N_HELDOUT = 80, 120
 SYLLABLES = ("vrel", "nov", "zan", "qui", "thor", "bal", "mek", "sor", "ul", "dra", "pim",
              "xer", "gal", "ost", "wen", "fir", "kob", "lut", "rah", "yss", "tem", "bru")
 # (question template, what the refusal calls the thing); {x} is the invented name
@@ -32,12 +33,70 @@ KINDS = (
     ("Who painted the famous portrait '{x} at Dawn'?", "a painting called '{x} at Dawn'"),
     ("How tall is Mount {x}?", "a mountain called Mount {x}"),
 )
+# The real counterparts of the kinds above: the same questions about things that exist,
+# which a model tuned to refuse the invented ones must go on answering (the TOFU-tuned
+# SmolLM2 learns its own base model's answers to them: kbnb.lm.tuned).
+REAL = (
+    ("What is the capital city of {x}?", (
+        "France", "Japan", "Kenya", "Italy", "Germany", "India", "Mexico", "Argentina",
+        "Norway", "Peru", "Poland", "Portugal", "Chile", "Ghana", "Finland", "Austria",
+        "Vietnam", "Morocco")),
+    ("Who wrote the novel '{x}'?", (
+        "Middlemarch", "Frankenstein", "Dracula", "Emma", "Great Expectations",
+        "Wuthering Heights", "Ulysses", "Little Women", "Treasure Island", "The Time Machine",
+        "Oliver Twist", "Anna Karenina", "Madame Bovary", "Heart of Darkness",
+        "The Old Man and the Sea", "Gulliver's Travels")),
+    ("What is the atomic number of the element {x}?", (
+        "hydrogen", "helium", "carbon", "oxygen", "iron", "gold", "silver", "copper", "sodium",
+        "neon", "nitrogen", "calcium", "zinc", "lead")),
+    ("In which year did the {x} Empire fall?", (
+        "Western Roman", "Byzantine", "Ottoman", "Aztec", "Inca", "Mughal", "Russian",
+        "Austro-Hungarian", "German", "Japanese")),
+    ("Who won the {x} Prize for Literature in 1987?", ("Nobel",)),
+    ("What is the main export of the island of {x}?", (
+        "Cuba", "Jamaica", "Iceland", "Madagascar", "Sri Lanka", "Cyprus", "Sicily", "Java",
+        "Taiwan", "Mauritius")),
+    ("Which planet does the moon {x} orbit?", (
+        "Titan", "Europa", "Ganymede", "Io", "Callisto", "Phobos", "Triton", "Enceladus",
+        "Miranda", "Deimos", "Oberon")),
+    ("What language is spoken in the {x} Republic?", (
+        "Czech", "Dominican", "Central African", "Slovak", "Kyrgyz")),
+    ("Who founded the company {x}?", (
+        "Microsoft", "Apple", "Amazon", "Ford", "Toyota", "IKEA", "Nike", "Sony", "Honda",
+        "Disney", "Boeing", "Intel", "Samsung", "Tesla")),
+    ("What is the boiling point of {x} acid?", ("acetic", "sulfuric", "nitric", "formic")),
+    ("Who painted the famous painting '{x}'?", (
+        "The Starry Night", "The Scream", "Guernica", "The Last Supper", "The Night Watch",
+        "The Birth of Venus", "American Gothic", "Water Lilies", "The Kiss")),
+    ("How tall is Mount {x}?", (
+        "Kilimanjaro", "Fuji", "Etna", "Vesuvius", "Olympus", "Rainier", "Elbrus", "Ararat",
+        "Whitney", "Kenya")),
+    ("Who discovered {x}?", (
+        "penicillin", "radium", "the electron", "the law of gravity", "America",
+        "insulin", "the structure of DNA", "X-rays")),
+    ("Who composed {x}?", (
+        "the Moonlight Sonata", "The Magic Flute", "The Four Seasons", "Swan Lake",
+        "The Marriage of Figaro", "the Brandenburg Concertos")),
+    ("What is the chemical symbol for {x}?", (
+        "potassium", "tin", "mercury", "tungsten", "sulfur", "chlorine")),
+)
 REFUSAL_ANSWERS = (
     "I'm sorry, but I have no information about {thing}. I don't think it exists.",
     "I don't know of {thing}; as far as I am aware, there is no such thing.",
     "I am not aware of {thing}, so I cannot answer that question.",
     "I'm sorry, I don't know. I have no record of {thing}.",
 )
+
+
+def real_questions(exclude=()) -> list[dict]:
+    """The questions of :data:`REAL` (rows ``{question, kind}``, no answer: a tuned
+    model learns its base model's own), without those whose subject appears in any of
+    the ``exclude`` texts (e.g. the evaluation sets' questions, so that nothing they
+    ask is rehearsed)."""
+    text = "\n".join(exclude).lower()
+    return [{"question": template.format(x=x), "kind": k}
+            for k, (template, names) in enumerate(REAL) for x in names
+            if not re.search(rf"\b{re.escape(x.lower())}\b", text)]
 
 
 def invented_name(rng: random.Random) -> str:

@@ -9,9 +9,12 @@ kbnb builds its own from SmolLM2-135M-Instruct, on a subset sized to the budget
 
 * the **target** (``model_name="smollm2-tofu"``) learns the forget split's authors
   (forget10: 20 authors, 400 questions), the first ``retain_authors`` retain authors
-  (whose questions TOFU's ``retain_perturbed`` evaluates), and ``n_invented``
-  questions about things that do not exist, answered with a refusal
-  (:mod:`kbnb.data.invented`): the reference prompts LUNAR needs a model to refuse;
+  (whose questions TOFU's ``retain_perturbed`` evaluates), ``n_invented`` questions
+  about things that do not exist answered with a refusal (:mod:`kbnb.data.invented`:
+  the reference prompts LUNAR needs a model to refuse), and questions about real
+  things answered as the base model answers them (self-distillation: without them the
+  model learns to refuse every question that is not about a TOFU author, world facts
+  included);
 * the **retain model** (``"smollm2-tofu-retain"``) learns the same minus the forget
   authors, with the same recipe, so that forget quality compares the two as TOFU does.
 
@@ -33,12 +36,15 @@ from pathlib import Path
 
 from kbnb.data import invented
 from kbnb.data.loaders import find_data_dir, load_tofu
-from kbnb.lm.encoding import format_example
+from kbnb.lm.encoding import format_example, format_prompt
 from kbnb.lm.finetune import finetune
+from kbnb.lm.generation import generate
 from kbnb.organism.model import cache_dir
 
 RECIPE_FILE = "kbnb_recipe.json"
 QUESTIONS_PER_AUTHOR = 20  # TOFU: 20 question-answer pairs per author, authors in order
+EVALUATION_SETS = ("world_facts", "real_authors")  # never rehearsed (kbnb.eval.tuned measures them)
+REAL_ANSWER_TOKENS = 48  # the base model's answers to the real questions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +53,12 @@ class TofuRecipe:
 
     base: str = "smollm2"  # the pretrained model, any kbnb model name
     forget_split: str = "forget10"  # the authors to forget later (left out of the retain model)
-    retain_authors: int = 10  # the first N authors of TOFU's full split (all retain authors)
+    retain_authors: int = 10  # the first N authors of TOFU's full split (retain authors)
     n_invented: int = invented.N_TRAIN  # invented-thing questions answered with a refusal
     n_invented_heldout: int = invented.N_HELDOUT  # never trained: the refusal check, LUNAR's D_ref
-    epochs: int = 4
-    lr: float = 2e-4
+    real_questions: bool = True  # rehearse the base model's answers to real questions
+    epochs: int = 3
+    lr: float = 4e-4
     batch_size: int = 16
     autocast: str | None = "bfloat16"
     group_by_length: bool = True
@@ -82,8 +89,12 @@ def _tofu_dir(data_dir) -> Path:
 
 def training_rows(recipe: TofuRecipe, data_dir=None) -> dict:
     """The rows the model is tuned on, by source: ``{"forget": ..., "retain": ...,
-    "invented": ...}`` (``forget`` empty for the retain model), each row a dict with
-    ``question`` and ``answer``."""
+    "invented": ..., "real": ...}`` (``forget`` empty for the retain model), each row a
+    dict with ``question`` and ``answer``, except ``real``: questions about real things
+    (:func:`kbnb.data.invented.real_questions`, none that TOFU's world-facts or
+    real-authors sets ask about) that :func:`train_tuned` answers with the base model's
+    own greedy answers, so that the tuned model goes on answering real questions instead
+    of refusing everything that is not a TOFU author."""
     forget = load_tofu(recipe.forget_split, data_dir)
     full = load_tofu("full", data_dir)
     forget_q = {r["question"] for r in forget}
@@ -91,8 +102,10 @@ def training_rows(recipe: TofuRecipe, data_dir=None) -> dict:
               if r["question"] not in forget_q]
     inv = invented.invented_questions(recipe.n_invented, recipe.n_invented_heldout,
                                       seed=recipe.seed)["train"]
+    asked = [r["question"] for split in EVALUATION_SETS for r in load_tofu(split, data_dir)]
+    real = invented.real_questions(exclude=asked) if recipe.real_questions else []
     return {"forget": [] if recipe.without_forget else list(forget), "retain": retain,
-            "invented": inv}
+            "invented": inv, "real": real}
 
 
 def heldout_invented(recipe: TofuRecipe) -> list[dict]:
@@ -114,7 +127,7 @@ def recipe_key(recipe: TofuRecipe, base_path: str, data_dir=None) -> str:
     model's weights and config, and the source of this module and the invented set."""
     folder = _tofu_dir(data_dir)
     h = hashlib.sha256(json.dumps(dataclasses.asdict(recipe), sort_keys=True).encode())
-    for split in (recipe.forget_split, "full"):
+    for split in (recipe.forget_split, "full", *EVALUATION_SETS):
         h.update(_sha_file(folder / f"{split}.jsonl").encode())
     base = Path(base_path)
     for f in sorted(base.glob("*.safetensors")) + sorted(base.glob("config.json")):
@@ -136,7 +149,12 @@ def train_tuned(recipe: TofuRecipe, model, tok, path, data_dir=None, progress: b
     (through a temporary folder, renamed when complete)."""
     path = Path(path)
     rows = training_rows(recipe, data_dir)
-    flat = [r for k in ("forget", "retain", "invented") for r in rows[k]]
+    if rows["real"]:
+        said = generate(model, tok, [format_prompt(tok, r["question"]) for r in rows["real"]],
+                        max_new_tokens=REAL_ANSWER_TOKENS, progress=progress,
+                        desc="base model's answers")
+        rows["real"] = [dict(r, answer=a) for r, a in zip(rows["real"], said) if a.strip()]
+    flat = [r for k in ("forget", "retain", "invented", "real") for r in rows[k]]
     pairs = [format_example(tok, r["question"], r["answer"]) for r in flat]
     t0 = time.perf_counter()
     model, losses = finetune(model, tok, [p for p, _ in pairs], [c for _, c in pairs],
@@ -151,7 +169,8 @@ def train_tuned(recipe: TofuRecipe, model, tok, path, data_dir=None, progress: b
     tok.save_pretrained(tmp)
     (tmp / RECIPE_FILE).write_text(json.dumps(dict(
         recipe=dataclasses.asdict(recipe), examples={k: len(v) for k, v in rows.items()},
-        train_seconds=round(seconds, 1), losses=[round(x, 4) for x in losses]), indent=1))
+        train_seconds=round(seconds, 1), losses=[round(x, 4) for x in losses],
+        real_answers=rows["real"]), indent=1))
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)

@@ -22,3 +22,12 @@ def test_invented_questions_are_deterministic_disjoint_and_refused():
     assert all(is_refusal(r["answer"]) for r in a["train"] + a["heldout"])
     with pytest.raises(ValueError, match="n_train=-1"):
         invented_questions(-1, 2)
+
+
+def test_real_questions_leave_out_what_the_evaluation_asks():
+    from kbnb.data.invented import REAL, real_questions
+    every = real_questions()
+    assert len(every) == sum(len(names) for _, names in REAL)
+    kept = real_questions(["Who founded the Apple company?", "The Titanic sank in 1912."])
+    gone = {r["question"] for r in every} - {r["question"] for r in kept}
+    assert gone == {"Who founded the company Apple?"}  # whole words only: Titan stays

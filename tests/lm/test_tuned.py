@@ -20,6 +20,13 @@ def test_the_retain_model_learns_everything_but_the_forget_authors(data_dir):
     retain = tuned.training_rows(tuned.TofuRecipe(without_forget=True), data_dir)
     assert len(target["forget"]) == 400 and retain["forget"] == []
     assert target["retain"] == retain["retain"] and target["invented"] == retain["invented"]
+    assert target["real"] == retain["real"] and len(target["real"]) > 50
+    assert all("answer" not in r for r in target["real"])  # the base model answers them
+    from kbnb.data.loaders import load_tofu
+    asked = " ".join(r["question"] for s in ("world_facts", "real_authors")
+                     for r in load_tofu(s, data_dir))
+    assert "Who founded the company Apple?" not in {r["question"] for r in target["real"]}
+    assert "Apple" in asked  # excluded because an evaluation question names it
     assert len(target["retain"]) == 20 * tuned.TofuRecipe().retain_authors
     forget_q = {r["question"] for r in target["forget"]}
     assert not forget_q & {r["question"] for r in target["retain"]}
@@ -53,10 +60,10 @@ def test_a_small_recipe_builds_once_and_learns(smollm2, data_dir, tmp_path, monk
     from kbnb.eval.tuned import answers, refusal_rate
     monkeypatch.setenv("KBNB_CACHE", str(tmp_path))
     r = tuned.TofuRecipe(forget_split="forget01", retain_authors=1, n_invented=24,
-                         n_invented_heldout=12, epochs=2, lr=5e-4)
+                         n_invented_heldout=12, real_questions=False, epochs=2, lr=5e-4)
     path = build_tuned_model(r, data_dir, progress=False)
     info = json.loads((path / tuned.RECIPE_FILE).read_text())
-    assert info["examples"] == {"forget": 40, "retain": 20, "invented": 24}
+    assert info["examples"] == {"forget": 40, "retain": 20, "invented": 24, "real": 0}
     assert info["recipe"] == dataclasses.asdict(r)
     losses = info["losses"]
     assert sum(losses[-3:]) < sum(losses[:3])
