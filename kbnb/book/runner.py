@@ -160,6 +160,8 @@ def inputs_hash(name: str, params: dict, root: Path = ROOT) -> str:
         paths = spec.inputs(spec.params.from_dict(params, strict=False))
     except ValueError:
         return ""
+    if not paths:
+        return ""
     h = hashlib.sha256()
     for p in paths:
         p = Path(p) if Path(p).is_absolute() else root / p

@@ -31,7 +31,7 @@ from kbnb.lm import activations as A
 from kbnb.organism.model import parse_organism_name
 from kbnb.report.chapter import note_constant
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
-from kbnb.report.spec import ChapterSpec, Row
+from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 from kbnb.unlearning import lunar
 from kbnb.unlearning.lunar import (
     evaluate_edit,
@@ -127,6 +127,7 @@ class Params(ModelParams):
 
 
 SPEC = ChapterSpec(
+    inputs=recorded_inputs,
     title="LUNAR", params=Params, cost=73,
     retain_split=lambda p: p.forget_split if p.forget_quality else None,
     rows=(

@@ -29,7 +29,7 @@ from kbnb.methods.attacks import ATTACKS, evaluate_attacks, recovery, tofu_parap
 from kbnb.organism.model import world_for
 from kbnb.report.chapter import note_constant
 from kbnb.report.params import ModelParams, choice, integer, param, seeds_param
-from kbnb.report.spec import ChapterSpec, Row
+from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 from kbnb.unlearning import lunar
 from kbnb.unlearning.lunar import (
     apply_edit,
@@ -93,6 +93,7 @@ class Params(ModelParams):
 
 
 SPEC = ChapterSpec(
+    inputs=recorded_inputs,
     title="Attacks on LUNAR", params=Params, cost=70, depends={"lunar": "lunar_dir"},
     rows=(
         Row("recovery_reverse", "forgotten recall recovered by reversing r_uv", "reverse_holds",

@@ -23,7 +23,7 @@ from kbnb.eval.tofu import scorer as tofu_metrics_scorer
 from kbnb.organism.model import OrganismConfig, parse_organism_name, world_of
 from kbnb.report.chapter import note_constant
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
-from kbnb.report.spec import ChapterSpec, Row
+from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 from kbnb.unlearning.tracking import (
     GROUPS,
     LOSSES,
@@ -86,6 +86,7 @@ class Params(ModelParams):
 
 
 SPEC = ChapterSpec(
+    inputs=recorded_inputs,
     title="NPO toy", params=Params, cost=106,
     retain_split=lambda p: p.forget_split,
     rows=(

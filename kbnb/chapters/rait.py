@@ -28,7 +28,7 @@ from kbnb.core.seeds import seed_everything
 from kbnb.eval import stats
 from kbnb.methods import rait
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
-from kbnb.report.spec import ChapterSpec, Row
+from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class Params(ModelParams):
 
 
 SPEC = ChapterSpec(
+    inputs=recorded_inputs,
     title="RAIT and CRaFT", params=Params, cost=155,
     rows=(
         Row("over_refusal_craft", "over-refusal after CRaFT (vs Cor-RAIT)", "or_craft_vs_cor",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kbnb.chapters import spec_of, toc_chapters
 from kbnb.eval import stats
+from kbnb.report import recorded as recorded_runs
 from kbnb.report.params import ChapterParams, param
 from kbnb.report.spec import ChapterSpec, Row
 
@@ -87,16 +88,13 @@ def collect(chapters_dir: str | Path = "book/chapters", rows=None) -> list[dict]
             if chapter in dirs]
 
 
-RECORD_FILE = "RECORD.json"
-
-
 def recorded(recorded_dir: str | Path = "results", rows=None) -> dict:
     """The recorded real-model runs (``make book-real``): ``{folder name: {"record":
     RECORD.json, "rows": {(chapter, metric): row}}}`` for every ``recorded_dir/<name>/``
     with a ``RECORD.json``; each row read from ``<name>/<chapter>/metrics.json``."""
     out = {}
     root = Path(recorded_dir)
-    for rec in sorted(root.glob(f"*/{RECORD_FILE}")):
+    for rec in sorted(root.glob(f"*/{recorded_runs.RECORD_FILE}")):
         folder = rec.parent
         got = {}
         for chapter, title, r in (chapter_rows() if rows is None else rows):
@@ -107,13 +105,6 @@ def recorded(recorded_dir: str | Path = "results", rows=None) -> dict:
     return out
 
 
-def changed_since(record: dict, current: dict) -> list[str]:
-    """The library modules whose hash differs from the recording's (added, removed or
-    edited), sorted: ``current`` is :func:`kbnb.report.runs.library_files`."""
-    old = record.get("library_files") or {}
-    return sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
-
-
 def recording_note(name: str, rec: dict, current: dict) -> str:
     """A sentence on where a recorded column comes from and whether the library changed
     since (HTML-escaped)."""
@@ -121,7 +112,7 @@ def recording_note(name: str, rec: dict, current: dict) -> str:
     commit = (r.get("commit") or "unknown")[:10]
     text = (f"The {name} column was recorded by make book-real at commit {commit} on "
             f"{r.get('date', 'an unknown date')} ({r.get('model', '')}).")
-    changed = changed_since(r, current)
+    changed = recorded_runs.changed_modules(r, current)
     if changed:
         shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
         text += (f" The library changed since: {len(changed)} module(s) differ ({shown}); "

@@ -19,7 +19,7 @@ from kbnb.eval import stats
 from kbnb.lm.encoding import completion_sep, encode_prompt
 from kbnb.methods import rtuning
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
-from kbnb.report.spec import ChapterSpec, Row
+from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class Params(ModelParams):
 
 
 SPEC = ChapterSpec(
+    inputs=recorded_inputs,
     title="R-Tuning", params=Params, cost=288,
     rows=(
         Row("ap_test_tuned", "AP of the R-Tuning score, in-domain", "ap_gain_test",

@@ -31,7 +31,7 @@ from kbnb.eval.tofu import (
 from kbnb.lm.models import load_model, resolve_device
 from kbnb.organism.model import parse_organism_name
 from kbnb.report.params import ModelParams, choice, integer, number, param, seeds_param
-from kbnb.report.spec import ChapterSpec, Row
+from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 from kbnb.unlearning.methods import METHODS, check_methods, unlearn
 
 OPEN_UNLEARNING = "open-unlearning, Llama-3.2-1B on TOFU forget10 (not this run)"
@@ -87,6 +87,7 @@ class Params(ModelParams):
 
 
 SPEC = ChapterSpec(
+    inputs=recorded_inputs,
     title="Unlearning, side by side", params=Params, cost=241,
     retain_split=lambda p: p.forget_split if p.retain_model == "auto" else None,
     rows=(

@@ -41,7 +41,7 @@ import numpy as np
 from kbnb.core.seeds import check_seeds  # noqa: F401  (kbnb.report.chapter.check_seeds)
 from kbnb.core.version import __version__
 from kbnb.eval import stats
-from kbnb.report import runs
+from kbnb.report import recorded, runs
 from kbnb.report.params import ChapterParams
 
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -361,6 +361,18 @@ class Chapter:
         glue("not_measurable_note", self.not_measurable_note(), display=False)
         glue("n_seeds", len(self.seeds), display=False)
         glue("seeds_text", ", ".join(map(str, self.seeds)), display=False)
+        self.glue_real_model()
+
+    def real_model_sentence(self, recorded_dir: str | Path = "results") -> str:
+        """What the recorded real-model runs of this chapter found, beside this run's
+        claims (:func:`kbnb.report.recorded.comparison_sentence`)."""
+        return recorded.comparison_sentence(self.name, {k: v.status for k, v in self.verdicts.items()},
+                                            self.params.get("model_name", ""), recorded_dir)
+
+    def glue_real_model(self, recorded_dir: str | Path = "results") -> None:
+        """Glue ``real_model_comparison`` (:meth:`real_model_sentence`)."""
+        from myst_nb import glue
+        glue("real_model_comparison", self.real_model_sentence(recorded_dir), display=False)
 
     def figure(self, name: str, fig, dpi: int = 120) -> None:
         """Save ``fig`` as ``<run folder>/<name>.png``, glue it under ``name`` and close

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from kbnb.organism.model import parse_organism_name
+
 
 @dataclass(frozen=True)
 class Row:
@@ -49,3 +51,10 @@ class ChapterSpec:
     recipe: tuple = ()
     rows: tuple = ()
     inputs: Callable | None = None
+
+
+def recorded_inputs(params) -> list[str]:
+    """``SPEC.inputs`` of a method chapter: the recorded real-model runs its discussion
+    compares with (:mod:`kbnb.report.recorded`), on the organism only (a real-model
+    run, which writes those recordings, is not compared with them)."""
+    return ["results"] if parse_organism_name(getattr(params, "model_name", "")) else []

@@ -169,4 +169,8 @@ def test_out_folder_is_for_execution_only_and_inputs_change_the_hash(tmp_path):
     assert h and h == book.inputs_hash("results", p, tmp_path)
     (rec / "RECORD.json").write_text('{"commit": "x"}')  # a new recording: the page is stale
     assert book.inputs_hash("results", p, tmp_path) != h
-    assert book.inputs_hash("lunar", {}, tmp_path) == ""  # declares no other inputs
+    assert book.inputs_hash("tinyworld", {}, tmp_path) == ""  # declares no other inputs
+    # a method chapter on the organism compares with the recordings; a real-model run
+    # (which writes them) does not depend on them
+    assert book.inputs_hash("lunar", {}, tmp_path) != ""
+    assert book.inputs_hash("lunar", {"model_name": "smollm2-tofu"}, tmp_path) == ""
