@@ -83,6 +83,7 @@ class Params(ModelParams):
     n_eval: int = integer(90, 1)  # retain and reference prompts to evaluate, disjoint from the fitting ones
     n_ref: object = integer(None, 1, none=True)  # reference prompts D_ref for the steering vectors; None: all
     ref_set: str = choice("auto", lunar.REF_SETS)  # D_ref: auto (organism's / harmful) | harmful | invented
+    retain_authors: object = integer(None, 1, none=True)  # tofu: D_r from the first N retain authors; None: all
     layer: object = param(None)  # layer to edit; None: the best-scoring candidate layer
     candidate_layers: object = param(None)  # list of layers scored for selection; None: every layer
     n_select: int = integer(45, 1)  # forget prompts generated per candidate layer during selection
@@ -108,6 +109,8 @@ class Params(ModelParams):
                    n_eval=self.n_eval, n_ref=self.n_ref)
         if self.ref_set != "auto":  # only when given, so that earlier runs keep their sets
             out["ref_set"] = self.ref_set
+        if self.retain_authors is not None:
+            out["retain_authors"] = self.retain_authors
         return out
 
     def eval_args(self) -> dict:
@@ -123,6 +126,8 @@ class Params(ModelParams):
             del p["forget_quality"]
         if self.ref_set == "auto":
             del p["ref_set"]
+        if self.retain_authors is None:
+            del p["retain_authors"]
         return p
 
 

@@ -86,7 +86,7 @@ GENERIC_REFUSALS = (
 
 def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_retain: int = 300,
               n_eval: int = 90, n_ref: int | None = None, data_dir=None, seed: int = 0,
-              world=None, ref_set: str = "auto") -> dict:
+              world=None, ref_set: str = "auto", retain_authors: int | None = None) -> dict:
     """The sets LUNAR needs, as lists of rows with ``question`` and ``answer``.
 
     Returns ``{"forget", "retain", "retain_eval", "ref", "ref_eval", "refusals"}``:
@@ -100,6 +100,9 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
     of ``refusal/``) or ``invented`` (the held-out invented-thing questions of
     :mod:`kbnb.data.invented`, which the TOFU-tuned SmolLM2 learned to refuse);
     ``auto``: the organism's own for ``tinyworld``, ``harmful`` for ``tofu``.
+    ``retain_authors`` (``tofu`` only): draw D_r and the retain evaluation from the first
+    N retain authors (20 rows each, TOFU's order), e.g. the ten a TOFU-tuned model
+    learned (:mod:`kbnb.lm.tuned`); None: the whole retain split.
 
     dataset ``tinyworld`` uses ``world`` (default: the default organism's world);
     ``tofu`` reads ``load_tofu`` and ``load_refusal`` from ``data_dir``. The retain
@@ -113,6 +116,9 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}={v!r}: must be an integer >= 1"
                              + (" or None (all)" if name == "n_ref" else ""))
+    if retain_authors is not None and (not isinstance(retain_authors, int)
+                                       or isinstance(retain_authors, bool) or retain_authors < 1):
+        raise ValueError(f"retain_authors={retain_authors!r}: must be an integer >= 1 or None")
     if dataset == "tinyworld":
         if world is None:
             world = world_of(OrganismConfig())
@@ -123,6 +129,8 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
     else:
         forget = load_tofu(forget_split, data_dir)
         retain_all = load_tofu(RETAIN_OF[forget_split], data_dir)
+        if retain_authors is not None:
+            retain_all = retain_all[:retain_authors * 20]
         ref = [dict(r, answer=GENERIC_REFUSALS[0]) for r in load_refusal("train", data_dir)]
         refusals = list(GENERIC_REFUSALS)
     if ref_set == "invented":

@@ -308,3 +308,22 @@ def test_evaluate_seeds_generates_a_shared_set_once(monkeypatch):
     assert out[0]["metrics"]["rouge1_retain_eval"] == 2 and out[1]["metrics"]["rouge1_retain_eval"] == 4
     assert out[1]["metrics"]["rouge1_forget"] == 3 and out[1]["generations"]["retain_eval"] == ["c"] * 4
     assert out[0]["metrics"]["ds"] == pytest.approx(deviation_score(3, 2))
+
+
+def test_tofu_sets_with_invented_references_and_the_trained_retain_authors(data_dir):
+    from kbnb.data import invented
+    from kbnb.unlearning.lunar import load_sets
+    sets = load_sets("tofu", "forget01", n_retain=150, n_eval=40, data_dir=data_dir,
+                     ref_set="invented", retain_authors=10)
+    held = invented.invented_questions(invented.N_TRAIN, invented.N_HELDOUT)["heldout"]
+    assert [r["question"] for r in sets["ref"]] == [r["question"] for r in held]
+    from kbnb.data.loaders import load_tofu
+    first_ten = {r["question"] for r in load_tofu("full", data_dir)[:200]}
+    used = sets["retain"] + sets["retain_eval"]
+    assert len(sets["retain"]) == 150 and len(sets["retain_eval"]) == 40
+    assert all(r["question"] in first_ten for r in used)  # the first ten authors only
+    assert not {r["question"] for r in sets["retain"]} & {r["question"] for r in sets["retain_eval"]}
+    with pytest.raises(ValueError, match="ref_set='x'"):
+        load_sets("tofu", "forget01", data_dir=data_dir, ref_set="x")
+    with pytest.raises(ValueError, match="retain_authors=0"):
+        load_sets("tofu", "forget01", data_dir=data_dir, retain_authors=0)
