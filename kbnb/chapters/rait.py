@@ -36,7 +36,7 @@ class Params(ModelParams):
     """The parameters of ``notebooks/rait.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # "tinyworld" (the embedded organism), a hub id or a local path
-    dataset: str = choice("tinyworld", ("tinyworld", "tofu", "mmlu"))  # tinyworld | tofu | mmlu: where the questions come from
+    dataset: str = choice("tinyworld", tuple(rait.DATASET_MODES))  # tinyworld | tofu | mmlu | tofu_choice
     data_dir: str = param("")  # folder with tofu/ and mmlu/ (JSON lines); "": $KBNB_DATA_DIR or the hub
     mode: str = choice("auto", ("auto", "open", "mc"))  # auto | open (tinyworld, tofu) | mc: multiple choice (tinyworld, mmlu)
     seeds: list = seeds_param()  # one run each: split, sampling, selection, rehearsal, tuning

@@ -27,7 +27,7 @@ class Params(ModelParams):
     """The parameters of ``notebooks/rtuning.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # the embedded organism, or a hub id / local path
-    dataset: str = choice("tinyworld", ("tinyworld", "mmlu"))  # tinyworld (the world as 4-way questions) | mmlu (real MMLU)
+    dataset: str = choice("tinyworld", ("tinyworld", "mmlu", "tofu_choice"))  # tinyworld | mmlu | tofu_choice (TOFU's 4-option sets)
     data_dir: str = param("")  # folder with mmlu/*.jsonl (dataset mmlu); empty: $KBNB_DATA_DIR or the hub
     scoring: str = choice("auto", rtuning.SCORINGS)  # auto (tinyworld: cloze, mmlu: letter) | letter (next token) | cloze
     n_shots: int = integer(-1, -1)  # answered examples per question (letter only); -1: 5 mmlu, 0 tinyworld

@@ -82,6 +82,27 @@ def load_tofu(split: str = "forget10", data_dir=None, perturbed: bool = False) -
     return rows
 
 
+# TOFU's two four-option sets as one multiple-choice data set ("tofu_choice"); its
+# subjects sort real_authors first (in-domain in R-Tuning's and RAIT's split by subject)
+# and world_facts second (out of domain).
+TOFU_CHOICE_SETS = ("real_authors", "world_facts")
+
+
+def load_tofu_choice(data_dir=None) -> list[dict]:
+    """TOFU's four-option sets (:data:`TOFU_CHOICE_SETS`: 100 real-authors and 117
+    world-facts questions) as MMLU rows: ``question``, ``subject`` (the set's name),
+    ``choices`` (its ``option1..4``) and ``answer`` (the index of the gold one)."""
+    rows = []
+    for name in TOFU_CHOICE_SETS:
+        for r in load_tofu(name, data_dir):
+            choices = [r[f"option{k}"] for k in range(1, 5)]
+            if r["answer"] not in choices:
+                raise ValueError(f"{name}: the answer {r['answer']!r} is not one of its options")
+            rows.append({"question": r["question"], "subject": name, "choices": choices,
+                         "answer": choices.index(r["answer"])})
+    return rows
+
+
 def load_mmlu(split: str = "test", data_dir=None) -> list[dict]:
     """MMLU rows: question, subject, choices (4), answer (index)."""
     check_choice("split", split, ("test", "dev", "validation"))

@@ -60,7 +60,7 @@ import torch
 
 from kbnb.core.checks import check_choice
 from kbnb.core.seeds import seed_everything
-from kbnb.data.loaders import load_mmlu, load_tofu
+from kbnb.data.loaders import load_mmlu, load_tofu, load_tofu_choice
 from kbnb.data.prompts import LETTERS, mmlu_prompt
 from kbnb.eval.boundary import knowledge_level
 from kbnb.eval.metrics import contains_answer, is_refusal
@@ -116,13 +116,16 @@ def tofu_questions(data_dir=None, split: str = "full") -> list[dict]:
             for i, r in enumerate(load_tofu(split, data_dir))]
 
 
-def mmlu_questions(data_dir=None, split: str = "test") -> list[dict]:
-    """MMLU rows as multiple-choice RAIT questions; key = level = the subject."""
+def mmlu_questions(data_dir=None, split: str = "test", rows=None) -> list[dict]:
+    """MMLU rows (or other MMLU-style ``rows``, e.g.
+    :func:`kbnb.data.loaders.load_tofu_choice`) as multiple-choice RAIT questions; key =
+    level = the subject."""
+    rows = load_mmlu(split, data_dir) if rows is None else rows
     return [dict(id=i, question=r["question"], gold=[LETTERS[r["answer"]]],
                  answer=LETTERS[r["answer"]], key=r["subject"], level=r["subject"],
                  stratum=r["subject"],
                  subject=r["subject"], choices=r["choices"], answer_idx=r["answer"])
-            for i, r in enumerate(load_mmlu(split, data_dir))]
+            for i, r in enumerate(rows)]
 
 
 def _stratified_sample(rows, n, rng, by="stratum"):
@@ -181,7 +184,8 @@ def split_questions(rows, test_frac: float = 0.25, max_questions: int | None = N
     return pick(source, max_questions), tests
 
 
-DATASET_MODES = {"tinyworld": ("open", "mc"), "tofu": ("open",), "mmlu": ("mc",)}
+DATASET_MODES = {"tinyworld": ("open", "mc"), "tofu": ("open",), "mmlu": ("mc",),
+                 "tofu_choice": ("mc",)}
 
 
 def resolve_mode(dataset: str, mode: str = "auto") -> str:
@@ -200,7 +204,8 @@ def load_questions(dataset: str = "tinyworld", mode: str = "auto", data_dir=None
 
     tinyworld: the organism's world (``world``, default the organism's), held out by
     author, a third each of known / partial / unseen authors' facts. TOFU: the
-    ``full`` split, held out by author. MMLU: the first half of the subjects (sorted,
+    ``full`` split, held out by author. MMLU and ``tofu_choice`` (TOFU's real-authors and
+    world-facts four-option sets): the first half of the subjects (sorted,
     as the R-Tuning split) is in-domain, held out by question; the other half is the
     ``out-of-domain`` test set. Returns ``(mode, source, tests)``."""
     mode = resolve_mode(dataset, mode)
@@ -210,8 +215,9 @@ def load_questions(dataset: str = "tinyworld", mode: str = "auto", data_dir=None
         rows, kw = tinyworld_questions(world, mode), dict(by_key=True, balance_levels=True)
     elif dataset == "tofu":
         rows, kw = tofu_questions(data_dir), dict(by_key=True, balance_levels=False)
-    else:
-        rows = mmlu_questions(data_dir)
+    else:  # mmlu, tofu_choice: the first half of the subjects in-domain
+        rows = mmlu_questions(data_dir) if dataset == "mmlu" else \
+            mmlu_questions(rows=load_tofu_choice(data_dir))
         subjects = sorted({r["subject"] for r in rows})
         kw = dict(by_key=False, balance_levels=False, ood_keys=subjects[len(subjects) // 2:])
     source, tests = split_questions(rows, test_frac, max_questions, max_test, seed, **kw)

@@ -491,3 +491,15 @@ def test_query_under_a_tight_token_budget_gives_the_same_answers(organism, world
     p1 = rt.sure_probability(model, tok, prompts, ["B."] * 10, batch_size=8)
     p2 = rt.sure_probability(model, tok, prompts, ["B."] * 10, batch_size=8, max_tokens=50)
     assert torch.allclose(p1, p2, atol=1e-5)
+
+
+def test_tofu_choice_rows_split_real_authors_in_domain_and_world_facts_out(data_dir):
+    from kbnb.data.loaders import load_tofu_choice
+    rows = load_tofu_choice(data_dir)
+    assert len(rows) == 217 and all(len(r["choices"]) == 4 for r in rows)
+    assert rows[0]["choices"][rows[0]["answer"]] in rows[0]["choices"]
+    sp = rt.split_by_subject(rows, 1, 0, 0)
+    assert sp["in_domain"] == ["real_authors"] and sp["out_of_domain"] == ["world_facts"]
+    assert (len(sp["train"]), len(sp["test"]), len(sp["ood"])) == (50, 50, 117)
+    assert rt.make_prompts(None, rows[:1], "letter", rt.choose_shots([], 0))[0].rstrip().endswith(
+        "Answer:")
