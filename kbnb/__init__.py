@@ -12,10 +12,11 @@ Subpackages by concept, each importing only from those listed before it:
 ``methods``     R-Tuning, RAIT/CRaFT, attacks on LUNAR (algorithms only)
 ``report``      what every chapter shares: the Chapter helper, typed parameters, declarations
 ``chapters``    one module per notebook: its parameters, declaration, tables, figures, text
-``book``        the book runner (``python -m kbnb.book``)
+``book``        the book runner (``python -m kbnb.book``) and its real-model build (``kbnb.book.real``)
 ==============  ==========================================================================
 
-The front door: ``kbnb.load_model(name)`` (the organism ``"tinyworld"``, a hub id or a
+The front door: ``kbnb.load_model(name)`` (the organism ``"tinyworld"``, SmolLM2
+``"smollm2"``, the TOFU-tuned ``"smollm2-tofu"`` and its retain model, a hub id or a
 folder) and ``kbnb.format_prompt(tok, question)``.
 """
 import os as _os
