@@ -112,3 +112,14 @@ def test_chapter_module_and_notebook_go_together(name):
     src = (ROOT / "notebooks" / f"{name}.ipynb").read_text()
     assert f"from kbnb.chapters import {name}" in src, "the notebook does not use its chapter module"
     assert "check_choice" not in src, "parameters are checked by the chapter's Params"
+
+
+def test_notebook_cells_have_unique_ids_and_no_outputs():
+    """nbformat 4.5 cells carry ids (papermill warns on each one without); sources are
+    committed without outputs."""
+    import json
+    for nb_path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = json.loads(nb_path.read_text())
+        ids = [c.get("id") for c in nb["cells"]]
+        assert all(ids) and len(set(ids)) == len(ids), nb_path.name
+        assert not any(c.get("outputs") for c in nb["cells"]), nb_path.name
