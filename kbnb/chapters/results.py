@@ -64,7 +64,7 @@ def _row(path: Path, chapter: str, title: str, r: Row) -> dict:
     section = stats.check_headline_shape(doc)
     if r.metric not in section:
         return {"chapter": chapter, "title": title, "metric": r.metric, "claim": r.claim,
-                "mean": None, "source": str(path)}
+                "mean": None, "missing": True, "source": str(path)}
     h = section[r.metric]
     chk = doc.get("checks", {}).get(r.check) if r.check else None
     return {"chapter": chapter, "title": title,
@@ -155,7 +155,7 @@ def tuned_targets_html(name: str, run: dict, digits: int = 3) -> str:
 
 
 def _cell(r: dict | None, digits: int) -> str:
-    if r is None or r["mean"] is None:
+    if r is None or r.get("missing"):
         return "<td>not run</td>"
     num = stats.format_mean_ci(r, digits)
     over = html.escape(r["ci_method"].replace(" over ", f" over {r['n']} ", 1))

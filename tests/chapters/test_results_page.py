@@ -42,6 +42,11 @@ def test_recorded_columns_sit_beside_this_build(tmp_path):
                                    {**files, "eval/stats.py": "ccc", "lm/new.py": "d"})
     assert "2 module(s) differ (eval/stats.py, lm/new.py)" in moved
     assert results.recorded(tmp_path / "none", rows) == {}
+    # a recorded headline without an interval says so; a metric the run lacks: "not run"
+    one = dict(got[("lunar", "forget_rouge1")], mean=None, ci95=None, n=1,
+               ci_method="not measurable: one seed", measurable=False)
+    assert "not measurable, n = 1" in results._cell(one, 3)
+    assert results._cell({"mean": None, "missing": True}, 3) == "<td>not run</td>"
 
 
 def test_tuned_model_targets_table():
