@@ -101,8 +101,12 @@ def measure_models(data_dir: str, sizes=None, batch_size: int = 32, log=print) -
                                                       fq_target, fq_retain)}
 
 
+CELL_TIMEOUT = 4 * 3600  # the unlearning chapter's methods cell ran past 30 min at 1 thread
+
+
 def run_chapters(params: str, out: str, only=None, jobs: int | None = None) -> int:
-    cmd = [sys.executable, "-m", "kbnb.book", "--params", params, "--out", out, "--no-html"]
+    cmd = [sys.executable, "-m", "kbnb.book", "--params", params, "--out", out, "--no-html",
+           "--cell-timeout", str(CELL_TIMEOUT)]
     if only:
         cmd += ["--only", *only]
     if jobs:

@@ -348,7 +348,7 @@ def _organism_task_key(config) -> str:
 
 
 def build_tasks(order: list[str], params: dict, names: list[str], out_dir: Path, root: Path,
-                force: bool = False) -> dict:
+                force: bool = False, timeout: int = 1800) -> dict:
     """Tasks for the chapters in ``order`` (and the organisms they need that are not
     cached yet), each a ``python -m kbnb.book`` subprocess."""
     tasks = {}
@@ -369,7 +369,7 @@ def build_tasks(order: list[str], params: dict, names: list[str], out_dir: Path,
             return [sys.executable, "-m", "kbnb.book", "--root", str(root), "--out",
                     str(out_dir), "--chapter",
                     json.dumps({"name": name, "params": p, "extra_hash": extra,
-                                "force": force})]
+                                "force": force, "timeout": timeout})]
 
         stored = _stored(out_dir / f"{name}.ipynb").get("seconds")
         tasks[name] = Task(name, cmd, deps, cost=stored or spec_of(name).cost)
@@ -383,6 +383,8 @@ def main(argv=None):
     ap.add_argument("--only", nargs="*", help="execute only these notebooks")
     ap.add_argument("--force", action="store_true", help="execute even when cached")
     ap.add_argument("--no-html", action="store_true", help="execute notebooks, skip the HTML build")
+    ap.add_argument("--cell-timeout", type=int, default=1800,
+                    help="seconds one notebook cell may run (real models at full size need more)")
     ap.add_argument("--out", default="book/chapters",
                     help="folder (under --root) for the executed notebooks; the HTML is built "
                          "only from book/chapters")
@@ -402,7 +404,7 @@ def main(argv=None):
     if args.chapter:
         job = json.loads(args.chapter)
         execute(job["name"], job["params"], out_dir, root=root, force=job["force"],
-                extra_hash=job["extra_hash"])
+                timeout=job.get("timeout", 1800), extra_hash=job["extra_hash"])
         return
     if out_dir.resolve() != (root / "book" / "chapters").resolve() and not args.no_html:
         raise SystemExit(f"--out {args.out}: the HTML is built from book/chapters only; "
@@ -430,8 +432,10 @@ def main(argv=None):
             order.append(name)
     t0 = time.time()
     quiet_environment()
-    status = run_tasks(build_tasks(order, params, names, out_dir, root, args.force),
-                       jobs, cores)
+    if args.cell_timeout < 1:
+        raise SystemExit(f"--cell-timeout {args.cell_timeout}: allowed 1 or more (seconds)")
+    status = run_tasks(build_tasks(order, params, names, out_dir, root, args.force,
+                                   args.cell_timeout), jobs, cores)
     failed = sorted(k for k, s in status.items() if s != "done")
     print(f"[kbnb.book] executed in {time.time() - t0:.0f}s with {jobs} job(s) on {cores} "
           f"core(s)", flush=True)
