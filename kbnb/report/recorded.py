@@ -69,8 +69,8 @@ def comparison_sentence(chapter: str, statuses: dict, model_name: str,
         if both:
             shown = sum(checks[k]["status"] == "PASS" for k in both)
             here = sum(statuses[k] == "PASS" for k in both)
-            text += (f" Of the {len(both)} claims both runs check, it shows {shown} "
-                     f"(this run: {here}).")
+            text += (f" Of the {len(both)} claim{'s' if len(both) != 1 else ''} both runs "
+                     f"check, it shows {shown} (this run: {here}).")
             gained = [k for k in both if statuses[k] != "PASS" and checks[k]["status"] == "PASS"]
             lost = [k for k in both if statuses[k] == "PASS" and checks[k]["status"] != "PASS"]
             text += (f" Shown there but not here: {_names(gained)}; shown here but not "
