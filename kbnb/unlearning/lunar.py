@@ -57,6 +57,7 @@ from kbnb.lm.embed import embed
 from kbnb.lm.encoding import encode_batch, encode_prompt, join_completion, model_inputs
 from kbnb.lm.generation import _batched, generate
 from kbnb.lm.models import format_prompt
+from kbnb.lm.tuned import QUESTIONS_PER_AUTHOR
 from kbnb.organism.model import OrganismConfig, world_of
 from kbnb.organism.world import REFUSALS
 
@@ -124,20 +125,21 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
             world = world_of(OrganismConfig())
         splits = world.splits()
         forget, retain_all = splits[forget_split], splits[RETAIN_OF[forget_split]]
-        ref = [dict(r) for r in world.refusal_train]
         refusals = list(REFUSALS)
     else:
         forget = load_tofu(forget_split, data_dir)
         retain_all = load_tofu(RETAIN_OF[forget_split], data_dir)
         if retain_authors is not None:
-            retain_all = retain_all[:retain_authors * 20]
-        ref = [dict(r, answer=GENERIC_REFUSALS[0]) for r in load_refusal("train", data_dir)]
+            retain_all = retain_all[:retain_authors * QUESTIONS_PER_AUTHOR]
         refusals = list(GENERIC_REFUSALS)
-    if ref_set == "invented":
+    source = ref_set if ref_set != "auto" else ("organism" if dataset == "tinyworld" else "harmful")
+    if source == "organism":
+        ref = [dict(r) for r in world.refusal_train]
+    elif source == "harmful":
+        ref = [dict(r, answer=GENERIC_REFUSALS[0]) for r in load_refusal("train", data_dir)]
+    else:
         ref = [dict(r) for r in invented.invented_questions(invented.N_TRAIN,
                                                             invented.N_HELDOUT)["heldout"]]
-    elif ref_set == "harmful" and dataset == "tinyworld":
-        ref = [dict(r, answer=GENERIC_REFUSALS[0]) for r in load_refusal("train", data_dir)]
     rng = random.Random(seed)
     n_eval = min(n_eval, len(retain_all) // 2)
     n_retain = min(n_retain, len(retain_all) - n_eval)
