@@ -116,6 +116,18 @@ def tofu_questions(data_dir=None, split: str = "full") -> list[dict]:
             for i, r in enumerate(load_tofu(split, data_dir))]
 
 
+def choice_open_questions(rows) -> list[dict]:
+    """Four-option rows (e.g. :func:`kbnb.data.loaders.load_tofu_choice`) asked open-ended:
+    ``gold`` = the correct option's text, judged by containment (``is_correct``), also the
+    D_van training target; key = level = stratum = the subject, as in
+    :func:`mmlu_questions`. A model that reads no letters (SmolLM2 is at chance on these
+    sets as multiple choice) can still answer them in its own words."""
+    return [dict(id=i, question=r["question"], gold=[r["choices"][r["answer"]]],
+                 answer=r["choices"][r["answer"]], key=r["subject"], level=r["subject"],
+                 stratum=r["subject"], subject=r["subject"])
+            for i, r in enumerate(rows)]
+
+
 def mmlu_questions(data_dir=None, split: str = "test", rows=None) -> list[dict]:
     """MMLU rows (or other MMLU-style ``rows``, e.g.
     :func:`kbnb.data.loaders.load_tofu_choice`) as multiple-choice RAIT questions; key =
@@ -185,11 +197,12 @@ def split_questions(rows, test_frac: float = 0.25, max_questions: int | None = N
 
 
 DATASET_MODES = {"tinyworld": ("open", "mc"), "tofu": ("open",), "mmlu": ("mc",),
-                 "tofu_choice": ("mc",)}
+                 "tofu_choice": ("open", "mc")}
 
 
 def resolve_mode(dataset: str, mode: str = "auto") -> str:
-    """``auto`` → ``open`` for tinyworld and TOFU, ``mc`` for MMLU; else checked."""
+    """``auto`` → ``open`` for tinyworld, TOFU and ``tofu_choice``, ``mc`` for MMLU; else
+    checked."""
     check_choice("dataset", dataset, tuple(DATASET_MODES))
     allowed = DATASET_MODES[dataset]
     if mode == "auto":
@@ -207,7 +220,8 @@ def load_questions(dataset: str = "tinyworld", mode: str = "auto", data_dir=None
     ``full`` split, held out by author. MMLU and ``tofu_choice`` (TOFU's real-authors and
     world-facts four-option sets): the first half of the subjects (sorted,
     as the R-Tuning split) is in-domain, held out by question; the other half is the
-    ``out-of-domain`` test set. Returns ``(mode, source, tests)``."""
+    ``out-of-domain`` test set; ``tofu_choice`` in ``open`` mode asks its questions without
+    the options (:func:`choice_open_questions`). Returns ``(mode, source, tests)``."""
     mode = resolve_mode(dataset, mode)
     if dataset == "tinyworld":
         if world is None:
@@ -216,8 +230,12 @@ def load_questions(dataset: str = "tinyworld", mode: str = "auto", data_dir=None
     elif dataset == "tofu":
         rows, kw = tofu_questions(data_dir), dict(by_key=True, balance_levels=False)
     else:  # mmlu, tofu_choice: the first half of the subjects in-domain
-        rows = mmlu_questions(data_dir) if dataset == "mmlu" else \
-            mmlu_questions(rows=load_tofu_choice(data_dir))
+        if dataset == "mmlu":
+            rows = mmlu_questions(data_dir)
+        elif mode == "open":
+            rows = choice_open_questions(load_tofu_choice(data_dir))
+        else:
+            rows = mmlu_questions(rows=load_tofu_choice(data_dir))
         subjects = sorted({r["subject"] for r in rows})
         kw = dict(by_key=False, balance_levels=False, ood_keys=subjects[len(subjects) // 2:])
     source, tests = split_questions(rows, test_frac, max_questions, max_test, seed, **kw)

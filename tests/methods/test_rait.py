@@ -258,6 +258,20 @@ def test_mmlu_split_has_an_out_of_domain_set(data_dir):
     assert not {r["key"] for r in tsource} & {r["key"] for r in ttests["in-domain"]}
 
 
+def test_tofu_choice_open_asks_without_options_and_judges_the_option_text(data_dir):
+    mode, source, tests = rait.load_questions("tofu_choice", data_dir=data_dir)
+    assert mode == "open"
+    assert {r["subject"] for r in source} == {"real_authors"}
+    assert {r["subject"] for r in tests["out-of-domain"]} == {"world_facts"}
+    assert len(source) + len(tests["in-domain"]) == 100 and len(tests["out-of-domain"]) == 117
+    row = next(r for r in tests["out-of-domain"] if "Eiffel" in r["question"])
+    assert row["gold"] == ["Paris"] and row["answer"] == "Paris" and "choices" not in row
+    assert rait.is_correct("It is in Paris, France.", row)
+    assert not rait.is_correct("It is in Rome.", row)
+    mc_mode, _, mc_tests = rait.load_questions("tofu_choice", "mc", data_dir=data_dir)
+    assert mc_mode == "mc" and mc_tests["out-of-domain"][0]["gold"][0] in "ABCD"
+
+
 # ---------------------------------------------------------------- on the organism
 
 
