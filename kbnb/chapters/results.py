@@ -106,20 +106,29 @@ def recorded(recorded_dir: str | Path = "results", rows=None) -> dict:
 
 
 def recording_note(name: str, rec: dict, current: dict) -> str:
-    """A sentence on where a recorded column comes from and whether the library changed
-    since (HTML-escaped)."""
+    """Sentences on where a recorded column comes from, one per commit that recorded some
+    of its chapters, and whether the library changed since (HTML-escaped)."""
     r = rec["record"]
-    commit = (r.get("commit") or "unknown")[:10]
-    text = (f"The {name} column was recorded by make book-real at commit {commit} on "
-            f"{r.get('date', 'an unknown date')} ({r.get('model', '')}).")
-    changed = recorded_runs.changed_modules(r, current)
-    if changed:
-        shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
-        text += (f" The library changed since: {len(changed)} module(s) differ ({shown}); "
-                 "run make book-real to refresh it.")
-    else:
-        text += " The library has not changed since."
-    return html.escape(text)
+    groups = {}
+    for chapter in sorted(r.get("chapters") or {"": None}):
+        cr = recorded_runs.chapter_record(r, chapter) if chapter else r
+        groups.setdefault((cr.get("commit") or "unknown", str(cr.get("date") or "")),
+                          (cr, []))[1].append(chapter)
+    texts = []
+    for (commit, date), (cr, chapters) in sorted(groups.items(), key=lambda kv: kv[0][1]):
+        which = f" ({', '.join(c for c in chapters if c)})" if len(groups) > 1 else ""
+        text = (f"The {name} column{which} was recorded by make book-real at commit "
+                f"{commit[:10]} on {date or 'an unknown date'} ({r.get('model', '')}).")
+        changed = recorded_runs.changed_modules(cr, current)
+        if changed:
+            shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more"
+                                              if len(changed) > 8 else "")
+            text += (f" The library changed since: {len(changed)} module(s) differ ({shown}); "
+                     "run make book-real to refresh it.")
+        else:
+            text += " The library has not changed since."
+        texts.append(text)
+    return html.escape(" ".join(texts))
 
 
 STATUS_TEXT = {"PASS": "shown", "MISS": "opposite shown", "UNCLEAR": "cannot tell", None: ""}

@@ -16,16 +16,28 @@ RECORD_FILE = "RECORD.json"
 STATUS_WORDS = {"PASS": "shown", "MISS": "opposite shown", "UNCLEAR": "cannot tell"}
 
 
+STAMP = ("commit", "date", "library_files")
+
+
+def chapter_record(record: dict, chapter: str) -> dict:
+    """``RECORD.json`` as seen by one chapter: the chapter's own stamp (commit, date,
+    library file hashes of the run that recorded it) over the top-level one."""
+    entry = (record.get("chapters") or {}).get(chapter) or {}
+    return {**record, **{k: entry[k] for k in STAMP if k in entry}}
+
+
 def recorded_chapter(chapter: str, recorded_dir: str | Path = "results") -> list[dict]:
     """Every recording of ``chapter``: ``{"name", "record", "metrics", "params"}``, one per
-    ``recorded_dir/<name>/`` that holds ``RECORD.json`` and ``<chapter>/metrics.json``."""
+    ``recorded_dir/<name>/`` that holds ``RECORD.json`` and ``<chapter>/metrics.json``;
+    ``record`` carries the chapter's own stamp (:func:`chapter_record`)."""
     out = []
     for rec in sorted(Path(recorded_dir).glob(f"*/{RECORD_FILE}")):
         path = rec.parent / chapter / "metrics.json"
         if not path.exists():
             continue
         doc = json.loads(path.read_text())
-        out.append({"name": rec.parent.name, "record": json.loads(rec.read_text()),
+        out.append({"name": rec.parent.name,
+                    "record": chapter_record(json.loads(rec.read_text()), chapter),
                     "metrics": doc.get("metrics", {}), "params": doc.get("params", {})})
     return out
 

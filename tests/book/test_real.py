@@ -27,15 +27,35 @@ def test_record_copies_metrics_and_params_and_keeps_earlier_chapters(tmp_path):
     assert json.loads((dest / "lunar" / "params.json").read_text())["model_name"] == "smollm2-tofu"
     assert (dest / "lunar" / "metrics.json").exists() and not (dest / "rait").exists()
     doc = json.loads((dest / "RECORD.json").read_text())
-    assert doc["chapters"] == {"lunar": {"seconds": 12.5, "run_dir": "runs-real/lunar-abc"}}
-    assert doc["library_files"] == library_files() and doc["models"] == {"m": 1}
-    assert doc["date"]
+    lunar = doc["chapters"]["lunar"]
+    assert set(doc["chapters"]) == {"lunar"}
+    assert (lunar["seconds"], lunar["run_dir"]) == (12.5, "runs-real/lunar-abc")
+    assert doc["library_files"] == library_files() == lunar["library_files"]
+    assert doc["models"] == {"m": 1} and doc["date"] and lunar["date"] == doc["date"]
 
     # a later run of another chapter keeps lunar's entry and the models
     run2 = tmp_path / "runs-real" / "npo_toy-1"
     run2.mkdir()
     (run2 / "metrics.json").write_text("{}")
     _executed(tmp_path / "book" / "real" / "npo_toy.ipynb", "runs-real/npo_toy-1", 4.0)
-    doc = json.loads((real.record("book/real", "results/smollm2", root=tmp_path)
-                      / "RECORD.json").read_text())
+    record = dest / "RECORD.json"
+    doc = json.loads(record.read_text())
+    doc["chapters"]["lunar"]["date"] = "earlier"
+    record.write_text(json.dumps(doc))
+    doc = json.loads((real.record("book/real", "results/smollm2", root=tmp_path,
+                                  only=["npo_toy"]) / "RECORD.json").read_text())
     assert set(doc["chapters"]) == {"lunar", "npo_toy"} and doc["models"] == {"m": 1}
+    assert doc["chapters"]["lunar"]["date"] == "earlier"  # not run this time: its own stamp
+    assert doc["chapters"]["npo_toy"]["date"] == doc["date"] != "earlier"
+
+
+def test_an_older_record_lends_its_stamp_to_its_chapters(tmp_path):
+    dest = tmp_path / "results" / "smollm2"
+    dest.mkdir(parents=True)
+    (dest / "RECORD.json").write_text(json.dumps({
+        "commit": "abc", "date": "then", "library_files": {"kbnb/x.py": "1"},
+        "chapters": {"lunar": {"seconds": 1.0, "run_dir": "r"}}}))
+    doc = json.loads((real.record("book/real", "results/smollm2", root=tmp_path, only=[])
+                      / "RECORD.json").read_text())
+    assert doc["chapters"]["lunar"] == {"seconds": 1.0, "run_dir": "r", "commit": "abc",
+                                        "date": "then", "library_files": {"kbnb/x.py": "1"}}

@@ -58,3 +58,19 @@ def test_tuned_model_targets_table():
     assert "0.710" in page and "3.00e-09" in page and "<strong>not met</strong>" in page
     assert "forget 100" in page
     assert results.tuned_targets_html("smollm2", {"record": {}}) == ""
+
+
+def test_chapters_recorded_at_different_commits_say_so_each(tmp_path):
+    files = {"chapters/lunar.py": "aaa", "chapters/rait.py": "bbb"}
+    (tmp_path / "smollm2").mkdir()
+    (tmp_path / "smollm2" / "RECORD.json").write_text(json.dumps(
+        {"commit": "2222222222bb", "date": "2026-11-30", "model": "SmolLM2",
+         "library_files": files, "chapters": {
+             "lunar": {"commit": "1111111111aa", "date": "2026-11-29",
+                       "library_files": {**files, "chapters/rait.py": "old"}},
+             "rait": {"commit": "2222222222bb", "date": "2026-11-30", "library_files": files}}}))
+    note = results.recording_note("smollm2", {"record": json.loads(
+        (tmp_path / "smollm2" / "RECORD.json").read_text())}, files)
+    first, second = note.split("The smollm2 column")[1:]
+    assert "(lunar)" in first and "1111111111" in first and "1 module(s) differ" in first
+    assert "(rait)" in second and "2222222222" in second and "has not changed" in second
