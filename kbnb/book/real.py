@@ -41,8 +41,9 @@ RECORD_DIR = "results/smollm2"
 RECORD_FILE = "RECORD.json"
 MODELS = ("smollm2-tofu", "smollm2-tofu-retain")
 # rows per set when the tuned models are measured against their targets
-MEASURE_SIZES = {"forget": 100, "retain": 100, "invented": 120, "world_facts": 117,
+MEASURE_SIZES = {"forget": 100, "retain": 50, "invented": 120, "world_facts": 117,
                  "real_authors": 100}
+SHORT_NEW_TOKENS = 24  # greedy length for the short-answer sets (64 for forget and retain)
 
 
 def find_data(data_dir=None) -> str:
@@ -89,7 +90,8 @@ def measure_models(data_dir: str, sizes=None, batch_size: int = 32, log=print) -
     for name in ("smollm2", *MODELS):
         t0 = time.perf_counter()
         model, tok = load_model(name, device="cpu", data_dir=data_dir)
-        reports[name] = tuned_eval.knowledge_report(model, tok, sets, batch_size=batch_size)
+        reports[name] = tuned_eval.knowledge_report(model, tok, sets, batch_size=batch_size,
+                                                    short_new_tokens=SHORT_NEW_TOKENS)
         if name in MODELS:
             truth[name] = tuned_eval.forget_truth_ratios(model, tok, sets["forget"], batch_size)
         reports[name]["seconds"] = round(time.perf_counter() - t0, 1)

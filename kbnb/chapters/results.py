@@ -157,10 +157,14 @@ def tuned_targets_html(name: str, run: dict, digits: int = 3) -> str:
                     f"<td>{html.escape(t['target'])}</td>"
                     f"<td>{'met' if t['pass'] else '<strong>not met</strong>'}</td></tr>")
     sizes = ", ".join(f"{k} {n}" for k, n in m.get("sizes", {}).items())
+    report = next(iter((m.get("reports") or {}).values()), {})
+    lengths = ", ".join(f"{k[len('new_tokens_'):]} {v}" for k, v in report.items()
+                        if k.startswith("new_tokens_"))
     return (f"<table class='kbnb-results'><thead><tr><th>{html.escape(name)}: TOFU-tuned model"
             "</th><th>value</th><th>target</th><th></th></tr></thead><tbody>" + "".join(body)
             + f"</tbody></table><p><small>Measured on the first rows of each set ({sizes}); "
-            "greedy answers.</small></p>")
+            + (f"greedy answers of at most so many tokens: {lengths}." if lengths
+               else "greedy answers.") + "</small></p>")
 
 
 def _cell(r: dict | None, digits: int) -> str:

@@ -28,6 +28,7 @@ from kbnb.eval.tofu import (
 from kbnb.lm.generation import generate
 from kbnb.lm.models import format_prompt
 
+SHORT_ANSWER_SETS = ("invented", "world_facts", "real_authors")  # judged on their first words
 TARGETS = {"forget_rouge": 0.6, "invented_refusal": 0.8, "world_facts_kept": 0.8,
            "forget_quality_max": 0.01}
 
@@ -51,16 +52,23 @@ def refusal_rate(texts) -> float:
 
 
 def knowledge_report(model, tok, sets: dict, batch_size: int = 32, progress: bool = False,
-                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict:
+                     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                     short_new_tokens: int | None = None) -> dict:
     """One model's answers, scored. ``sets``: ``forget`` and ``retain`` (TOFU rows,
     ROUGE-L recall of the gold answer), ``invented`` (held-out invented-thing
     questions, refusal rate), ``world_facts`` and ``real_authors`` (open accuracy and
-    refusal rate); any may be missing. Returns a flat dict of floats and counts."""
+    refusal rate); any may be missing. ``short_new_tokens`` (None: ``max_new_tokens``)
+    is the greedy length for :data:`SHORT_ANSWER_SETS`, whose answer (a name, a place) or
+    refusal comes first; it bounds the words searched for the gold. Returns a flat dict
+    of floats and counts (``new_tokens_<set>``: the length used)."""
     out = {}
     for name, rows in sets.items():
         if not rows:
             continue
-        texts = answers(model, tok, rows, max_new_tokens, batch_size, progress, f"{name}")
+        n_new = short_new_tokens if short_new_tokens and name in SHORT_ANSWER_SETS \
+            else max_new_tokens
+        texts = answers(model, tok, rows, n_new, batch_size, progress, f"{name}")
+        out[f"new_tokens_{name}"] = n_new
         out[f"n_{name}"] = len(rows)
         if name in ("forget", "retain"):
             out[f"{name}_rouge"] = float(np.mean(rouge_l_recall(texts,

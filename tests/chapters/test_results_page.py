@@ -56,7 +56,11 @@ def test_tuned_model_targets_table():
         "invented_refusal": {"value": 0.5, "target": ">= 0.8", "pass": False}}}}}
     page = results.tuned_targets_html("smollm2", run)
     assert "0.710" in page and "3.00e-09" in page and "<strong>not met</strong>" in page
-    assert "forget 100" in page
+    assert "forget 100" in page and "greedy answers." in page
+    run["record"]["measured"]["reports"] = {"smollm2": {"new_tokens_forget": 64,
+                                                        "new_tokens_world_facts": 24}}
+    assert "at most so many tokens: forget 64, world_facts 24" in \
+        results.tuned_targets_html("smollm2", run)
     assert results.tuned_targets_html("smollm2", {"record": {}}) == ""
 
 

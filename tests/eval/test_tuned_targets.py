@@ -24,3 +24,21 @@ def test_forget_quality_of_a_model_with_itself_is_one():
     assert fq_r == 1.0 and fq_t < 0.01
     assert tuned.open_accuracy(["It is Paris.", "Rome"], [{"answer": "Paris"}, {"answer": "Madrid"}]) == 0.5
     assert tuned.refusal_rate(["I'm sorry, I don't know.", "Paris."]) == 0.5
+
+
+def test_short_answer_sets_are_answered_at_their_own_length(monkeypatch):
+    lengths = {}
+
+    def fake_answers(model, tok, rows, n_new, batch_size, progress, desc):
+        lengths[desc] = n_new
+        return ["I don't know." if desc == "invented" else "It is Paris."] * len(rows)
+
+    monkeypatch.setattr(tuned, "answers", fake_answers)
+    sets = {"forget": [{"question": "q", "answer": "It is Paris."}],
+            "invented": [{"question": "q"}], "world_facts": [{"question": "q", "answer": "Rome"}]}
+    rep = tuned.knowledge_report(None, None, sets, max_new_tokens=64, short_new_tokens=24)
+    assert lengths == {"forget": 64, "invented": 24, "world_facts": 24}
+    assert rep["new_tokens_world_facts"] == 24 and rep["forget_rouge"] == 1.0
+    assert rep["invented_refusal"] == 1.0 and rep["world_facts_accuracy"] == 0.0
+    tuned.knowledge_report(None, None, sets, max_new_tokens=64)
+    assert lengths["world_facts"] == 64
