@@ -43,7 +43,7 @@ MODELS = ("smollm2-tofu", "smollm2-tofu-retain")
 # rows per set when the tuned models are measured against their targets
 MEASURE_SIZES = {"forget": 100, "retain": 50, "invented": 120, "world_facts": 117,
                  "real_authors": 100}
-SHORT_NEW_TOKENS = 24  # greedy length for the short-answer sets (64 for forget and retain)
+SHORT_NEW_TOKENS = 24  # greedy length for the invented questions (refused or not: 64 elsewhere)
 
 
 def find_data(data_dir=None) -> str:

@@ -28,7 +28,10 @@ from kbnb.eval.tofu import (
 from kbnb.lm.generation import generate
 from kbnb.lm.models import format_prompt
 
-SHORT_ANSWER_SETS = ("invented", "world_facts", "real_authors")  # judged on their first words
+# sets judged on their first words: a refusal comes first. Not world facts or real authors:
+# at 24 tokens SmolLM2's accuracy there falls from 0.47 to 0.42 and from 0.31 to 0.25 (it
+# often names the answer late), which would flatter a terser tuned model's share of it.
+SHORT_ANSWER_SETS = ("invented",)
 TARGETS = {"forget_rouge": 0.6, "invented_refusal": 0.8, "world_facts_kept": 0.8,
            "forget_quality_max": 0.01}
 
@@ -58,9 +61,8 @@ def knowledge_report(model, tok, sets: dict, batch_size: int = 32, progress: boo
     ROUGE-L recall of the gold answer), ``invented`` (held-out invented-thing
     questions, refusal rate), ``world_facts`` and ``real_authors`` (open accuracy and
     refusal rate); any may be missing. ``short_new_tokens`` (None: ``max_new_tokens``)
-    is the greedy length for :data:`SHORT_ANSWER_SETS`, whose answer (a name, a place) or
-    refusal comes first; it bounds the words searched for the gold. Returns a flat dict
-    of floats and counts (``new_tokens_<set>``: the length used)."""
+    is the greedy length for :data:`SHORT_ANSWER_SETS`, whose refusal comes first.
+    Returns a flat dict of floats and counts (``new_tokens_<set>``: the length used)."""
     out = {}
     for name, rows in sets.items():
         if not rows:

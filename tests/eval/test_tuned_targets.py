@@ -37,8 +37,8 @@ def test_short_answer_sets_are_answered_at_their_own_length(monkeypatch):
     sets = {"forget": [{"question": "q", "answer": "It is Paris."}],
             "invented": [{"question": "q"}], "world_facts": [{"question": "q", "answer": "Rome"}]}
     rep = tuned.knowledge_report(None, None, sets, max_new_tokens=64, short_new_tokens=24)
-    assert lengths == {"forget": 64, "invented": 24, "world_facts": 24}
-    assert rep["new_tokens_world_facts"] == 24 and rep["forget_rouge"] == 1.0
+    assert lengths == {"forget": 64, "invented": 24, "world_facts": 64}
+    assert rep["new_tokens_invented"] == 24 and rep["forget_rouge"] == 1.0
     assert rep["invented_refusal"] == 1.0 and rep["world_facts_accuracy"] == 0.0
     tuned.knowledge_report(None, None, sets, max_new_tokens=64)
-    assert lengths["world_facts"] == 64
+    assert lengths["invented"] == 64
