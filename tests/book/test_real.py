@@ -49,6 +49,22 @@ def test_record_copies_metrics_and_params_and_keeps_earlier_chapters(tmp_path):
     assert doc["chapters"]["npo_toy"]["date"] == doc["date"] != "earlier"
 
 
+def test_a_chapter_keeps_the_stamp_of_its_execution(tmp_path):
+    run = tmp_path / "runs-real" / "rait-1"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    _executed(tmp_path / "book" / "real" / "rait.ipynb", "runs-real/rait-1", 2.0)
+    nb = nbformat.read(tmp_path / "book" / "real" / "rait.ipynb", as_version=4)
+    nb.metadata["kbnb"]["stamp"] = {"commit": "c0ffee", "date": "when it ran",
+                                    "library_files": {"kbnb/a.py": "0"}}
+    nbformat.write(nb, tmp_path / "book" / "real" / "rait.ipynb")
+    doc = json.loads((real.record("book/real", "results/smollm2", root=tmp_path)
+                      / "RECORD.json").read_text())
+    assert doc["chapters"]["rait"]["commit"] == "c0ffee"
+    assert doc["chapters"]["rait"]["library_files"] == {"kbnb/a.py": "0"}
+    assert doc["library_files"] == library_files()
+
+
 def test_an_older_record_lends_its_stamp_to_its_chapters(tmp_path):
     dest = tmp_path / "results" / "smollm2"
     dest.mkdir(parents=True)

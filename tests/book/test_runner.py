@@ -64,6 +64,8 @@ def test_runner_passes_run_folders_and_refuses_stale_pages(root):
     meta_b = json.loads((chapters / "b.ipynb").read_text())["metadata"]["kbnb"]
     assert meta_a["run_dir"] == "runs/a-one"
     assert meta_b["params"]["a_dir"] == "runs/a-one"
+    from kbnb.report.runs import library_files
+    assert meta_a["stamp"]["library_files"] == library_files() and meta_a["stamp"]["date"]
     assert json.loads((root / "runs" / "b-b" / "metrics.json").read_text())["up"] == "runs/a-one"
 
     # a changes: --only a re-executes a and, because b builds on it, b too
