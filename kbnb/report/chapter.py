@@ -201,12 +201,13 @@ class Chapter:
 
         new, baseline: paired values (one per seed, or per question for one seed), or
         a fixed target number as ``baseline``. ``over`` defaults to ``"seeds"`` when
-        there is one value per seed, else ``"questions"``.
+        there is one value per seed (a one-seed run's single value too: its sentence
+        says "only 1 seed"), else ``"questions"``.
         """
         self._new_name(name, "check")
         if "over" not in compare:
             n = len(new[0]) if isinstance(new, tuple) else np.size(new)
-            compare["over"] = "seeds" if n == len(self.seeds) and n > 1 else "questions"
+            compare["over"] = "seeds" if n == len(self.seeds) else "questions"
         try:
             v = stats.check(effect, new, baseline, better=better, unit=unit, subject=subject,
                             baseline_name=baseline_name, digits=digits, **compare)

@@ -136,6 +136,7 @@ def test_a_check_with_one_pair_is_unclear_and_says_why(tmp_path):
                  subject="CRaFT", baseline_name="Cor-RAIT")
     assert v.status == "UNCLEAR" and "not measurable" in v.sentence
     assert v.sentence.startswith("CRaFT's effect on over-refusal relative to Cor-RAIT")
+    assert "(only 1 seed; an interval" in v.sentence  # a one-seed run's value: not "question"
     h, p = stats.bootstrap_test(([0.5],), lambda x: float(np.mean(x)), too_few="report")
     v2 = ch.check_interval("flow", "the spread", h, p, "bootstrap")
     assert v2.status == "UNCLEAR" and "(only 1 question; an interval" in v2.sentence
