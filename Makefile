@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make book   # builds the whole book on the embedded default -> _build/html/index.html
 #   make test   # lints (ruff) and runs the test suite
-# and one more, for the real-model column of the results page (over an hour on 2 cores):
+# and one more, for the real-model column of the results page (about 1.5 h on 2 cores, cold):
 #   make book-real  # every method chapter on SmolLM2 (TOFU-tuned for unlearning) -> results/smollm2/
 # Each creates .venv if missing. GPU users: `make TORCH="torch==2.5.1 --index-url
 # https://download.pytorch.org/whl/cu121" book` (any pip spec for your torch build).
