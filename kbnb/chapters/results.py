@@ -72,6 +72,7 @@ def _row(path: Path, chapter: str, title: str, r: Row) -> dict:
             "ci95": h["ci95"], "n": h["n"], "ci_method": h["ci_method"],
             "status": chk["status"] if chk else None,
             "sentence": chk["sentence"] if chk else None,
+            "not_meaningful": h.get("not_meaningful") if h.get("meaningful") is False else None,
             "reference": r.reference, "reference_source": r.reference_source,
             "source": str(path)}
 
@@ -173,6 +174,9 @@ def _cell(r: dict | None, digits: int) -> str:
     num = stats.format_mean_ci(r, digits)
     over = html.escape(r["ci_method"].replace(" over ", f" over {r['n']} ", 1))
     status = STATUS_TEXT[r["status"]]
+    if r.get("not_meaningful"):  # a precondition of the method failed: no verdict
+        return (f"<td title='{html.escape(r['not_meaningful'])}'>{num}<br><small>{over}</small>"
+                "<br><em>not meaningful: a precondition failed</em></td>")
     return (f"<td title='{html.escape(r['sentence'] or '')}'>{num}<br><small>{over}</small>"
             + (f"<br><em>{status}</em>" if status else "") + "</td>")
 
@@ -194,6 +198,8 @@ def table_html(rows: list[dict], digits: int = 3, recorded_runs: dict | None = N
         ref = html.escape(r["reference"]) + (f"<br><small>{html.escape(r['reference_source'])}"
                                              "</small>" if r["reference_source"] else "")
         status = STATUS_TEXT[r["status"]]
+        if r.get("not_meaningful"):
+            status, r = "not meaningful: a precondition failed", {**r, "sentence": r["not_meaningful"]}
         cols = "".join(_cell(run["rows"].get((r["chapter"], r["metric"])), digits)
                        for run in recorded_runs.values())
         body.append(f"<tr><td><a href='{r['chapter']}.html'>{html.escape(r['title'])}</a></td>"

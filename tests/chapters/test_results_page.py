@@ -49,6 +49,23 @@ def test_recorded_columns_sit_beside_this_build(tmp_path):
     assert results._cell({"mean": None, "missing": True}, 3) == "<td>not run</td>"
 
 
+def test_a_headline_whose_precondition_failed_shows_no_verdict(tmp_path):
+    path = tmp_path / "metrics.json"
+    _metrics(path, 0.35, "UNCLEAR")
+    doc = json.loads(path.read_text())
+    doc["metrics"]["headline"]["forget_rouge1"].update(
+        meaningful=False, not_meaningful="Precondition not met: the edit removed 3%.")
+    path.write_text(json.dumps(doc))
+    row = results._row(path, "lunar", "LUNAR", ROW)
+    assert row["not_meaningful"].startswith("Precondition not met")
+    cell = results._cell(row, 3)
+    assert "not meaningful: a precondition failed" in cell and "cannot tell" not in cell
+    page = results.table_html([row])
+    assert "not meaningful: a precondition failed" in page and "cannot tell" not in page
+    _metrics(path, 0.35, "UNCLEAR")
+    assert results._row(path, "lunar", "LUNAR", ROW)["not_meaningful"] is None
+
+
 def test_tuned_model_targets_table():
     run = {"record": {"measured": {"sizes": {"forget": 100}, "targets": {
         "forget_rouge": {"value": 0.71, "target": ">= 0.6", "pass": True},
