@@ -107,29 +107,31 @@ def recorded(recorded_dir: str | Path = "results", rows=None) -> dict:
 
 
 def recording_note(name: str, rec: dict, current: dict) -> str:
-    """Sentences on where a recorded column comes from, one per commit that recorded some
-    of its chapters, and whether the library changed since (HTML-escaped)."""
+    """Where a recorded column comes from: for each commit that recorded some of its
+    chapters, which chapters, when, and the library modules that changed since (a
+    chapter module counts only for its own chapter). HTML-escaped."""
     r = rec["record"]
     groups = {}
     for chapter in sorted(r.get("chapters") or {"": None}):
         cr = recorded_runs.chapter_record(r, chapter) if chapter else r
         groups.setdefault((cr.get("commit") or "unknown", str(cr.get("date") or "")),
                           (cr, []))[1].append(chapter)
-    texts = []
+    parts = []
     for (commit, date), (cr, chapters) in sorted(groups.items(), key=lambda kv: kv[0][1]):
-        which = f" ({', '.join(c for c in chapters if c)})" if len(groups) > 1 else ""
-        text = (f"The {name} column{which} was recorded by make book-real at commit "
-                f"{commit[:10]} on {date or 'an unknown date'} ({r.get('model', '')}).")
-        changed = recorded_runs.changed_modules(cr, current)
+        changed = recorded_runs.changed_modules(cr, current, [c for c in chapters if c] or None)
+        which = f"{', '.join(c for c in chapters if c)} " if any(chapters) else ""
+        text = f"{which}at commit {commit[:10]} on {date or 'an unknown date'}"
         if changed:
-            shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more"
-                                              if len(changed) > 8 else "")
-            text += (f" The library changed since: {len(changed)} module(s) differ ({shown}); "
-                     "run make book-real to refresh it.")
+            shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more"
+                                              if len(changed) > 6 else "")
+            text += f" (the library changed since: {shown})"
         else:
-            text += " The library has not changed since."
-        texts.append(text)
-    return html.escape(" ".join(texts))
+            text += " (the library has not changed since)"
+        parts.append(text)
+    stale = any("changed since:" in p for p in parts)
+    return html.escape(f"The {name} column ({r.get('model', '')}) was recorded by make "
+                       f"book-real: " + "; ".join(parts) + "."
+                       + (" Run make book-real to refresh it." if stale else ""))
 
 
 STATUS_TEXT = {"PASS": "shown", "MISS": "opposite shown", "UNCLEAR": "cannot tell", None: ""}
@@ -172,7 +174,8 @@ def _cell(r: dict | None, digits: int) -> str:
     if r is None or r.get("missing"):
         return "<td>not run</td>"
     num = stats.format_mean_ci(r, digits)
-    over = html.escape(r["ci_method"].replace(" over ", f" over {r['n']} ", 1))
+    over = html.escape(r["ci_method"] if r.get("ci95") is None  # its reason says n
+                       else r["ci_method"].replace(" over ", f" over {r['n']} ", 1))
     status = STATUS_TEXT[r["status"]]
     if r.get("not_meaningful"):  # a precondition of the method failed: no verdict
         return (f"<td title='{html.escape(r['not_meaningful'])}'>{num}<br><small>{over}</small>"

@@ -42,12 +42,16 @@ def recorded_chapter(chapter: str, recorded_dir: str | Path = "results") -> list
     return out
 
 
-def changed_modules(record: dict, current: dict | None = None) -> list[str]:
+def changed_modules(record: dict, current: dict | None = None, chapters=None) -> list[str]:
     """The library modules (paths under ``kbnb/``) whose hash differs from the
-    recording's, sorted (added, removed or edited since)."""
+    recording's, sorted (added, removed or edited since). ``chapters``: the recorded
+    chapters; another chapter's module (``chapters/<other>.py``) cannot change them and
+    is left out."""
     current = library_files() if current is None else current
     old = record.get("library_files") or {}
-    return sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
+    own = None if chapters is None else {f"chapters/{c}.py" for c in chapters}
+    return sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k)
+                  and (own is None or not k.startswith("chapters/") or k in own))
 
 
 def _names(keys) -> str:
@@ -92,7 +96,7 @@ def comparison_sentence(chapter: str, statuses: dict, model_name: str,
         if failed:
             text += (f" A precondition of the method did not hold there ({_names(failed)}), "
                      "so its headlines are marked not meaningful.")
-        changed = changed_modules(rec, current)
+        changed = changed_modules(rec, current, [chapter])
         if changed:
             text += (f" The library changed since that recording ({len(changed)} module(s)); "
                      "make book-real refreshes it.")

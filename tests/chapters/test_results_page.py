@@ -40,12 +40,14 @@ def test_recorded_columns_sit_beside_this_build(tmp_path):
     assert "0123456789" in same and "has not changed since" in same
     moved = results.recording_note("smollm2", real["smollm2"],
                                    {**files, "eval/stats.py": "ccc", "lm/new.py": "d"})
-    assert "2 module(s) differ (eval/stats.py, lm/new.py)" in moved
+    assert "changed since: eval/stats.py, lm/new.py)" in moved and "refresh" in moved
     assert results.recorded(tmp_path / "none", rows) == {}
     # a recorded headline without an interval says so; a metric the run lacks: "not run"
     one = dict(got[("lunar", "forget_rouge1")], mean=None, ci95=None, n=1,
                ci_method="not measurable: one seed", measurable=False)
     assert "not measurable, n = 1" in results._cell(one, 3)
+    assert "over 1 " not in results._cell(dict(one, ci_method="not measurable: one seed: an "
+                                                "interval over seeds needs at least 2"), 3)
     assert results._cell({"mean": None, "missing": True}, 3) == "<td>not run</td>"
 
 
@@ -92,6 +94,13 @@ def test_chapters_recorded_at_different_commits_say_so_each(tmp_path):
              "rait": {"commit": "2222222222bb", "date": "2026-11-30", "library_files": files}}}))
     note = results.recording_note("smollm2", {"record": json.loads(
         (tmp_path / "smollm2" / "RECORD.json").read_text())}, files)
-    first, second = note.split("The smollm2 column")[1:]
-    assert "(lunar)" in first and "1111111111" in first and "1 module(s) differ" in first
-    assert "(rait)" in second and "2222222222" in second and "has not changed" in second
+    first, second = note.split("; ")
+    assert "lunar at commit 1111111111" in first and "has not changed" in first  # rait.py: not its
+    assert "rait at commit 2222222222" in second and "has not changed" in second
+    # another chapter's module does not make a recording stale
+    files2 = {**files, "chapters/lunar.py": "new"}
+    rec = json.loads((tmp_path / "smollm2" / "RECORD.json").read_text())
+    rec["chapters"]["lunar"]["library_files"] = dict(files)
+    note = results.recording_note("smollm2", {"record": rec}, {**files2, "chapters/results.py": "x"})
+    assert "lunar at commit 1111111111 on 2026-11-29 (the library changed since: chapters/lunar.py)" in note
+    assert "rait at commit 2222222222 on 2026-11-30 (the library has not changed since)" in note
