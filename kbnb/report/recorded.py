@@ -82,7 +82,13 @@ def comparison_sentence(chapter: str, statuses: dict, model_name: str,
         text = (f"make book-real ran this chapter on {model} (commit {commit}, "
                 f"{str(rec.get('date', ''))[:10]}).")
         both = [k for k in statuses if k in checks]
-        if both:
+        failed = [k for k, v in (r["metrics"].get("preconditions") or {}).items()
+                  if isinstance(v, dict) and v.get("met") is False]
+        if failed:  # its verdicts mean nothing: no count of claims shown
+            text += (f" A precondition of the method did not hold there ({_names(failed)}), "
+                     "so its claims are not compared with this run's and its headlines are "
+                     "marked not meaningful.")
+        elif both:
             shown = sum(checks[k]["status"] == "PASS" for k in both)
             here = sum(statuses[k] == "PASS" for k in both)
             text += (f" Of the {len(both)} claim{'s' if len(both) != 1 else ''} both runs "
@@ -91,11 +97,6 @@ def comparison_sentence(chapter: str, statuses: dict, model_name: str,
             lost = [k for k in both if statuses[k] == "PASS" and checks[k]["status"] != "PASS"]
             text += (f" Shown there but not here: {_names(gained)}; shown here but not "
                      f"there: {_names(lost)}.")
-        failed = [k for k, v in (r["metrics"].get("preconditions") or {}).items()
-                  if isinstance(v, dict) and v.get("met") is False]
-        if failed:
-            text += (f" A precondition of the method did not hold there ({_names(failed)}), "
-                     "so its headlines are marked not meaningful.")
         changed = changed_modules(rec, current, [chapter])
         if changed:
             text += (f" The library changed since that recording ({len(changed)} module(s)); "
@@ -103,6 +104,7 @@ def comparison_sentence(chapter: str, statuses: dict, model_name: str,
         words = [f"{k}: {STATUS_WORDS.get(checks[k]['status'], checks[k]['status'])} "
                  f"({checks[k]['sentence']})" for k in (both or checks)]
         if words:
-            text += " Its claims: " + " ".join(words)
+            text += (" Its claims (not meaningful): " if failed else " Its claims: ") + \
+                " ".join(words)
         parts.append(text)
     return " ".join(parts)
