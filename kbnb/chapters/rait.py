@@ -38,7 +38,7 @@ class Params(ModelParams):
     model_name: str = param("tinyworld")  # "tinyworld" (the embedded organism), a hub id or a local path
     dataset: str = choice("tinyworld", tuple(rait.DATASET_MODES))  # tinyworld | tofu | mmlu | tofu_choice
     data_dir: str = param("")  # folder with tofu/ and mmlu/ (JSON lines); "": $KBNB_DATA_DIR or the hub
-    mode: str = choice("auto", ("auto", "open", "mc"))  # auto | open (tinyworld, tofu, tofu_choice) | mc: multiple choice (tinyworld, mmlu, tofu_choice)
+    mode: str = choice("auto", ("auto", "open", "mc"))  # auto | open | mc (multiple choice: tinyworld, mmlu, tofu_choice)
     seeds: list = seeds_param()  # one run each: split, sampling, selection, rehearsal, tuning
     output_dir: str = param("runs", run=False)  # results go to output_dir/rait-<hash of the parameters>/
     max_questions: int = integer(160, 1)  # source questions per seed (the sets come from them)

@@ -62,7 +62,7 @@ class Params(ModelParams):
     """The parameters of ``notebooks/unlearning.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # tinyworld | tinyworld:N | hub id | path: the model to unlearn
-    retain_model: str = param("auto")  # auto: the organism's retain model for the forget split | hub id | path | ""
+    retain_model: str = param("auto")  # auto: the organism's retain model | hub id | path | ""
     dataset: str = choice("tinyworld", ("tinyworld", "tofu"))  # tinyworld (the organism's world) | tofu (real TOFU from data_dir)
     data_dir: str = param("")  # folder with tofu/*.jsonl (empty: $KBNB_DATA_DIR or the hub)
     forget_split: str = choice("forget10", FORGET_SPLITS)  # forget01 | forget05 | forget10
