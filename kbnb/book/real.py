@@ -33,6 +33,7 @@ from kbnb.data.loaders import load_tofu
 from kbnb.eval import tuned as tuned_eval
 from kbnb.lm import tuned
 from kbnb.lm.models import build_tuned_model, load_model, resolve_model_path
+from kbnb.report.recorded import STAMP  # what each recorded chapter carries
 from kbnb.report.runs import library_hash
 
 PARAMS = "book/params-real.yml"
@@ -117,7 +118,7 @@ def run_chapters(params: str, out: str, only=None, jobs: int | None = None) -> i
     return subprocess.call(cmd, cwd=ROOT)
 
 
-STAMP = ("commit", "date", "library_files")  # what each recorded chapter carries
+
 
 
 def record(out: str = OUT, to: str = RECORD_DIR, models: dict | None = None,
