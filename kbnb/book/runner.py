@@ -18,8 +18,10 @@ with the parameters in the YAML file, then ``jupyter-book build . -W -n --keep-g
   more), each with ``cores // jobs`` threads, longest remaining chain first. The
   organisms the chapters load are trained first, as tasks of their own: the organism
   every chapter waits for alone with every core, a retain organism beside the chapters
-  that do not need it. Thread counts do not change results (``tests/test_organism.py``
-  trains with 1 and 2 threads and compares the weights). A failed chapter stops only
+  that do not need it; a training loop drops to one thread while it finds another process
+  on its cores (``kbnb.organism.model.TrainLoop``). Thread counts do not change results
+  (``tests/organism/test_model.py`` trains with 1, 2 and changing thread counts and
+  compares the weights). A failed chapter stops only
   the chapters that build on it; the others finish and keep their results.
 """
 from __future__ import annotations

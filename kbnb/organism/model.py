@@ -56,6 +56,7 @@ class OrganismConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.0
     n_refusal: int = 320
+    known_qa_per_epoch: int = 3
     version: int = 2  # 2: compositional templates with held-out ones, biographies
     retain: str = ""  # "" = the organism; "forget10" etc. = trained without that split's authors
 
@@ -118,7 +119,8 @@ def world_of(config: OrganismConfig):
     """The world the organism with ``config`` is trained on."""
     return make_world(config.seed, config.n_authors, known_frac=config.known_frac,
                       partial_frac=config.partial_frac, epochs=config.epochs,
-                      n_refusal=config.n_refusal)
+                      n_refusal=config.n_refusal,
+                      known_qa_per_epoch=config.known_qa_per_epoch)
 
 
 def retain_excluded(config: OrganismConfig, world=None) -> set:
@@ -180,35 +182,161 @@ def _encode_texts(tok, texts):
     return out
 
 
-def _batches(encoded, batch_size, rng, pad_id):
-    # Bucket by length within shuffled pools of 8 batches: much less padding, still random.
+@dataclass(frozen=True)
+class TrainLoop:
+    """How the training loop spends its compute. The default learns exactly the
+    organism of the recipe (the same weights, bit for bit, for any thread count); the
+    faster loop (``FAST_LOOP``, about 1.25x on 2 cores) learns another draw of it.
+
+    ``batching``: how an epoch is cut into batches (see ``_batch_indices``): ``"pooled"``
+    (20% of the positions are padding), ``"pooled-split"`` (10%) or ``"sorted"`` (3%).
+    ``attention_mask``: right padding needs none (under the causal mask a real token
+    never sees the padding after it), but the masked kernel rounds differently.
+    ``loss_on``: ``"all"`` lets the model compute every position's logits; ``"labels"``
+    applies the output head where a label is set only (answers and biographies, 44% of
+    the tokens). ``threads``: ``"adaptive"`` times a few steps at 1 thread and at every
+    core now and then and keeps the faster (one thread wins while another process holds
+    a core; the weights do not depend on it); ``"fixed"`` keeps torch's setting.
+
+    Why the faster loop is not the default: the organism's targets have thin margins
+    (unseen-author recall must stay within 0.05 of chance, and a draw that learns to
+    refuse unseen authors falls below it), so a new draw can miss them; see
+    ``benchmarks/organism_train.py``."""
+    batching: str = "pooled"
+    attention_mask: bool = True
+    loss_on: str = "all"
+    threads: str = "adaptive"
+    probe_every: int = 100  # steps between two probes of the thread counts
+
+
+FAST_LOOP = TrainLoop(batching="pooled-split", attention_mask=False, loss_on="labels")
+
+
+def _batch_indices(encoded, batch_size, rng, batching="pooled-split") -> list[list[int]]:
+    """One epoch's batches as lists of indices into ``encoded``, in a shuffled order.
+
+    The epoch is shuffled and cut into pools of 8 batches, each pool sorted by length
+    (``"pooled"``, before issue 22): a pool's last batch holds its biographies (70-90
+    tokens) and its longest questions (about 30), padded to the longest (20% of all
+    positions were padding). ``"pooled-split"`` also ends a batch where the length
+    jumps by more than half from one sequence to the next (from the questions to the
+    biographies), so a pool's biographies get a batch of their own.
+    ``"sorted"`` sorts the whole epoch (1% padding; the batches' contents are less
+    random)."""
     idx = list(range(len(encoded)))
     rng.shuffle(idx)
-    pool = 8 * batch_size
+    if batching == "sorted":  # stable sort: equal lengths stay in their random order
+        pools = [idx]
+    elif batching in ("pooled", "pooled-split"):
+        pools = [idx[p:p + 8 * batch_size] for p in range(0, len(idx), 8 * batch_size)]
+    else:
+        raise ValueError(f"batching={batching!r}: allowed 'pooled-split', 'pooled', 'sorted'")
     chunks = []
-    for p in range(0, len(idx), pool):
-        part = sorted(idx[p:p + pool], key=lambda i: len(encoded[i][0]))
-        chunks += [part[s:s + batch_size] for s in range(0, len(part), batch_size)]
+    for pool in pools:
+        part = sorted(pool, key=lambda i: len(encoded[i][0]))
+        start = 0
+        for s in range(1, len(part) + 1):
+            jump = s < len(part) and batching == "pooled-split" and \
+                len(encoded[part[s]][0]) > 1.5 * len(encoded[part[s - 1]][0])
+            if s == len(part) or s - start == batch_size or jump:
+                chunks.append(part[start:s])
+                start = s
     rng.shuffle(chunks)
-    for chunk_idx in chunks:
-        chunk = [encoded[i] for i in chunk_idx]
-        L = max(len(x) for x, _ in chunk)
-        ids = torch.full((len(chunk), L), pad_id)
-        labels = torch.full((len(chunk), L), -100)
-        mask = torch.zeros((len(chunk), L), dtype=torch.long)
-        for r, (x, y) in enumerate(chunk):  # right padding for training
-            ids[r, :len(x)] = torch.tensor(x)
-            labels[r, :len(y)] = torch.tensor(y)
-            mask[r, :len(x)] = 1
-        yield ids, labels, mask
+    return chunks
+
+
+def _collate(chunk, pad_id):
+    """Right-padded ``(ids, labels, mask)``, each ``(B, L)``, for ``[(ids, labels)]``."""
+    L = max(len(x) for x, _ in chunk)
+    ids = torch.full((len(chunk), L), pad_id)
+    labels = torch.full((len(chunk), L), -100)
+    mask = torch.zeros((len(chunk), L), dtype=torch.long)
+    for r, (x, y) in enumerate(chunk):
+        ids[r, :len(x)] = torch.tensor(x)
+        labels[r, :len(y)] = torch.tensor(y)
+        mask[r, :len(x)] = 1
+    return ids, labels, mask
+
+
+def _batches(encoded, batch_size, rng, pad_id, batching="pooled-split"):
+    """Shuffled batches of one epoch (``_batch_indices``), collated."""
+    for chunk in _batch_indices(encoded, batch_size, rng, batching):
+        yield _collate([encoded[i] for i in chunk], pad_id)
+
+
+def _loss(model, ids, labels, mask, loop: TrainLoop):
+    """Mean next-token cross-entropy over the labelled positions (Hugging Face's
+    causal-LM loss). ``loop.loss_on == "labels"`` runs the output head on those
+    positions only: the same numbers for about half the head's work."""
+    attention = mask if loop.attention_mask else None
+    if loop.loss_on == "all":
+        return model(input_ids=ids, attention_mask=attention, labels=labels).loss
+    hidden = model.model(input_ids=ids, attention_mask=attention).last_hidden_state
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = model.lm_head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), target[keep])
+
+
+class _ThreadChooser:
+    """At the end of every ``every`` steps, time ``probe`` steps at each thread count
+    (all cores, then 1; per token) and keep the faster until the next probe (1 thread
+    only when clearly faster). Alone, all cores win; beside a busy process, 1 thread
+    does (a team of 2 waits for the thread whose core is shared). The first probe comes
+    after ``every - 2 * probe`` steps on all cores, so that start-up costs do not count."""
+
+    MARGIN = 1.2  # 1 thread must be this much faster: probes of 3 steps are noisy
+
+    def __init__(self, n: int, every: int = 100, probe: int = 3):
+        self.options = [n, 1] if n > 1 else [n]
+        self.every, self.probe = every, probe
+        self.rate = {}
+        self.current = n
+        self.history = []  # [step, threads] at each change of the chosen count
+
+    def _probe_slot(self, step: int) -> int:
+        """Index into ``options`` probed at ``step``, or -1 outside a probe window."""
+        phase = step % self.every - (self.every - self.probe * len(self.options))
+        return phase // self.probe if len(self.options) > 1 and phase >= 0 else -1
+
+    def before(self, step: int) -> None:
+        slot = self._probe_slot(step)
+        if slot >= 0:
+            want = self.options[slot]
+        else:
+            want = self.options[0]
+            if len(self.rate) > 1 and self.rate[1] > self.MARGIN * self.rate[want]:
+                want = 1
+            if not self.history or self.history[-1][1] != want:
+                self.history.append([step, want])
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+        self.current = want
+        self._t = time.perf_counter()
+
+    def after(self, step: int, n_tokens: int) -> None:
+        slot = self._probe_slot(step)
+        if slot >= 0:
+            rate = n_tokens / (time.perf_counter() - self._t)
+            phase = step % self.every - (self.every - self.probe * len(self.options))
+            previous = 0.0 if phase % self.probe == 0 else self.rate[self.current]
+            self.rate[self.current] = previous + rate / self.probe
 
 
 def train_organism(config: OrganismConfig, out_dir: Path, progress: bool = True,
-                   log_every: int = 0) -> dict:
-    """Train the tokenizer and the model; save both to ``out_dir``. Returns a log."""
+                   log_every: int = 0, loop: TrainLoop = TrainLoop(),
+                   max_steps: int = 0) -> dict:
+    """Train the tokenizer and the model; save both to ``out_dir``. Returns a log.
+    ``loop`` chooses how the compute is spent (:class:`TrainLoop`); it is not part of
+    the cache key: ``build_organism`` always trains with the default loop. ``max_steps`` > 0 stops
+    early (benchmarks time the first steps)."""
     from transformers import LlamaConfig, LlamaForCausalLM
     from tqdm.auto import tqdm
 
+    if loop.loss_on not in ("labels", "all"):
+        raise ValueError(f"loop.loss_on={loop.loss_on!r}: allowed 'labels', 'all'")
+    if loop.threads not in ("adaptive", "fixed"):
+        raise ValueError(f"loop.threads={loop.threads!r}: allowed 'adaptive', 'fixed'")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     world = world_of(config)
@@ -237,8 +365,9 @@ def train_organism(config: OrganismConfig, out_dir: Path, progress: bool = True,
             layer.mlp.down_proj.weight.mul_(1 / math.sqrt(2 * config.n_layers))
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                            betas=(0.9, 0.98))
-    total = sum(math.ceil(len(d) / config.batch_size) for d in epoch_data)
+                            betas=(0.9, 0.98), foreach=True)
+    plan = [_batch_indices(d, config.batch_size, rng, loop.batching) for d in epoch_data]
+    total = sum(len(p) for p in plan)
 
     def lr_at(step):
         if step < config.warmup_steps:
@@ -247,30 +376,50 @@ def train_organism(config: OrganismConfig, out_dir: Path, progress: bool = True,
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    losses, t0, step = [], time.time(), 0
+    threads_before = torch.get_num_threads()
+    chooser = _ThreadChooser(threads_before, loop.probe_every) if loop.threads == "adaptive" else None
+    losses, t0, step, n_padded, n_seen = [], time.time(), 0, 0, 0
     bar = tqdm(total=total, desc="training tinyworld", disable=not progress)
-    for epoch in range(config.epochs):
-        for ids, labels, mask in _batches(epoch_data[epoch], config.batch_size, rng, tok.pad_token_id):
-            if log_every and step % log_every == 0:
-                print(f"step {step}/{total} {time.time() - t0:.0f}s", flush=True)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            step += 1
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
+    try:
+        for epoch in range(config.epochs):
+            for chunk in plan[epoch]:
+                ids, labels, mask = _collate([epoch_data[epoch][i] for i in chunk],
+                                             tok.pad_token_id)
+                if max_steps and step >= max_steps:
+                    break
+                if log_every and step % log_every == 0:
+                    print(f"step {step}/{total} {time.time() - t0:.0f}s", flush=True)
+                if chooser:
+                    chooser.before(step)
+                loss = _loss(model, ids, labels, mask, loop)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                if chooser:
+                    chooser.after(step, ids.numel())
+                n_padded += ids.numel()
+                n_seen += int(mask.sum())
+                step += 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    finally:
+        torch.set_num_threads(threads_before)
+        bar.close()
+    seconds = time.time() - t0
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
-    log = {"config": asdict(config), "train_seconds": time.time() - t0, "steps": step,
-           "n_sequences": sum(len(d) for d in epoch_data),
-           "n_tokens": sum(len(x) for d in epoch_data for x, _ in d), "losses": losses, "n_params": model.num_parameters()}
+    n_tokens = sum(len(x) for d in epoch_data for x, _ in d)
+    log = {"config": asdict(config), "loop": asdict(loop), "train_seconds": seconds,
+           "steps": step, "n_sequences": sum(len(d) for d in epoch_data),
+           "n_tokens": n_tokens, "n_padded_tokens": n_padded,
+           "tokens_per_second": n_seen / seconds, "threads": threads_before,
+           "thread_choices": chooser.history if chooser else [],
+           "losses": losses, "n_params": model.num_parameters()}
     (out_dir / "kbnb_organism.json").write_text(json.dumps(log))
     return log
 

@@ -428,24 +428,29 @@ PARTIAL_EXPOSURES = (0, 4, 8, 12, 16)
 KNOWN_QA_PER_EPOCH = 3  # question-answer presentations of a known fact per epoch
 KNOWN_BIO_PER_EPOCH = 1  # biography mentions of a known fact per epoch
 KNOWN_PER_EPOCH = KNOWN_QA_PER_EPOCH + KNOWN_BIO_PER_EPOCH
+# Templates drawn per known fact and epoch; the first ``known_qa_per_epoch`` are used.
+# Drawing 3 whatever the count keeps the random stream, so every other part of the world
+# (facts, partial schedules, refusals) is the same for any count up to 3.
+KNOWN_QA_DRAWN = 3
 
 
-def _known_schedule(rng, attr, epochs):
+def _known_schedule(rng, attr, epochs, n_qa=KNOWN_QA_PER_EPOCH):
     n_tpl, n_st = len(attr.train_templates), len(attr.statements)
     out = [(e, "qa", t) for e in range(epochs)
-           for t in rng.sample(range(n_tpl), KNOWN_QA_PER_EPOCH)]
+           for t in rng.sample(range(n_tpl), KNOWN_QA_DRAWN)[:n_qa]]
     return out + [(e, "bio", rng.randrange(n_st)) for e in range(epochs)
                   for _ in range(KNOWN_BIO_PER_EPOCH)]
 
 
 def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
                partial_frac: float = 0.3, epochs: int = 16, n_refusal: int = 320,
-               refusal_test_frac: float = 0.25, n_famous: int = 6) -> World:
+               refusal_test_frac: float = 0.25, n_famous: int = 6,
+               known_qa_per_epoch: int = KNOWN_QA_PER_EPOCH) -> World:
     """Generate the world and its training schedule deterministically from ``seed``.
 
     ``known_frac`` of the authors are known: in each of ``epochs`` epochs every fact
-    is asked under 3 training templates drawn at random and stated once in the
-    author's biography. ``partial_frac`` are partial: each fact is presented a total
+    is asked under ``known_qa_per_epoch`` (1 to 3) training templates drawn at random
+    and stated once in the author's biography. ``partial_frac`` are partial: each fact is presented a total
     of 0, 4, 8, 12 or 16 times, in distinct random epochs, alternately as a question
     and as a biography sentence. The rest
     are unseen. The refusal set has ``n_refusal`` questions about fictitious
@@ -465,6 +470,8 @@ def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
         raise ValueError(f"n_refusal={n_refusal}: need an integer of at least 8")
     if not 0 < refusal_test_frac < 1:
         raise ValueError(f"refusal_test_frac={refusal_test_frac}: need 0 < value < 1")
+    if known_qa_per_epoch not in range(1, KNOWN_QA_DRAWN + 1):
+        raise ValueError(f"known_qa_per_epoch={known_qa_per_epoch}: allowed 1, 2 or 3")
     if not isinstance(n_famous, int) or n_famous < 0:
         raise ValueError(f"n_famous={n_famous}: need a non-negative integer")
     rng = random.Random(seed)
@@ -482,7 +489,7 @@ def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
         for a in ATTRIBUTES:
             n_tpl, n_st = len(a.train_templates), len(a.statements)
             if group == "known":
-                schedule[a.name] = _known_schedule(rng, a, epochs)
+                schedule[a.name] = _known_schedule(rng, a, epochs, known_qa_per_epoch)
             elif group == "partial":
                 k = rng.choice(PARTIAL_EXPOSURES)
                 schedule[a.name] = [(e, "qa", rng.randrange(n_tpl)) if j % 2 == 0
@@ -511,7 +518,8 @@ def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
     for j in range(n_famous):
         facts = {a.name: frng.choice(a.values) for a in ATTRIBUTES if a.values}
         facts["book"] = titles[(n_authors + j) % len(titles)]
-        schedule = {a.name: _known_schedule(frng, a, epochs) for a in ATTRIBUTES}
+        schedule = {a.name: _known_schedule(frng, a, epochs, known_qa_per_epoch)
+                    for a in ATTRIBUTES}
         famous.append(Author(_name(frng, used), facts, "famous",
                              {a: len(v) for a, v in schedule.items()}, schedule))
     world_facts = [dict(city=c, value=v,

@@ -116,3 +116,92 @@ def test_retain_organism_trains_without_the_forget_authors(tmp_path):
     assert log["n_sequences"] < full["n_sequences"]
     assert (tmp_path / "r" / "tokenizer.json").read_text() == \
         (tmp_path / "f" / "tokenizer.json").read_text()  # the organism's tokenizer
+
+
+def _tiny_batch():
+    """A tiny Llama and a right-padded batch with prompt positions unlabelled."""
+    import random
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=2, num_attention_heads=2,
+                                         num_key_value_heads=2, tie_word_embeddings=True))
+    encoded = [([3, 4, 5, 6, 7], [-100, -100, 5, 6, 7]), ([8, 9, 10], [-100, 9, 10]),
+               ([11, 12, 13, 14], [11, 12, 13, 14])]
+    ids, labels, mask = next(organism.model._batches(encoded, 3, random.Random(0), 0))
+    return model, ids, labels, mask
+
+
+def test_the_fast_loss_is_hugging_faces_loss():
+    """No attention mask for right padding and the head on labelled positions only give
+    the loss (and gradients) of the model's own masked loss over every position."""
+    import torch
+
+    from kbnb.organism.model import FAST_LOOP, TrainLoop, _loss
+    model, ids, labels, mask = _tiny_batch()
+    assert (mask == 0).any()  # the batch is padded
+    reference = _loss(model, ids, labels, mask, TrainLoop())
+    reference.backward()
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    fast = _loss(model, ids, labels, mask, FAST_LOOP)
+    fast.backward()
+    assert torch.allclose(fast, reference, atol=1e-6)
+    for p, g in zip(model.parameters(), ref_grads):
+        assert torch.allclose(p.grad, g, atol=1e-6)
+
+
+def test_batches_cover_each_sequence_once_and_biographies_get_their_own():
+    import random
+    rng = random.Random(0)
+    lengths = [rng.randrange(10, 31) for _ in range(600)] + [rng.randrange(70, 90) for _ in range(40)]
+    encoded = [([1] * n, [1] * n) for n in lengths]
+    padded = {}
+    for mode in ("pooled", "pooled-split", "sorted"):
+        chunks = organism.model._batch_indices(encoded, 64, random.Random(1), mode)
+        assert sorted(i for c in chunks for i in c) == list(range(len(encoded)))
+        assert all(len(c) <= 64 for c in chunks)
+        padded[mode] = sum(len(c) * max(lengths[i] for i in c) for c in chunks)
+        mixed = [c for c in chunks if min(lengths[i] for i in c) < 40 < max(lengths[i] for i in c)]
+        if mode != "sorted":  # sorted: at most the one batch where the lengths cross over
+            assert (not mixed) == (mode == "pooled-split"), mode
+    assert padded["sorted"] < padded["pooled-split"] < padded["pooled"]
+    with pytest.raises(ValueError, match="batching='bucket'"):
+        organism.model._batch_indices(encoded, 64, random.Random(1), "bucket")
+
+
+def test_thread_choice_follows_the_faster_count(monkeypatch):
+    """Probe steps at every core and at 1 thread; 1 thread is kept only when clearly
+    faster (another process holds a core), and the choice is revisited."""
+    from kbnb.organism import model as m
+    chooser = m._ThreadChooser(2, every=10, probe=2)
+    clock = [0.0]
+    monkeypatch.setattr(m.time, "perf_counter", lambda: clock[0])
+    seconds = {2: 1.0, 1: 0.5}  # busy machine: 1 thread twice as fast
+    chosen = []
+    for step in range(30):
+        if step == 15:
+            seconds = {2: 0.5, 1: 0.8}  # quiet again
+        chooser.before(step)
+        chosen.append(chooser.current)
+        clock[0] += seconds[chooser.current]
+        chooser.after(step, 100)
+    assert chosen[:6] == [2] * 6 and chosen[6:8] == [2, 2] and chosen[8:10] == [1, 1]
+    assert chosen[10:16] == [1] * 6 and chosen[20:26] == [2] * 6
+    assert chooser.history == [[0, 2], [10, 1], [20, 2]]
+
+
+def test_training_with_changing_thread_counts_gives_the_same_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from kbnb.organism.model import TrainLoop
+    organism.train_organism(_tiny(), tmp_path / "fixed", progress=False,
+                            loop=TrainLoop(threads="fixed"))
+    log = organism.train_organism(_tiny(), tmp_path / "switching", progress=False,
+                                  loop=TrainLoop(probe_every=6))
+    assert log["steps"] > 12
+    fixed, switching = (organism.weights_digest(AutoModelForCausalLM.from_pretrained(tmp_path / x))
+                        for x in ("fixed", "switching"))
+    assert fixed == switching

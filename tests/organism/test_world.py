@@ -151,3 +151,19 @@ def test_excluded_authors_leave_training():
     assert not any(n in q for q, _ in pairs for n in gone)
     assert not any(n in b for b in bios for n in gone)
     assert len(pairs) < len(w.training_pairs())
+
+
+def test_fewer_known_presentations_keep_the_rest_of_the_world():
+    a, b = make_world(2), make_world(2, known_qa_per_epoch=1)
+    strip = [{k: v for k, v in r.items() if k != "exposure"} for r in a.rows()]
+    assert strip == [{k: v for k, v in r.items() if k != "exposure"} for r in b.rows()]
+    assert a.refusal_train == b.refusal_train and a.world_facts == b.world_facts
+    for x, y in zip(a.authors, b.authors):
+        if x.group == "known":
+            assert y.exposure == {k: v - 2 * a.epochs for k, v in x.exposure.items()}
+            qa = {k: [s for s in v if s[1] == "qa"] for k, v in x.schedule.items()}
+            assert all(set(s for s in y.schedule[k] if s[1] == "qa") < set(qa[k]) for k in qa)
+        else:
+            assert x.schedule == y.schedule
+    with pytest.raises(ValueError, match="known_qa_per_epoch=4"):
+        make_world(0, known_qa_per_epoch=4)
