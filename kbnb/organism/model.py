@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from kbnb.data.splits import FORGET_SPLITS
-from kbnb.organism.world import make_world
+from kbnb.organism.world import KNOWN_QA_PER_EPOCH, make_world
 
 ORGANISM_NAMES = ("tinyworld", "kbnb/tinyworld")
 CHAT_TEMPLATE = (
@@ -56,7 +56,7 @@ class OrganismConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.0
     n_refusal: int = 320
-    known_qa_per_epoch: int = 3
+    known_qa_per_epoch: int = KNOWN_QA_PER_EPOCH
     version: int = 2  # 2: compositional templates with held-out ones, biographies
     retain: str = ""  # "" = the organism; "forget10" etc. = trained without that split's authors
 
@@ -212,17 +212,16 @@ class TrainLoop:
 FAST_LOOP = TrainLoop(batching="pooled-split", attention_mask=False, loss_on="labels")
 
 
-def _batch_indices(encoded, batch_size, rng, batching="pooled-split") -> list[list[int]]:
+def _batch_indices(encoded, batch_size, rng, batching="pooled") -> list[list[int]]:
     """One epoch's batches as lists of indices into ``encoded``, in a shuffled order.
 
     The epoch is shuffled and cut into pools of 8 batches, each pool sorted by length
     (``"pooled"``, before issue 22): a pool's last batch holds its biographies (70-90
     tokens) and its longest questions (about 30), padded to the longest (20% of all
-    positions were padding). ``"pooled-split"`` also ends a batch where the length
-    jumps by more than half from one sequence to the next (from the questions to the
-    biographies), so a pool's biographies get a batch of their own.
-    ``"sorted"`` sorts the whole epoch (1% padding; the batches' contents are less
-    random)."""
+    positions are padding). ``"pooled-split"`` also ends a batch where the length jumps
+    by more than half from one sequence to the next (from the questions to the
+    biographies), so a pool's biographies get a batch of their own (10%). ``"sorted"``
+    sorts the whole epoch (3%; the batches' contents are less random)."""
     idx = list(range(len(encoded)))
     rng.shuffle(idx)
     if batching == "sorted":  # stable sort: equal lengths stay in their random order
@@ -258,7 +257,7 @@ def _collate(chunk, pad_id):
     return ids, labels, mask
 
 
-def _batches(encoded, batch_size, rng, pad_id, batching="pooled-split"):
+def _batches(encoded, batch_size, rng, pad_id, batching="pooled"):
     """Shuffled batches of one epoch (``_batch_indices``), collated."""
     for chunk in _batch_indices(encoded, batch_size, rng, batching):
         yield _collate([encoded[i] for i in chunk], pad_id)
@@ -328,8 +327,8 @@ def train_organism(config: OrganismConfig, out_dir: Path, progress: bool = True,
                    max_steps: int = 0) -> dict:
     """Train the tokenizer and the model; save both to ``out_dir``. Returns a log.
     ``loop`` chooses how the compute is spent (:class:`TrainLoop`); it is not part of
-    the cache key: ``build_organism`` always trains with the default loop. ``max_steps`` > 0 stops
-    early (benchmarks time the first steps)."""
+    the cache key: ``build_organism`` always trains with the default loop.
+    ``max_steps`` > 0 stops early (benchmarks time the first steps)."""
     from transformers import LlamaConfig, LlamaForCausalLM
     from tqdm.auto import tqdm
 
