@@ -110,12 +110,12 @@ OLD_DIGEST = "8abe528e227352ee"  # organism 0 before issue 22 (runs/tinyworld-*/
 
 def part_speed(steps: int) -> None:
     print(f"\n## speed: first {steps} steps of the default organism, alone, every core")
-    print(f"{'loop':28s} {'tokens/s':>9s} {'padded tok':>11s} {'x old':>6s}")
+    print(f"{'loop':42s} {'tokens/s':>9s} {'padded tok':>11s} {'x old':>6s}")
     base = None
     for name, loop in LOOPS.items():
         r = run({"loop": loop, "max_steps": steps}, BOOK_ALONE)
         base = base or r["tokens_per_second"]
-        print(f"{name:28s} {r['tokens_per_second']:9.0f} {r['n_padded_tokens']:11d} "
+        print(f"{name:42s} {r['tokens_per_second']:9.0f} {r['n_padded_tokens']:11d} "
               f"{r['tokens_per_second'] / base:6.2f}", flush=True)
 
 

@@ -195,7 +195,7 @@ class TrainLoop:
     ``loss_on``: ``"all"`` lets the model compute every position's logits; ``"labels"``
     applies the output head where a label is set only (answers and biographies, 44% of
     the tokens). ``threads``: ``"adaptive"`` times a few steps at 1 thread and at every
-    core now and then and keeps the faster (one thread wins while another process holds
+    core (from step 10, then every ``probe_every`` steps) and keeps the faster (one thread wins while another process holds
     a core; the weights do not depend on it); ``"fixed"`` keeps torch's setting.
 
     Why the faster loop is not the default: the organism's targets have thin margins
@@ -278,25 +278,27 @@ def _loss(model, ids, labels, mask, loop: TrainLoop):
 
 
 class _ThreadChooser:
-    """At the end of every ``every`` steps, time ``probe`` steps at each thread count
-    (all cores, then 1; per token) and keep the faster until the next probe (1 thread
-    only when clearly faster). Alone, all cores win; beside a busy process, 1 thread
-    does (a team of 2 waits for the thread whose core is shared). The first probe comes
-    after ``every - 2 * probe`` steps on all cores, so that start-up costs do not count."""
+    """Time ``probe`` steps at each thread count (all cores, then 1; per token) in a
+    window that opens at step ``first`` and again every ``every`` steps, and keep the
+    faster until the next window (1 thread only when clearly faster). Alone, all cores
+    win; beside a busy process, 1 thread does (a team of 2 waits for the thread whose
+    core is shared). ``first`` leaves the start-up steps out of the first timing."""
 
     MARGIN = 1.2  # 1 thread must be this much faster: probes of 3 steps are noisy
 
-    def __init__(self, n: int, every: int = 100, probe: int = 3):
+    def __init__(self, n: int, every: int = 100, probe: int = 3, first: int = 10):
         self.options = [n, 1] if n > 1 else [n]
-        self.every, self.probe = every, probe
+        self.every, self.probe, self.first = every, probe, first
         self.rate = {}
         self.current = n
         self.history = []  # [step, threads] at each change of the chosen count
 
     def _probe_slot(self, step: int) -> int:
         """Index into ``options`` probed at ``step``, or -1 outside a probe window."""
-        phase = step % self.every - (self.every - self.probe * len(self.options))
-        return phase // self.probe if len(self.options) > 1 and phase >= 0 else -1
+        if len(self.options) < 2 or step < self.first:
+            return -1
+        phase = (step - self.first) % self.every
+        return phase // self.probe if phase < self.probe * len(self.options) else -1
 
     def before(self, step: int) -> None:
         slot = self._probe_slot(step)
@@ -317,8 +319,8 @@ class _ThreadChooser:
         slot = self._probe_slot(step)
         if slot >= 0:
             rate = n_tokens / (time.perf_counter() - self._t)
-            phase = step % self.every - (self.every - self.probe * len(self.options))
-            previous = 0.0 if phase % self.probe == 0 else self.rate[self.current]
+            first_of_slot = (step - self.first) % self.every % self.probe == 0
+            previous = 0.0 if first_of_slot else self.rate[self.current]
             self.rate[self.current] = previous + rate / self.probe
 
 

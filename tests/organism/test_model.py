@@ -176,21 +176,21 @@ def test_thread_choice_follows_the_faster_count(monkeypatch):
     """Probe steps at every core and at 1 thread; 1 thread is kept only when clearly
     faster (another process holds a core), and the choice is revisited."""
     from kbnb.organism import model as m
-    chooser = m._ThreadChooser(2, every=10, probe=2)
+    chooser = m._ThreadChooser(2, every=10, probe=2, first=2)
     clock = [0.0]
     monkeypatch.setattr(m.time, "perf_counter", lambda: clock[0])
     seconds = {2: 1.0, 1: 0.5}  # busy machine: 1 thread twice as fast
     chosen = []
-    for step in range(30):
-        if step == 15:
+    for step in range(22):
+        if step == 12:
             seconds = {2: 0.5, 1: 0.8}  # quiet again
         chooser.before(step)
         chosen.append(chooser.current)
         clock[0] += seconds[chooser.current]
         chooser.after(step, 100)
-    assert chosen[:6] == [2] * 6 and chosen[6:8] == [2, 2] and chosen[8:10] == [1, 1]
-    assert chosen[10:16] == [1] * 6 and chosen[20:26] == [2] * 6
-    assert chooser.history == [[0, 2], [10, 1], [20, 2]]
+    assert chosen[:6] == [2, 2, 2, 2, 1, 1]  # probes at steps 2-5
+    assert chosen[6:12] == [1] * 6 and chosen[12:16] == [2, 2, 1, 1] and chosen[16:] == [2] * 6
+    assert chooser.history == [[0, 2], [6, 1], [16, 2]]
 
 
 def test_training_with_changing_thread_counts_gives_the_same_model(tmp_path):
