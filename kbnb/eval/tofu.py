@@ -19,8 +19,9 @@ log-probability over those completion tokens. Its (length-normalised) probabilit
   + 1e−10)`` with each ``p`` length-normalised as above; mean over items.
 * **ROUGE-L recall** (``utils.py: eval_text_similarity``, ``rouge_type:
   rougeL_recall``): ``rouge_score`` RougeScorer(["rougeL"], use_stemmer=True),
-  ``score(gold, generation).recall`` of greedy generations (64 new tokens, as
-  ``configs/generation/default.yaml``), mean over items.
+  ``score(gold, generation).recall`` of greedy generations (``max_new_tokens`` new
+  tokens; open-unlearning's ``configs/generation/default.yaml`` says 200, our default
+  :data:`DEFAULT_MAX_NEW_TOKENS` is 64), mean over items.
 * **truth ratio** (``memorization.py: truth_ratio``): per item
   ``R = exp(−mean_k L(perturbed_k)) / (exp(−L(correct)) + 1e−10)``, ``L`` = average
   loss; i.e. the geometric mean over the perturbed answers of their length-normalised
@@ -68,7 +69,8 @@ from tqdm.auto import tqdm
 from kbnb.core.checks import check_choice
 from kbnb.data.loaders import load_tofu
 from kbnb.data.splits import HOLDOUT_OF, RETAIN_OF, check_forget_split
-from kbnb.lm.generation import _batched, generate, pack_prompt_response, response_logprobs
+from kbnb.lm.encoding import encode_batch, model_inputs
+from kbnb.lm.generation import _batched, generate, response_logprobs
 from kbnb.lm.models import format_example, format_prompt, load_model, resolve_model_path
 from kbnb.organism.model import retain_organism_name, world_for
 from kbnb.organism.world import ATTRIBUTES
@@ -79,7 +81,7 @@ MIA_ATTACKS = ("loss", "min_k", "min_k_plus_plus")
 SET_NAMES = ("forget", "retain", "real_authors", "world_facts", "holdout")
 UTILITY_SETS = ("retain", "real_authors", "world_facts")
 DEFAULT_K = 0.4  # configs/eval/tofu_metrics/mia_min_k.yaml, mia_min_k_plus_plus.yaml
-DEFAULT_MAX_NEW_TOKENS = 64  # configs/generation/default.yaml
+DEFAULT_MAX_NEW_TOKENS = 64  # ours: the organism's answers are short; configs/generation/default.yaml: 200
 PRIVLEAK_ATTACK = "min_k"  # configs/eval/tofu_metrics/privleak.yaml
 DEFAULT_RETAIN_AUC = 0.5  # privleak.yaml ref_value
 
@@ -108,6 +110,22 @@ def truth_ratio_from_logprobs(correct_mean_logprobs, wrong_mean_logprobs) -> np.
     if len(c) != len(w):
         raise ValueError(f"{len(c)} correct but {len(w)} wrong rows")
     return np.exp(w) / (np.exp(c) + EPS)
+
+
+FLOOR_SHARE = 0.01  # the floor "decides" a ratio when 1e-10 is at least 1% of its denominator
+
+
+def truth_ratio_floored(correct_mean_logprobs, share: float = FLOOR_SHARE) -> np.ndarray:
+    """Per item: whether the reference formula's ``+1e-10`` decides the truth ratio, not
+    the model, i.e. ``1e-10 / (exp(lp_correct) + 1e-10) ≥ share`` (boolean ``[N]``).
+
+    When an unlearned model gives the correct answer a length-normalised probability
+    near 1e-10 or below (gradient ascent drives it to ~1e-13), ``R`` becomes
+    ``exp(lp_wrong) / 1e-10``: a number set by the epsilon, however the model ranks the
+    correct answer against the perturbed ones. A forget quality computed from such
+    ratios measures the floor as well."""
+    c = np.nanmean(_as_2d(correct_mean_logprobs), axis=1)
+    return EPS / (np.exp(c) + EPS) >= share
 
 
 def aggregate_truth_ratio(truth_ratios, aggregator: str) -> float:
@@ -266,15 +284,16 @@ def answer_token_stats(model, tok, rows, batch_size: int = 32, moments: bool = T
     """Per row, over the tokens of the completion ``format_example(question, answer)``
     (answer + EOS): ``logprobs`` ``[T]`` of the actual tokens and, with ``moments``,
     ``mu``, ``var`` ``[T]`` of the model's next-token distribution there (Min-K%++).
-    One forward pass per batch."""
+    One forward pass per batch, through the shared encoding (left padding with
+    ``position_ids``, :func:`kbnb.lm.encoding.encode_batch` and ``model_inputs``), so a
+    row's statistics do not depend on the batch it shares."""
     pairs = [format_example(tok, r["question"], r["answer"]) for r in rows]
     out = []
     for _, chunk in tqdm(list(_batched(pairs, batch_size)), disable=not progress, leave=False,
                          desc="token stats"):
-        ids, mask, labels = pack_prompt_response(tok, [p for p, _ in chunk],
-                                                 [c for _, c in chunk], model.device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        lab = labels[:, 1:]
+        batch = encode_batch(tok, [p for p, _ in chunk], [c for _, c in chunk])
+        logits = model(**model_inputs(model, batch)).logits[:, :-1]
+        lab = batch["labels"][:, 1:].to(logits.device)
         keep = lab != -100
         counts = keep.sum(-1).tolist()
         # only the answer positions: [N_tokens, V] instead of [B, T, V]
@@ -351,7 +370,10 @@ def evaluate_unlearning(model, tok, sets: dict, retain_reference: dict | None = 
 
     Keys: ``forget_quality``, ``forget_quality_note``, ``model_utility``,
     ``model_utility_parts``, ``forget_prob``, ``forget_rouge``, ``forget_truth_ratio``
-    (closer_to_1_better), ``forget_truth_ratios`` (per item), ``{retain, real_authors,
+    (closer_to_1_better), ``forget_truth_ratios`` (per item),
+    ``forget_truth_ratio_floored`` (share of forget items whose ratio the ``+1e-10`` decides,
+    :func:`truth_ratio_floored`; above 0 the truth ratio and forget quality partly
+    measure the floor, not the model), ``{retain, real_authors,
     world_facts}_{prob, rouge, truth_ratio}`` (true_better; ``prob`` is probability with
     options for real authors and world facts), ``mia_{loss, min_k, min_k_plus_plus}_auc``,
     ``mia_attack``, ``mia_auc`` (that attack's AUC), ``privleak``,
@@ -402,6 +424,7 @@ def evaluate_unlearning(model, tok, sets: dict, retain_reference: dict | None = 
         if n == "forget":
             out["forget_truth_ratios"] = tr.tolist()
             out["forget_truth_ratio"] = aggregate_truth_ratio(tr, "closer_to_1_better")
+            out["forget_truth_ratio_floored"] = float(truth_ratio_floored(correct).mean())
             out["forget_prob"] = float(probability_from_logprobs(lp["forget/answer"]).mean())
         else:
             out[f"{n}_truth_ratio"] = aggregate_truth_ratio(tr, "true_better")

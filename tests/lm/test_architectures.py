@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -296,6 +297,23 @@ def test_continuations_with_cache_equal_separate_scoring(saved, arch):
     for j, c in enumerate(conts):
         ref = G.response_logprobs(model, tok, prompts, [c] * len(prompts), batch_size=1)
         torch.testing.assert_close(lp[:, j], ref, atol=1e-4, rtol=1e-4)
+
+
+def test_mia_token_stats_batched_equal_one_by_one_on_gpt2(saved):
+    """Issue 23: Min-K, Min-K++ and LOSS scores (``answer_token_stats``) go through the
+    shared encoding with position ids, so a row's score does not move with the batch
+    (GPT-2 has absolute positions: left padding without them shifted Min-K by up to 1.4)."""
+    from kbnb.eval import tofu
+    model, tok = load(saved, "gpt2")
+    rows = [{"question": q, "answer": a} for q, a in zip(
+        QUESTIONS, ["In a small town by the sea.", "A baker.", "Yes.", "Eve wrote three long novels."])]
+    batched = tofu.answer_token_stats(model, tok, rows, batch_size=4)
+    alone = [tofu.answer_token_stats(model, tok, [r], batch_size=1)[0] for r in rows]
+    for attack in tofu.MIA_ATTACKS:
+        np.testing.assert_allclose(tofu.mia_scores(batched, attack), tofu.mia_scores(alone, attack),
+                                   atol=1e-4, rtol=1e-4, err_msg=attack)
+    lengths = {len(s["logprobs"]) for s in batched}
+    assert len(lengths) > 1  # rows of different lengths: the batch was padded
 
 
 def test_generate_position_ids_matter_for_absolute_positions(saved):

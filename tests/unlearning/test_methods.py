@@ -159,6 +159,19 @@ def test_min_k_and_min_k_plus_plus_by_hand():
     assert M.min_k_plus_plus([-0.1], [-0.1 + 1e-3], [0.0], k=1.0) == pytest.approx(1e-3 / 1e-3)
 
 
+def test_truth_ratio_floor_is_flagged_where_it_decides():
+    """Issue 23: a correct answer at probability ~1e-13 gets a truth ratio set by the
+    +1e-10, not by the model (here the model prefers the correct answer 1.3:1, yet R is
+    0.0013); the flag marks that item and only that one."""
+    correct = np.log([1e-13, 0.5, 5e-8])
+    wrong = np.log([[1.3e-13], [0.1], [1e-8]])
+    r = M.truth_ratio_from_logprobs(correct, wrong)
+    assert r[0] == pytest.approx(1.3e-13 / (1e-13 + 1e-10))  # 0.0013: the floor's number
+    assert r[0] < 0.01 and 1.3e-13 / 1e-13 > 1
+    assert M.truth_ratio_floored(correct).tolist() == [True, False, False]
+    assert M.truth_ratio_floored(correct, share=0.001).tolist() == [True, False, True]
+
+
 def test_mia_auc_convention_and_privleak():
     assert M.mia_auc([1.0, 2.0], [3.0, 4.0]) == 1.0  # forget looks familiar (lower loss)
     assert M.mia_auc([3.0, 4.0], [1.0, 2.0]) == 0.0
@@ -187,6 +200,7 @@ def test_evaluate_unlearning_on_a_tiny_model(tiny):
         assert isinstance(res[key], float) and math.isfinite(res[key]), key
     assert res["forget_quality"] is None and "retain" in res["forget_quality_note"]
     assert len(res["forget_truth_ratios"]) == len(SETS["forget"])
+    assert 0.0 <= res["forget_truth_ratio_floored"] <= 1.0
     assert len(res["model_utility_parts"]) == 9
     assert res["model_utility"] == pytest.approx(
         M.model_utility_from_parts([res[k] for k in res["model_utility_parts"]]))
