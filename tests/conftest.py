@@ -43,7 +43,9 @@ def _run_notebook(name, tmp_path, **params):
     EXECUTED[executed_key(name, given)] = (out, metrics[0].parent)
     doc = json.loads(metrics[0].read_text())
     if name != "results":
-        stats.check_headline_shape(doc)  # every chapter reports its headline with intervals
+        heads = stats.check_headline_shape(doc)  # headlines with intervals inside their range
+        assert all("range" in h for h in heads.values()), [k for k, h in heads.items()
+                                                           if "range" not in h]
         assert doc["metrics"]["seeds"] == doc["params"]["seeds"]
     return doc
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from kbnb.data.splits import FORGET_SPLITS
-from kbnb.eval.metrics import deviation_score, normalize_answer
+from kbnb.eval import stats
+from kbnb.eval.metrics import DS_RANGE, deviation_score, normalize_answer
 from kbnb.eval.tofu import scorer
 from kbnb.lm import activations as A
 from kbnb.organism.model import parse_organism_name
@@ -421,14 +422,16 @@ def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict,
         return res[s0]["per_item"][key] if one else None
 
     ch.headline("forget_rouge1", per_item=item(lun, "rouge1_forget"),
-                label="LUNAR: forget ROUGE-1 recall")
+                label="LUNAR: forget ROUGE-1 recall", bounds=stats.UNIT)
     ch.headline("retain_rouge1", per_item=item(lun, "rouge1_retain_eval"),
-                label="LUNAR: retain ROUGE-1 recall (held out)")
+                label="LUNAR: retain ROUGE-1 recall (held out)", bounds=stats.UNIT)
     ch.headline("refusal_forget", per_item=item(lun, "refusal_forget"),
-                label="LUNAR: share of forget answers with a refusal phrase")
-    ch.headline("selected_layer", label="selected layer")  # one seed: not measurable
+                label="LUNAR: share of forget answers with a refusal phrase", bounds=stats.UNIT)
+    deepest = max(max(x["layer"] for x in runs[s]["scores"]) for s in ch.seeds)
+    ch.headline("selected_layer", label="selected layer",  # one seed: not measurable
+                bounds=(0, max(1, deepest)))
     if not one:
-        ch.headline("ds_lunar", label="LUNAR: deviation score DS")
+        ch.headline("ds_lunar", label="LUNAR: deviation score DS", bounds=DS_RANGE)
 
     def vals(res, key, seed_key):
         return res[s0]["per_item"][key] if one else ch.per_seed(seed_key)

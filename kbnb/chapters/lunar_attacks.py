@@ -23,6 +23,7 @@ import numpy as np
 from kbnb.chapters import lunar as lunar_chapter
 from kbnb.chapters.lunar import LUNAR_SEED, edit_index, find_edit, mark_not_meaningful, run_lunar
 from kbnb.data.splits import FORGET_SPLITS
+from kbnb.eval import stats
 from kbnb.lm import activations as A
 from kbnb.methods import attacks as attack_methods
 from kbnb.methods.attacks import ATTACKS, evaluate_attacks, recovery, tofu_paraphrases
@@ -318,9 +319,9 @@ def record_and_check(ch, per_seed: dict, threshold: float = RECOVERY_THRESHOLD,
         ch.record(s, forget_rouge1_vanilla=r1(res, "vanilla"), forget_rouge1_lunar=r1(res, "lunar"))
     items = {n: per_seed[s0][n]["per_item"]["rouge1_forget"] for n in per_seed[s0]} if one else {}
     ch.headline("forget_rouge1_vanilla", per_item=items.get("vanilla"),
-                label="vanilla: forget ROUGE-1")
+                label="vanilla: forget ROUGE-1", bounds=stats.UNIT)
     ch.headline("forget_rouge1_lunar", per_item=items.get("lunar"),
-                label="LUNAR: forget ROUGE-1")
+                label="LUNAR: forget ROUGE-1", bounds=stats.UNIT)
     done = []
     for a in [n for n in ATTACKS if n in per_seed[s0]]:
         recs = {s: recovery(r1(res, a), r1(res, "lunar"), r1(res, _reference_of(res, a)))
@@ -335,13 +336,15 @@ def record_and_check(ch, per_seed: dict, threshold: float = RECOVERY_THRESHOLD,
                          for n in (a, "lunar", _reference_of(per_seed[s0], a)))
             ch.headline(f"recovery_{a}", per_item=cols,
                         statistic=lambda x, l, v: recovery(x.mean(), l.mean(), v.mean()),
-                        label=f"{label}: share of the forgotten recall recovered")
+                        label=f"{label}: share of the forgotten recall recovered",
+                        bounds=stats.UNBOUNDED)
             x, l, v = cols
             ch.check(f"{a}_holds", f"forget ROUGE-1 regained under {label} beyond "
                      f"{threshold:.0%} of the forgotten recall", x - l - threshold * (v - l),
                      0.0, better="lower", baseline_name="none")
         else:
-            ch.headline(f"recovery_{a}", label=f"{label}: share of the forgotten recall recovered")
+            ch.headline(f"recovery_{a}", label=f"{label}: share of the forgotten recall recovered",
+                        bounds=stats.UNBOUNDED)
             v = ch.check(f"{a}_holds", f"the share of the forgotten recall recovered by "
                          f"{label}", ch.per_seed(f"recovery_{a}"), threshold, better="lower")
             note_constant(v, ch.per_seed(f"recovery_{a}"))

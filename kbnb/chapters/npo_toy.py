@@ -19,6 +19,7 @@ import torch
 from kbnb.core.checks import check_choice
 from kbnb.data.loaders import load_tofu
 from kbnb.data.splits import FORGET_SPLITS, RETAIN_OF, check_forget_split
+from kbnb.eval import stats
 from kbnb.eval.tofu import scorer as tofu_metrics_scorer
 from kbnb.organism.model import OrganismConfig, parse_organism_name, world_of
 from kbnb.report.chapter import note_constant
@@ -245,9 +246,9 @@ def record_and_check(ch, summaries: dict, loss: str = "npo") -> dict:
         g = k.removesuffix("_fall")
         if one and g in GROUPS:  # one run: over the group's tracked responses
             falls = [-c for c in summaries[s0][loss]["response_change"][g]]
-            ch.headline(k, per_item=falls, items="responses", label=lab)
+            ch.headline(k, per_item=falls, items="responses", label=lab, bounds=stats.UNBOUNDED)
         else:  # several seeds: over seeds; one seed, a single answer: not measurable
-            ch.headline(k, label=lab)
+            ch.headline(k, label=lab, bounds=stats.UNBOUNDED)
     plain = {"gt_over_fixed": summaries[s0][loss]["gt_over_fixed"] >= T["gt_over_fixed_min"]}
     if "npo" in summaries[s0]:
         plain["npo_slows"] = summaries[s0]["npo"]["slowdown"]["ratio"] < T["npo_slope_ratio_max"]
@@ -350,8 +351,10 @@ def record_tofu(ch, model, history: dict, scorer) -> dict | None:
             ch.record(s, **{f"forget_quality_{name}": a["forget_quality"],
                             f"model_utility_{name}": a["model_utility"]})
         if len(ch.seeds) > 1:
-            ch.headline(f"forget_quality_{name}", label=f"{name.upper()}: forget quality")
-            ch.headline(f"model_utility_{name}", label=f"{name.upper()}: model utility")
+            ch.headline(f"forget_quality_{name}", label=f"{name.upper()}: forget quality",
+                        bounds=stats.UNIT)
+            ch.headline(f"model_utility_{name}", label=f"{name.upper()}: model utility",
+                        bounds=stats.UNIT)
     return out
 
 

@@ -319,6 +319,9 @@ HEADLINE_LABELS = {
     "crss_craft": "CRSS, CRaFT set",
     "flow_spread": "knowledge flow: sd of dCor", "flow_noise": "re-sampling noise: sd",
 }
+# THS = Pc - Pw·Pc0/Pw0 is at most 1 and has no lower bound; spreads are at least 0
+HEADLINE_BOUNDS = {k: ((None, 1.0) if k.startswith("ths_") else (0.0, None)
+                       if k.startswith("flow_") else (0.0, 1.0)) for k in HEADLINE_LABELS}
 
 
 def chapter_results(ch, items_by_seed: dict) -> None:
@@ -334,7 +337,7 @@ def chapter_results(ch, items_by_seed: dict) -> None:
     model knew) is reported as not measurable (``ch.not_measurable_note()``)."""
     # a metric undefined in some seed (THS when the untuned model is never wrong) gets
     # no headline and no check
-    last = ch.record_items(items_by_seed, HEADLINE_LABELS)
+    last = ch.record_items(items_by_seed, HEADLINE_LABELS, HEADLINE_BOUNDS)
     several = len(ch.seeds) > 1
     who = dict(subject="CRaFT", baseline_name="Cor-RAIT")
     for name, metric, effect, better in (

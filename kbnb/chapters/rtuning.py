@@ -261,7 +261,7 @@ def chapter_results(ch, items_by_seed: dict, target_share: float = TARGET_SHARE)
     out of domain), and the two boundary shares against ``target_share``."""
     # a metric undefined in some seed (AP when no answer is correct) gets no headline
     # and no check
-    last = ch.record_items(items_by_seed, HEADLINES)
+    last = ch.record_items(items_by_seed, HEADLINES, {k: stats.UNIT for k in HEADLINES})
     several = len(ch.seeds) > 1
     where = {"test": "on the in-domain test questions", "ood": "out of domain"}
     for k in ("test", "ood"):

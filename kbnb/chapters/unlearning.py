@@ -19,6 +19,7 @@ import numpy as np
 
 from kbnb.data.loaders import load_refusal, load_tofu
 from kbnb.data.splits import FORGET_SPLITS, RETAIN_OF, check_forget_split
+from kbnb.eval import stats
 from kbnb.eval.stats import format_mean_ci
 from kbnb.eval.tofu import (
     evaluate_against,
@@ -110,6 +111,16 @@ LABELS = {"forget_quality": "forget quality", "model_utility": "model utility",
           "privleak": "privleak (%)", "forget_prob": "forget probability",
           "mia_auc": "MIA AUC (Min-K%)"}
 TABLE_METRICS = REPORTED + ("forget_prob", "mia_auc")
+
+
+def metric_bounds(metric: str, results: dict) -> tuple:
+    """The range of a table metric: ``(0, 1)`` for all but privleak, whose range follows
+    from the retain model's AUC ``a``: ``(−100, 100·a/(1 − a))`` (AUC 1 and 0); open above
+    when ``a`` is 1."""
+    if metric != "privleak":
+        return stats.UNIT
+    a = results.get("privleak_retain_auc")
+    return (-100.0, None if a is None or a >= 1 else 100.0 * a / (1.0 - a))
 
 
 def log10_fq(values) -> list[float]:
@@ -388,7 +399,8 @@ def record_results(ch, runs: dict, methods, fq_ok: bool):
         heads[m] = {}
         for k in TABLE_METRICS:
             if ch.has(f"{k}_{m}"):
-                heads[m][k] = ch.headline(f"{k}_{m}", label=f"{display_name(m)}: {LABELS[k]}")
+                heads[m][k] = ch.headline(f"{k}_{m}", label=f"{display_name(m)}: {LABELS[k]}",
+                                          bounds=metric_bounds(k, runs[m][ch.seeds[0]]["results"]))
     return reported, heads
 
 

@@ -52,6 +52,9 @@ def rouge1_recall(predictions, references) -> list[float]:
     return [scorer.score(r, p)["rouge1"].recall for p, r in zip(predictions, references)]
 
 
+DS_RANGE = (0.0, 100.0 * 2 ** 0.5)  # DS of (forget 0, retain 1) to (forget 1, retain 0)
+
+
 def deviation_score(r1_forget: float, r1_retain: float) -> float:
     """LUNAR's deviation score DS = 100·sqrt(R1_f² + (1 − R1_r)²): the distance (in
     percent) from the ideal point (forget ROUGE-1 recall 0, retain recall 1). Lower

@@ -27,6 +27,19 @@ Which interval, and why
   apart.
 * ``method="auto"`` takes the t interval below :data:`AUTO_T_BELOW` values and the
   percentile bootstrap from there on; ``"t"`` and ``"bootstrap"`` force one.
+* **A bounded metric** (a rate, ROUGE, an AUC, a p-value: ``bounds=(0, 1)``; privleak:
+  ``(-100, ...)``): a t interval on the raw values can leave the range (three seeds of
+  an AUC at 0.39 gave [−0.78, 1.56]). With ``bounds`` the t interval is taken on the
+  logit scale of the values rescaled to (0, 1) (on the log scale of the distance to
+  the bound when only one bound is finite) and mapped back, so it lies inside the
+  range and is asymmetric near a bound; values on a bound are moved inside by a tenth
+  of the smallest distance of another value to it (a continuity correction on the
+  data's own scale: three seeds at 0, 0.1, 0.2 give 0.001 to 0.80). The mean stays the
+  arithmetic mean; in the rare case it falls outside the back-mapped interval the
+  interval is widened to it. ``ci_method`` says ``"t interval on the logit scale over
+  seeds"``. A percentile bootstrap of a bounded statistic stays inside its range by
+  construction. The range is stored with the headline (``"range": [lo, hi]``, None
+  for an open side) and :func:`check_headline_shape` rejects an interval outside it.
 
 Every interval is recorded in the shape ``{"mean", "ci95": [lo, hi], "values", "n",
 "ci_method"}`` (a *headline*), which :func:`check_headline_shape` validates in
@@ -62,7 +75,9 @@ ALPHA = 0.05               # a comparison is "shown" when its 95% interval exclu
 METHODS = ("auto", "t", "bootstrap")
 TESTS = ("auto", "sign", "wilcoxon", "t", "bootstrap")
 HEADLINE_KEYS = ("mean", "ci95", "values", "n", "ci_method")
-_CI_METHOD_RE = re.compile(r"^(paired )?(bootstrap|t interval) over \S.*$")
+_CI_METHOD_RE = re.compile(r"^(paired )?(bootstrap|t interval)( on the (logit|log) scale)? over \S.*$")
+UNIT = (0.0, 1.0)          # bounds of a rate, a share, ROUGE, an AUC, a p-value
+UNBOUNDED = (None, None)   # bounds of a difference, a ratio, a loss
 
 
 # ---- input checks ---------------------------------------------------------------------
@@ -140,6 +155,62 @@ def _t_interval(a: np.ndarray) -> tuple[float, float]:
     return m - half, m + half
 
 
+def check_bounds(bounds) -> tuple:
+    """``bounds`` as ``(lo, hi)`` floats or None (an open side); lo < hi when both given."""
+    if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2):
+        raise ValueError(f"bounds={bounds!r}: expected (lo, hi), None for an open side, e.g. "
+                         f"{UNIT} for a rate or {UNBOUNDED}")
+    lo, hi = (None if b is None else float(b) for b in bounds)
+    if (lo is not None and not math.isfinite(lo)) or (hi is not None and not math.isfinite(hi)):
+        raise ValueError(f"bounds={bounds!r}: use None for an open side, not inf or NaN")
+    if lo is not None and hi is not None and not lo < hi:
+        raise ValueError(f"bounds={bounds!r}: need lo < hi")
+    return lo, hi
+
+
+def _scale_name(bounds) -> str | None:
+    lo, hi = bounds
+    return None if lo is None and hi is None else ("logit" if lo is not None and hi is not None
+                                                   else "log")
+
+
+def _bounded_t_interval(a: np.ndarray, bounds) -> tuple[float, float]:
+    """t interval on the logit (two bounds) or log (one bound) scale, mapped back: inside
+    ``bounds`` and containing the arithmetic mean (see the module docstring)."""
+    lo_b, hi_b = bounds
+    tol = 1e-9 * max([1.0] + [abs(b) for b in bounds if b is not None])
+    if (lo_b is not None and a.min() < lo_b - tol) or (hi_b is not None and a.max() > hi_b + tol):
+        raise ValueError(f"values {a.min():g} to {a.max():g} lie outside bounds={list(bounds)}")
+    m = float(a.mean())
+    if np.all(a == a[0]):
+        return m, m
+    if lo_b is not None and hi_b is not None:
+        u = (a - lo_b) / (hi_b - lo_b)
+        d = np.minimum(u, 1 - u)  # distance to the nearer bound
+    elif lo_b is not None:
+        u = a - lo_b
+        d = u
+    else:
+        u = hi_b - a
+        d = u
+    inside = d[d > 0]
+    eps = 0.1 * float(inside.min()) if inside.size else 1e-6
+    if hi_b is not None and lo_b is not None:
+        u = np.clip(u, eps, 1 - eps)
+        z = np.log(u) - np.log1p(-u)
+    else:
+        z = np.log(np.maximum(u, eps))
+    z_lo, z_hi = _t_interval(z)
+    if hi_b is not None and lo_b is not None:
+        back = lambda t: lo_b + (hi_b - lo_b) / (1 + math.exp(-t)) if t > -700 else lo_b  # noqa: E731
+        lo, hi = back(z_lo), back(z_hi)
+    elif lo_b is not None:
+        lo, hi = lo_b + math.exp(min(z_lo, 700)), lo_b + math.exp(min(z_hi, 700))
+    else:
+        lo, hi = hi_b - math.exp(min(z_hi, 700)), hi_b - math.exp(min(z_lo, 700))
+    return min(lo, m), max(hi, m)
+
+
 def _boot_stats(cols: list[np.ndarray], statistic, n_boot: int, seed: int) -> np.ndarray:
     """``n_boot`` bootstrap replicates: resample item indices with replacement (the same
     indices for every column, so pairs and (label, score) rows stay together)."""
@@ -185,8 +256,16 @@ def _resolve_method(method: str, n: int) -> str:
     return method
 
 
-def _label(kind: str, over: str) -> str:
-    return f"{'t interval' if kind == 't' else 'bootstrap'} over {over}"
+def _label(kind: str, over: str, scale: str | None = None) -> str:
+    on = f" on the {scale} scale" if scale and kind == "t" else ""
+    return f"{'t interval' if kind == 't' else 'bootstrap'}{on} over {over}"
+
+
+def _with_range(h: dict, bounds) -> dict:
+    """``h`` with its range stored (``"range": [lo, hi]``), when bounds were given."""
+    if bounds is not None:
+        h["range"] = list(bounds)
+    return h
 
 
 NOT_MEASURABLE = "not measurable"
@@ -230,7 +309,7 @@ def _too_few(too_few: str) -> str:
 
 
 def ci95(values, method: str = "auto", n_boot: int = N_BOOT, seed: int = 0,
-         over: str = "values") -> dict:
+         over: str = "values", bounds=None) -> dict:
     """Mean of ``values`` with a 95% interval, as a headline dict.
 
     values: 1-D sequence of n ≥ 2 finite numbers (one per seed, or one per question).
@@ -238,7 +317,9 @@ def ci95(values, method: str = "auto", n_boot: int = N_BOOT, seed: int = 0,
     percentile bootstrap of the mean, ``n_boot`` resamples, seeded by ``seed``) or ``"auto"``
     (t below :data:`AUTO_T_BELOW` values, bootstrap from there on; see the module
     docstring for why). over: what the values are (``"seeds"``, ``"questions"``), for
-    the label.
+    the label. bounds: the metric's range ``(lo, hi)`` (None: an open side), e.g.
+    :data:`UNIT`; the t interval is then taken on the logit (log) scale and stays inside
+    it, and the headline stores ``"range"``. None: no range declared (plain t interval).
 
     Returns ``{"mean": float, "ci95": [lo, hi], "values": [n floats], "n": n,
     "ci_method": "t interval over seeds" | "bootstrap over questions" | ...}``.
@@ -246,17 +327,19 @@ def ci95(values, method: str = "auto", n_boot: int = N_BOOT, seed: int = 0,
     a = _values(values, "values", min_n=2)
     kind = _resolve_method(method, a.size)
     n_boot = _check_boot(n_boot)
+    bounds = None if bounds is None else check_bounds(bounds)
+    scale = None if bounds is None else _scale_name(bounds)
     if kind == "t":
-        lo, hi = _t_interval(a)
+        lo, hi = _t_interval(a) if scale is None else _bounded_t_interval(a, bounds)
     else:
         lo, hi = _percentile_interval(_boot_stats([a], None, n_boot, seed), a.size, "values")
-    return {"mean": float(a.mean()), "ci95": [lo, hi], "values": a.tolist(), "n": int(a.size),
-            "ci_method": _label(kind, over)}
+    return _with_range({"mean": float(a.mean()), "ci95": [lo, hi], "values": a.tolist(),
+                        "n": int(a.size), "ci_method": _label(kind, over, scale)}, bounds)
 
 
 def headline(per_seed=None, per_item=None, statistic: Callable | None = None,
              method: str = "auto", n_boot: int = N_BOOT, seed: int = 0,
-             items: str = "questions", too_few: str = "raise") -> dict:
+             items: str = "questions", too_few: str = "raise", bounds=None) -> dict:
     """One headline number with its 95% interval, over seeds when there are several,
     else over the items of the single run.
 
@@ -273,6 +356,7 @@ def headline(per_seed=None, per_item=None, statistic: Callable | None = None,
         fewer than two items (one seed and a single per-item value, or a statistic
         undefined on most resamples) return :func:`not_measurable` with the value, n
         and the reason instead. Where an interval can be formed both give the same.
+    bounds: the metric's range (:func:`ci95`); stored as ``"range"``.
 
     k ≥ 2 seeds: :func:`ci95` over the seeds (t interval for few seeds). One seed (or
     None): :func:`ci95` over the items, or a percentile bootstrap of ``statistic``.
@@ -283,7 +367,7 @@ def headline(per_seed=None, per_item=None, statistic: Callable | None = None,
     if per_seed is not None:
         s = _values(per_seed, "per_seed")
         if s.size >= 2:
-            return ci95(s, method=method, n_boot=n_boot, seed=seed, over="seeds")
+            return ci95(s, method=method, n_boot=n_boot, seed=seed, over="seeds", bounds=bounds)
     else:
         s = None
     if per_item is None:
@@ -292,12 +376,14 @@ def headline(per_seed=None, per_item=None, statistic: Callable | None = None,
                          if s is not None else "give per_seed (≥ 2 seeds) or per_item")
     if _too_few(too_few) == "report":
         try:
-            return headline(per_seed, per_item, statistic, method, n_boot, seed, items)
+            return headline(per_seed, per_item, statistic, method, n_boot, seed, items,
+                            bounds=bounds)
         except TooFewItems as e:
-            return _not_measurable_from(e, per_seed, per_item, statistic, items)
+            return _with_range(_not_measurable_from(e, per_seed, per_item, statistic, items),
+                               None if bounds is None else check_bounds(bounds))
     if statistic is None:
         h = ci95(_values(per_item, "per_item", min_n=2), method=method, n_boot=n_boot,
-                 seed=seed, over=items)
+                 seed=seed, over=items, bounds=bounds)
     else:
         _check_choice(method, "method", ("auto", "bootstrap"))
         cols = _columns(per_item, "per_item")
@@ -307,8 +393,9 @@ def headline(per_seed=None, per_item=None, statistic: Callable | None = None,
         lo, hi = _percentile_interval(_boot_stats(cols, statistic, _check_boot(n_boot), seed),
                                       cols[0].size, "per_item")
         values = cols[0].tolist() if len(cols) == 1 else np.column_stack(cols).tolist()
-        h = {"mean": value, "ci95": [lo, hi], "values": values, "n": int(cols[0].size),
-             "ci_method": _label("bootstrap", items)}
+        h = _with_range({"mean": value, "ci95": [lo, hi], "values": values,
+                         "n": int(cols[0].size), "ci_method": _label("bootstrap", items)},
+                        None if bounds is None else check_bounds(bounds))
     if s is not None and not math.isclose(s[0], h["mean"], rel_tol=1e-6, abs_tol=1e-9):
         raise ValueError(f"per_seed=[{s[0]:g}] but per_item gives {h['mean']:g}: per_item must "
                          "be the same run's per-item values (pass statistic= if the metric "
@@ -690,9 +777,13 @@ def check(effect: str, new, baseline, better: str = "higher", unit: str = "", *,
 def format_mean_ci(h: dict, digits: int = 3, style: str = "pm") -> str:
     """A headline as table text. ``style="pm"``: ``"0.912 ± 0.014"``, ± half the width of
     the interval (bootstrap intervals of a mean are nearly symmetric; the exact bounds
-    are in metrics.json); ``style="interval"``: ``"0.912 (0.898 to 0.926)"``.
+    are in metrics.json); ``style="interval"``: ``"0.912 (0.898 to 0.926)"``. An interval
+    taken on the logit or log scale of a bounded metric is asymmetric, so ``"pm"`` shows it
+    in the interval style too (± half its width could read as reaching past the bound).
     h: a headline dict (or a :class:`Comparison`, whose ``diff`` is shown)."""
     _check_choice(style, "style", ("pm", "interval"))
+    if isinstance(h, dict) and " scale over " in str(h.get("ci_method", "")):
+        style = "interval"
     if isinstance(h, Comparison):
         h = {"mean": h.diff, "ci95": h.ci95}
     if isinstance(h, dict) and not is_measurable(h):  # no interval: the value and why
@@ -742,10 +833,26 @@ def _check_one(name: str, h) -> None:
     flat = [x for row in v for x in (row if isinstance(row, (list, tuple)) else [row])]
     if not all(map(_is_num, flat)):
         raise ValueError(f"{where}['values'] must hold finite numbers")
+    if "range" in h:
+        _check_in_range(where, h, [float(ci[0]), float(ci[1]), float(h["mean"])])
     cm = h["ci_method"]
     if not (isinstance(cm, str) and _CI_METHOD_RE.match(cm)):
         raise ValueError(f"{where}['ci_method'] = {cm!r}: expected e.g. 't interval over seeds' "
                          "or 'bootstrap over questions'")
+
+
+def _check_in_range(where: str, h: dict, numbers) -> None:
+    """The mean and the interval of a headline that declares its ``range`` lie in it."""
+    r = h["range"]
+    if not (isinstance(r, (list, tuple)) and len(r) == 2
+            and all(b is None or _is_num(b) for b in r)):
+        raise ValueError(f"{where}['range'] = {r!r}: expected [lo, hi] (None: an open side)")
+    lo, hi = r
+    tol = 1e-9 * max([1.0] + [abs(float(b)) for b in r if b is not None])
+    for x in numbers:
+        if (lo is not None and x < float(lo) - tol) or (hi is not None and x > float(hi) + tol):
+            raise ValueError(f"{where}: {x:g} (mean or interval bound) lies outside the "
+                             f"metric's range {list(r)}")
 
 
 def _check_not_measurable(where: str, h: dict) -> None:
@@ -756,6 +863,8 @@ def _check_not_measurable(where: str, h: dict) -> None:
                          "measurable False (see kbnb.eval.stats.not_measurable)")
     if h["mean"] is not None and not _is_num(h["mean"]):
         raise ValueError(f"{where}['mean'] must be a finite number or None; got {h['mean']!r}")
+    if h["mean"] is not None and "range" in h:
+        _check_in_range(where, h, [float(h["mean"])])
     n = h["n"]
     if not (isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0):
         raise ValueError(f"{where}['n'] must be an integer ≥ 0; got {n!r}")

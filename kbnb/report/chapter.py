@@ -7,7 +7,7 @@ bookkeeping to a :class:`Chapter`::
     for seed in ch.seeds:
         ...                                              # one run of the method
         ch.record(seed, over_refusal_craft=..., over_refusal_cor=...)
-    ch.headline("over_refusal_craft")                    # mean and 95% CI over seeds
+    ch.headline("over_refusal_craft", bounds=stats.UNIT)  # mean and 95% CI over seeds
     ch.check("craft_vs_cor", "over-refusal", new=ch.per_seed("over_refusal_craft"),
              baseline=ch.per_seed("over_refusal_cor"), better="lower",
              subject="CRaFT", baseline_name="Cor-RAIT")  # paired, with its verdict
@@ -106,12 +106,13 @@ class Chapter:
             v = float(v)
             self._per_seed.setdefault(_key(k), {})[seed] = v
 
-    def record_items(self, items_by_seed: dict, labels: dict) -> dict:
+    def record_items(self, items_by_seed: dict, labels: dict, bounds: dict) -> dict:
         """Record every seed's items and declare a headline for each of ``labels``.
 
         ``items_by_seed``: ``{seed: {name: {"value", "per_item", "statistic"[, "items"]}}}``
         (``items``: what the per-item values are, default ``"questions"``);
-        ``labels``: ``{name: label}`` of the headline metrics. A metric undefined (not
+        ``labels``: ``{name: label}`` of the headline metrics; ``bounds``: ``{name: (lo,
+        hi)}``, each one's range (:meth:`headline`). A metric undefined (not
         finite) in some seed, e.g. AP with no correct answer in a tiny sample, gets no
         headline. Returns the last seed's items of the metrics defined in every seed
         (their ``per_item`` values feed one-seed checks)."""
@@ -123,7 +124,7 @@ class Chapter:
             if name in last:
                 self.headline(name, per_item=last[name]["per_item"],
                               statistic=last[name]["statistic"], label=label,
-                              items=last[name].get("items", "questions"))
+                              items=last[name].get("items", "questions"), bounds=bounds[name])
         return last
 
     def has(self, name: str) -> bool:
@@ -163,8 +164,14 @@ class Chapter:
                              "give the headline and the check different names")
 
     def headline(self, name: str, per_item=None, statistic=None, items: str = "questions",
-                 label: str | None = None) -> dict:
+                 label: str | None = None, *, bounds) -> dict:
         """The headline ``name`` with its 95% interval, stored for ``metrics.json``.
+
+        bounds: the metric's range ``(lo, hi)``, None for an open side: ``stats.UNIT``
+        for a rate, ROUGE, an AUC or a p-value, ``stats.UNBOUNDED`` for a difference.
+        Required, so that every headline says its range; with a bounded range the
+        interval over seeds is a t interval on the logit (log) scale and stays inside it
+        (:func:`kbnb.eval.stats.ci95`), and ``metrics.json`` stores ``"range"``.
 
         Several seeds: the interval is over the recorded per-seed values (t interval).
         One seed: ``per_item`` (that run's per-question values, or columns for
@@ -178,7 +185,7 @@ class Chapter:
         self._new_name(name, "headline")
         per_seed = self.per_seed(name) if name in self._per_seed else None
         if per_seed is not None and len(per_seed) >= 2:
-            h = stats.headline(per_seed=per_seed)
+            h = stats.headline(per_seed=per_seed, bounds=bounds)
         elif per_item is None:
             if per_seed is None:
                 raise ValueError(f"headline {name!r}: one seed and no per_item values; with a "
@@ -186,9 +193,10 @@ class Chapter:
             h = stats.not_measurable(
                 per_seed[0], 1, "one seed: an interval over seeds needs at least 2, and "
                 "this number has no per-item values", "seeds", per_seed)
+            h["range"] = list(stats.check_bounds(bounds))
         else:
             h = stats.headline(per_seed=per_seed, per_item=per_item, statistic=statistic,
-                               items=items, too_few="report")
+                               items=items, too_few="report", bounds=bounds)
         if label:
             h["label"] = label
         self.headlines[name] = h

@@ -53,6 +53,7 @@ def test_book_builds_strictly(tmp_path, organism, repo_root, executed_notebooks)
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     chapters = root / "book" / "chapters"
     names = book.toc_chapters(root)
+    run_dirs = [tmp_path / "runs"]
     for name in book.in_order(names):
         done = EXECUTED.get(executed_key(name, FAST.get(name, {})))
         if name in ("tinyworld", "results") or done is None:
@@ -65,6 +66,7 @@ def test_book_builds_strictly(tmp_path, organism, repo_root, executed_notebooks)
             chapters.mkdir(parents=True, exist_ok=True)
             nb = nbformat.read(done[0], as_version=4)
             nb.metadata["kbnb"] = {"run_dir": str(done[1])}
+            run_dirs.append(Path(done[1]).parent)
             nbformat.write(nb, chapters / f"{name}.ipynb")
     for name in names:
         problems = _published_problems(nbformat.read(chapters / f"{name}.ipynb", as_version=4))
@@ -91,6 +93,16 @@ def test_book_builds_strictly(tmp_path, organism, repo_root, executed_notebooks)
         h = stats.check_headline_shape(json.loads(Path(r["source"]).read_text()))[r["metric"]]
         assert (r["mean"], r["ci95"], r["n"]) == (h["mean"], h["ci95"], h["n"]), r["metric"]
         assert stats.format_mean_ci(h) in page, r["metric"]
+
+    # every headline of every chapter declares its metric's range, and its mean and
+    # interval lie inside it (issue 23: a t interval put an AUC at [-0.78, 1.56])
+    docs = {f: json.loads(f.read_text()) for d in run_dirs for f in d.glob("*/metrics.json")}
+    assert {f.parent.name.rsplit("-", 1)[0] for f in docs} >= set(names) - {"results"}
+    for f, doc in docs.items():
+        if "headline" not in doc.get("metrics", {}):
+            continue
+        for metric, h in stats.check_headline_shape(doc).items():  # checks the range too
+            assert "range" in h, f"{f.parent.name}: headline {metric!r} declares no range"
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

@@ -323,3 +323,45 @@ def test_share_above_is_an_exact_binomial_test_inside_the_unit_interval():
     assert S.share_above(0, 0, 0.25)["share"] is None
     with pytest.raises(ValueError, match="successes=6"):
         S.share_above(6, 5, 0.25)
+
+
+# ---- (g) bounded metrics: intervals inside their range -----------------------------------
+
+@pytest.mark.parametrize("values, bounds", [
+    ([0.39, 0.0, 0.78], S.UNIT),              # an AUC over three seeds
+    ([0.911, 0.95, 0.87], S.UNIT),            # a share near 1
+    ([1e-34, 1e-30, 2e-33], S.UNIT),          # forget qualities (KS p-values)
+    ([0.0, 0.1, 0.2, 0.0, 0.05], S.UNIT),     # zeros on the bound, five seeds
+    ([175.0, -40.0, 300.0], (-100.0, 400.0)),  # privleak with its retain AUC's range
+    ([2.0, 5.0, 40.0], (0.0, None)),          # a spread: one bound
+    ([-3.0, 0.2, 0.9], (None, 1.0)),          # THS: at most 1
+])
+def test_bounded_t_interval_lies_in_the_range_and_holds_the_mean(values, bounds):
+    h = S.ci95(values, over="seeds", bounds=bounds)
+    lo, hi = bounds
+    assert (lo is None or h["ci95"][0] >= lo) and (hi is None or h["ci95"][1] <= hi)
+    assert h["ci95"][0] <= h["mean"] <= h["ci95"][1]
+    assert h["mean"] == pytest.approx(np.mean(values))
+    assert " scale over seeds" in h["ci_method"] and h["range"] == list(bounds)
+    S.check_headline_shape({"x": h})
+
+
+def test_bounded_interval_is_near_the_t_interval_away_from_the_bounds():
+    v = [0.50, 0.52, 0.48, 0.51, 0.49]
+    b, t = S.ci95(v, bounds=S.UNIT)["ci95"], S.ci95(v)["ci95"]
+    assert b == pytest.approx(t, abs=2e-3)
+    assert S.ci95([1.0, 1.0, 1.0], bounds=S.UNIT)["ci95"] == [1.0, 1.0]
+
+
+def test_bounds_are_checked_and_a_headline_outside_its_range_is_rejected():
+    with pytest.raises(ValueError, match="bounds"):
+        S.ci95([0.1, 0.2], bounds=(1, 0))
+    with pytest.raises(ValueError, match="bounds"):
+        S.ci95([0.1, 0.2], bounds=(0, float("inf")))
+    with pytest.raises(ValueError, match="outside bounds"):
+        S.ci95([0.1, 1.2], bounds=S.UNIT, method="t")
+    h = {**S.ci95([0.39, 0.0, 0.78], over="seeds"), "range": [0, 1]}  # plain t: leaves [0, 1]
+    with pytest.raises(ValueError, match="outside the metric's range"):
+        S.check_headline_shape({"auc": h})
+    one = S.headline(per_item=[1, 0, 1, 1] * 10, bounds=S.UNIT)  # bootstrap: inside anyway
+    assert one["range"] == [0, 1] and 0 <= one["ci95"][0] <= one["ci95"][1] <= 1

@@ -22,7 +22,7 @@ def test_headline_over_seeds_and_check(tmp_path):
     ch = Chapter("demo", {"model_name": "m", "seeds": [0, 1, 2]}, tmp_path)
     for s, (a, b) in zip(ch.seeds, [(0.30, 0.10), (0.32, 0.12), (0.29, 0.08)]):
         ch.record(s, base=a, new=b)
-    h = ch.headline("new", label="new method")
+    h = ch.headline("new", label="new method", bounds=stats.UNBOUNDED)
     assert h["n"] == 3 and h["ci_method"] == "t interval over seeds"
     assert h["ci95"][0] < np.mean([0.10, 0.12, 0.08]) < h["ci95"][1]
     v = ch.check("new_vs_base", "error", ch.per_seed("new"), ch.per_seed("base"), better="lower",
@@ -45,19 +45,41 @@ def test_headline_over_seeds_and_check(tmp_path):
     assert list(ch.table().index) == ["new method"]
 
 
+def test_bounded_headlines_stay_in_their_range_and_declare_it(tmp_path):
+    """Issue 23: three seeds of an AUC (0.39 mean) gave a t interval of [-0.78, 1.56];
+    with its range the interval is taken on the logit scale and stays inside, the
+    range goes to metrics.json, and a headline must say its range."""
+    ch = Chapter("demo", {"seeds": [0, 1, 2]}, tmp_path)
+    for s, (auc, share, gap) in zip(ch.seeds, [(0.02, 0.95, 3.0), (0.39, 0.80, -1.0),
+                                               (0.76, 0.98, 2.0)]):
+        ch.record(s, auc=auc, share=share, gap=gap)
+    h = ch.headline("auc", bounds=stats.UNIT)
+    assert h["ci_method"] == "t interval on the logit scale over seeds" and h["range"] == [0, 1]
+    assert 0 < h["ci95"][0] < h["mean"] < h["ci95"][1] < 1
+    assert stats.ci95(ch.per_seed("auc"), over="seeds")["ci95"][0] < 0  # the plain t interval
+    g = ch.headline("gap", bounds=stats.UNBOUNDED)
+    assert g["ci_method"] == "t interval over seeds" and g["range"] == [None, None]
+    with pytest.raises(TypeError, match="bounds"):
+        ch.headline("share")
+    ch.headline("share", bounds=stats.UNIT)
+    doc = json.loads(ch.save({}).read_text())
+    assert all(0 <= x <= 1 for k in ("auc", "share") for x in doc["metrics"]["headline"][k]["ci95"])
+    assert stats.format_mean_ci(h).startswith("0.390 (0.")  # asymmetric: shown as an interval
+
+
 def test_one_seed_needs_per_item(tmp_path):
     ch = Chapter("demo", {"seeds": [0]}, tmp_path)
     ch.record(0, acc=0.5)
     with pytest.raises(ValueError, match="per_item"):
-        ch.headline("never_recorded")
-    h = ch.headline("acc", per_item=[1, 0, 1, 0] * 10)
+        ch.headline("never_recorded", bounds=stats.UNIT)
+    h = ch.headline("acc", per_item=[1, 0, 1, 0] * 10, bounds=stats.UNIT)
     assert h["ci_method"] == "bootstrap over questions" and h["n"] == 40
     with pytest.raises(ValueError, match="no value for seeds"):
         Chapter("demo", {"seeds": [0, 1]}, tmp_path).per_seed("acc")
     with pytest.raises(ValueError, match="not one of seeds"):
         ch.record(7, acc=1.0)
     with pytest.raises(ValueError, match="glue key"):
-        ch.headline("bad name", per_item=[1, 0])
+        ch.headline("bad name", per_item=[1, 0], bounds=stats.UNIT)
 
 
 def test_reproduce_box_lists_parameters():
@@ -71,7 +93,7 @@ def test_reproduce_box_lists_parameters():
 
 def test_headline_and_check_names_do_not_collide(tmp_path):
     ch = Chapter("demo", {"seeds": [0]}, tmp_path)
-    ch.headline("acc", per_item=[1, 0, 1, 1] * 10)
+    ch.headline("acc", per_item=[1, 0, 1, 1] * 10, bounds=stats.UNIT)
     with pytest.raises(ValueError, match="already a headline"):
         ch.check("acc", "accuracy", [1, 0, 1, 1] * 10, 0.5)
     h = stats.headline(per_item=[0.2, 0.3, 0.1, 0.4] * 10)
@@ -99,7 +121,8 @@ def test_record_items_skips_a_metric_undefined_in_some_seed(tmp_path):
     item = lambda v: {"value": v, "per_item": [v, v], "statistic": None}
     last = ch.record_items({0: {"a": item(0.5), "b": item(float("nan"))},
                             1: {"a": item(0.7), "b": item(0.2)}},
-                           {"a": "metric a", "b": "metric b"})
+                           {"a": "metric a", "b": "metric b"},
+                           {"a": stats.UNIT, "b": stats.UNIT})
     assert set(last) == {"a"} and last["a"]["value"] == 0.7
     assert ch.per_seed("a") == [0.5, 0.7]
     assert "a" in ch.summary() and "b" not in ch.summary()
@@ -110,13 +133,13 @@ def test_record_items_skips_a_metric_undefined_in_some_seed(tmp_path):
 def test_a_headline_with_one_item_is_not_measurable_and_saved(tmp_path):
     ch = Chapter("demo", {"seeds": [0]}, tmp_path)
     ch.record(0, over_refusal=1.0, acc=0.75, layer=7.0)
-    h = ch.headline("over_refusal", per_item=[1.0], label="over-refusal")  # was a crash
+    h = ch.headline("over_refusal", per_item=[1.0], label="over-refusal", bounds=stats.UNIT)  # was a crash
     assert h["measurable"] is False and h["ci95"] is None and h["mean"] == 1.0
     assert h["n"] == 1 and h["reason"] == "only 1 question; an interval needs at least 2"
-    ok = ch.headline("acc", per_item=[1, 0, 1, 1] * 10)  # large n: as before
-    assert ok == {**stats.headline(per_seed=[0.75], per_item=[1, 0, 1, 1] * 10)}
+    ok = ch.headline("acc", per_item=[1, 0, 1, 1] * 10, bounds=stats.UNIT)  # large n: as before
+    assert ok == {**stats.headline(per_seed=[0.75], per_item=[1, 0, 1, 1] * 10), "range": [0, 1]}
     # one seed, a recorded value and no per-item values: one run, not "questions"
-    lay = ch.headline("layer", label="selected layer")
+    lay = ch.headline("layer", label="selected layer", bounds=(0, 23))
     assert lay["measurable"] is False and lay["n"] == 1 and lay["items"] == "seeds"
     assert "over seeds needs at least 2" in lay["reason"] and lay["mean"] == 7.0
     table = ch.table()
@@ -151,6 +174,6 @@ def test_a_run_whose_numbers_all_have_intervals_saves_no_not_measurable_key(tmp_
     ch = Chapter("demo", {"seeds": [0, 1, 2]}, tmp_path)
     for s in ch.seeds:
         ch.record(s, acc=0.5 + s / 10)
-    ch.headline("acc")
+    ch.headline("acc", bounds=stats.UNIT)
     assert ch.not_measurable_note() == ""
     assert "not_measurable" not in json.loads(ch.save().read_text())["metrics"]
