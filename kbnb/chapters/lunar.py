@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from kbnb.core.checks import check_choice
 from kbnb.data.splits import FORGET_SPLITS
 from kbnb.eval import stats
 from kbnb.eval.metrics import DS_RANGE, deviation_score, normalize_answer
@@ -35,6 +36,7 @@ from kbnb.report.params import ModelParams, choice, flag, integer, number, param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 from kbnb.unlearning import lunar
 from kbnb.unlearning.lunar import (
+    apply_edit,
     evaluate_edit,
     fit_lunar,
     load_sets,
@@ -42,6 +44,7 @@ from kbnb.unlearning.lunar import (
     pca_2d,
     prompts_of,
     save_lunar,
+    score_edit_layers,
     score_layers,
     select_layers,
     select_prompts,
@@ -64,6 +67,14 @@ TARGETS = {"vanilla_forget_min": 0.8, "forget_max": 0.2, "retain_min": 0.85,
 # edit has no refusal to redirect the forget prompts to. Measured on the held-out sample
 # of D_ref (ref_eval, a subsample of it) before any edit; the organism refuses all of them.
 REF_REFUSAL_MIN = 0.5
+# how the edited layer is chosen when none is given: "edit" fits the edit at every
+# candidate layer and scores it on validation rows (paraphrased forget questions,
+# held-out retain questions) by DS; "steering" is the official code's refusal-likeness
+# of generations steered at the layer. Both are computed and reported; the parameter
+# says which one is edited.
+SELECTIONS = ("edit", "steering")
+SELECTION_WORDS = {"edit": "the edit's DS on validation rows",
+                   "steering": "refusal-likeness under steering (official)"}
 METRIC_LABELS = {"rouge1_forget": "R1 forget", "rouge1_retain_eval": "R1 retain", "ds": "DS",
                  "rq_forget": "RQ", "mrr_forget": "MRR forget", "thr_forget": "THR forget",
                  "mrr_retain_eval": "MRR retain", "thr_retain_eval": "THR retain",
@@ -85,9 +96,10 @@ class Params(ModelParams):
     n_ref: object = integer(None, 1, none=True)  # reference prompts D_ref for the steering vectors; None: all
     ref_set: str = choice("auto", lunar.REF_SETS)  # D_ref: auto (organism's / harmful) | harmful | invented
     retain_authors: object = integer(None, 1, none=True)  # tofu: D_r from the first N retain authors; None: all
-    layer: object = param(None)  # layer to edit; None: the best-scoring candidate layer
+    layer: object = param(None)  # layer to edit; None: chosen by selection among candidate_layers
+    selection: str = choice("edit", SELECTIONS)  # edit: each layer's edit on validation rows | steering (official)
     candidate_layers: object = param(None)  # list of layers scored for selection; None: every layer
-    n_select: int = integer(45, 1)  # forget prompts generated per candidate layer during selection
+    n_select: int = integer(45, 1)  # prompts generated per candidate layer (steering: forget; edit: each val set)
     module: str = param("")  # MLP output projection in a block ("mlp.down_proj", OPT "fc2"); "": found
     top_k: int = integer(2, 1)  # layers edited by the top-k variant, the topk row of the seed
     activation: str = choice("residual", lunar.ACTIVATIONS)  # r_uv on: residual (block output, official) | mlp (the seed)
@@ -107,7 +119,7 @@ class Params(ModelParams):
         """The :func:`kbnb.unlearning.lunar.load_sets` arguments of the run (without
         ``data_dir``, ``seed`` and ``world``); stored in the run's ``edits.json``."""
         out = dict(dataset=self.dataset, forget_split=self.forget_split, n_retain=self.n_retain,
-                   n_eval=self.n_eval, n_ref=self.n_ref)
+                   n_eval=self.n_eval, n_ref=self.n_ref, n_val=self.n_select)
         if self.ref_set != "auto":  # only when given, so that earlier runs keep their sets
             out["ref_set"] = self.ref_set
         if self.retain_authors is not None:
@@ -166,15 +178,26 @@ def run_lunar(model, tok, sets: dict, layer=None, candidate_layers=None, n_selec
               top_k: int = 2, activation: str = "residual", position: str = "last",
               rows: str = "last", coeff: float = 2.0, solver: str = "closed_form",
               ridge: float = 1e-6, batch_size: int = 64, embedder="default", seed: int = 0,
-              compare: bool = True, cache: dict | None = None) -> dict:
+              compare: bool = True, cache: dict | None = None,
+              selection: str = "edit") -> dict:
     """The LUNAR chapter's recipe on one draw of the sets (one seed): steering vectors,
-    layer selection, and the edits of the selected layer and of the top-k layers.
+    layer selection both ways, and the edits of the selected layer, of the top-k layers
+    and of the layer the other selection picks.
 
-    ``cache`` (a dict kept across seeds): the vectors and the layer scores depend only
+    ``selection`` (:data:`SELECTIONS`): which ranking picks the edited layer when
+    ``layer`` is None: ``"edit"`` (:func:`kbnb.unlearning.lunar.score_edit_layers`: each
+    candidate layer's edit scored by DS on the validation rows of ``sets``, which no
+    evaluation reads) or ``"steering"`` (:func:`kbnb.unlearning.lunar.score_layers`, the
+    official code's). Both rankings are computed, so the chapter reports both choices;
+    the edit ranking needs the validation rows (without them only steering is scored).
+    ``cache`` (a dict kept across seeds): the vectors and the steering scores depend only
     on the forget and reference prompts, so seeds that share them compute them once.
-    Returns ``{"vectors", "scores", "ranked", "main_layers", "topk_layers", "edit",
-    "edit_topk"}`` (two :class:`kbnb.unlearning.lunar.LunarEdit`; ``edit`` also carries
-    both solvers' report when ``compare``)."""
+    Returns ``{"vectors", "scores", "edit_scores", "ranked", "selection", "main_layers",
+    "topk_layers", "other_layer", "edit", "edit_topk", "edit_other"}``: the
+    :class:`kbnb.unlearning.lunar.LunarEdit` s (``edit`` also carries both solvers'
+    report when ``compare``); ``other_layer``/``edit_other``: the other selection's
+    layer and edit (None when a layer was given, or when it picks the same layer)."""
+    check_choice("selection", selection, SELECTIONS)
     fp, rp, refp = (prompts_of(tok, sets[k]) for k in ("forget", "retain", "ref"))
     cands = candidate_layers_of(model, layer, candidate_layers, top_k)
     key = (tuple(fp), tuple(refp), activation, position, tuple(cands), n_select, coeff, rows,
@@ -188,16 +211,33 @@ def run_lunar(model, tok, sets: dict, layer=None, candidate_layers=None, n_selec
                               batch_size=batch_size, embedder=embedder, progress=False)
         cache[key] = (vectors, scores)
     vectors, scores = cache[key]
-    ranked = select_layers(scores, len(scores))
+    has_val = bool(sets.get("forget_val")) and bool(sets.get("retain_val"))
+    if selection == "edit" and not has_val and layer is None:
+        raise ValueError("selection='edit' needs validation rows (the forget rows' "
+                         "paraphrased_question): these sets have none; use "
+                         "selection='steering' or give layer")
+    edit_scores = score_edit_layers(
+        model, tok, sets, vectors, cands, coeff=coeff, rows=rows, ridge=ridge,
+        position=position, activation=activation, max_new_tokens=20, batch_size=batch_size,
+        progress=False) if has_val else None
+    rankings = {"steering": select_layers(scores, len(scores))}
+    if edit_scores is not None:
+        rankings["edit"] = select_layers(edit_scores, len(edit_scores))
+    ranked = rankings[selection] if selection in rankings else rankings["steering"]
     main = [A.check_layer(model, layer)] if layer is not None else ranked[:1]
+    other = next((r[0] for k, r in rankings.items() if k != selection), None)
+    other = None if layer is not None or other is None or other == main[0] else other
     topk = (main + [l for l in ranked if l not in main])[:max(top_k, 1)]
     answers = [r["answer"] for r in sets["retain"]]
     kw = dict(coeff=coeff, solver=solver, rows=rows, retain_answers=answers, ridge=ridge,
               batch_size=batch_size, seed=seed, position=position, activation=activation)
     edit = fit_lunar(model, tok, fp, rp, vectors, main, compare=compare, **kw)
     edit_topk = fit_lunar(model, tok, fp, rp, vectors, topk, compare=False, **kw)
-    return {"vectors": vectors, "scores": scores, "ranked": ranked, "main_layers": main,
-            "topk_layers": topk, "edit": edit, "edit_topk": edit_topk}
+    edit_other = None if other is None else fit_lunar(model, tok, fp, rp, vectors, [other],
+                                                       compare=False, **kw)
+    return {"vectors": vectors, "scores": scores, "edit_scores": edit_scores, "ranked": ranked,
+            "selection": selection, "main_layers": main, "topk_layers": topk,
+            "other_layer": other, "edit": edit, "edit_topk": edit_topk, "edit_other": edit_other}
 
 
 def save_edits(folder, model, edits: dict, main: str = MAIN_EDIT, sets: dict | None = None,
@@ -319,8 +359,48 @@ def run_seeds(ch, p: Params, model, tok, sets: dict) -> dict:
                          candidate_layers=p.candidate_layers, n_select=p.n_select,
                          top_k=p.top_k, activation=p.activation, position=p.position,
                          rows=p.rows, coeff=p.coeff, solver=p.solver, ridge=p.ridge,
-                         batch_size=p.batch_size, embedder=p.embedder, seed=s, cache=cache)
+                         batch_size=p.batch_size, embedder=p.embedder, seed=s, cache=cache,
+                         selection=p.selection)
             for s in ch.seeds}
+
+
+def other_selection(selection: str) -> str:
+    """The selection that is not ``selection`` (both are reported)."""
+    return next(x for x in SELECTIONS if x != selection)
+
+
+def evaluate_other(model, tok, sets: dict, runs: dict, lun: dict, refusals, p: Params) -> dict:
+    """``{seed: evaluate_edit result}`` of the edit at the layer the other selection
+    picks (:func:`other_selection`): the main edit's own result where both pick the same
+    layer (or a layer was given)."""
+    out = {}
+    for s, r in runs.items():
+        if r["edit_other"] is None:
+            out[s] = lun[s]
+            continue
+        m = apply_edit(model, r["edit_other"].weights)
+        out[s] = evaluate_seeds(m, tok, {s: sets[s]}, refusals, **p.eval_args())[s]
+        del m
+    return out
+
+
+def selection_table(runs: dict, lun: dict, oth: dict, p: Params):
+    """Both selections side by side: per selection the layer each seed edits and the mean
+    over seeds of forget ROUGE-1, retain ROUGE-1 and DS on the evaluation sets."""
+    import pandas as pd
+    other = other_selection(p.selection)
+    rows = []
+    for name, res, layer_of in ((p.selection, lun, lambda r: r["main_layers"][0]),
+                                (other, oth, lambda r: r["other_layer"] if r["other_layer"]
+                                 is not None else r["main_layers"][0])):
+        ms = [res[s]["metrics"] for s in runs]
+        rows.append({"selection": f"{name}: {SELECTION_WORDS[name]}"
+                                  + (" (edited here)" if name == p.selection else ""),
+                     "layer per seed": ", ".join(str(layer_of(runs[s])) for s in runs),
+                     "R1 forget": sum(m["rouge1_forget"] for m in ms) / len(ms),
+                     "R1 retain": sum(m["rouge1_retain_eval"] for m in ms) / len(ms),
+                     "DS": sum(m["ds"] for m in ms) / len(ms)})
+    return pd.DataFrame(rows).set_index("selection")
 
 
 def save_run_edits(folder, model, runs: dict, p: Params,
@@ -391,7 +471,7 @@ def mark_not_meaningful(ch, precondition: dict | None, names=None) -> list[str]:
 
 # ---- records, checks, tables, figures, sentences ---------------------------------------
 
-def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict,
+def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict, oth: dict | None,
                      precondition: dict | None = None) -> None:
     """Headlines and checks of the LUNAR chapter on a :class:`kbnb.report.chapter.Chapter`.
 
@@ -464,7 +544,38 @@ def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict,
         ch.check("closed_form_fit", "the fit's MSE", ch.per_seed("mse_cf"), ch.per_seed("mse_sgd"),
                  better="lower", subject="the closed form",
                  baseline_name="20 epochs of AdamW", digits=4)
+    if oth is not None:
+        record_other_selection(ch, runs, lun, oth)
     mark_not_meaningful(ch, precondition)
+
+
+def record_other_selection(ch, runs: dict, lun: dict, oth: dict) -> None:
+    """The other selection's edit (:func:`evaluate_other`) beside the chosen one: its
+    layer, forget and retain ROUGE-1 and DS per seed (``*_other``), their headlines,
+    and, with several seeds, a paired check of DS: does the chosen selection's edit
+    unlearn with a lower DS than the other's?"""
+    s0 = ch.seeds[0]
+    chosen = runs[s0]["selection"]
+    other = other_selection(chosen)
+    for s in ch.seeds:
+        m, r = oth[s]["metrics"], runs[s]
+        ch.record(s, layer_other=r["other_layer"] if r["other_layer"] is not None
+                  else r["main_layers"][0], forget_rouge1_other=m["rouge1_forget"],
+                  retain_rouge1_other=m["rouge1_retain_eval"], ds_other=m["ds"])
+    one = len(ch.seeds) == 1
+    item = (lambda k: oth[s0]["per_item"][k]) if one else (lambda k: None)
+    ch.headline("forget_rouge1_other", per_item=item("rouge1_forget"), bounds=stats.UNIT,
+                label=f"LUNAR, layer by {other} selection: forget ROUGE-1 recall")
+    ch.headline("retain_rouge1_other", per_item=item("rouge1_retain_eval"), bounds=stats.UNIT,
+                label=f"LUNAR, layer by {other} selection: retain ROUGE-1 recall")
+    if one:
+        return
+    ch.headline("ds_other", label=f"LUNAR, layer by {other} selection: DS", bounds=DS_RANGE)
+    v = ch.check("selection_ds", "the deviation score DS", ch.per_seed("ds_lunar"),
+                 ch.per_seed("ds_other"), better="lower",
+                 subject=f"the layer chosen by {chosen} selection",
+                 baseline_name=f"the layer chosen by {other} selection")
+    note_constant(v, [a - b for a, b in zip(ch.per_seed("ds_lunar"), ch.per_seed("ds_other"))])
 
 
 def mean_table(results: dict, labels: dict, paper: dict | None = None):
@@ -483,20 +594,30 @@ def mean_table(results: dict, labels: dict, paper: dict | None = None):
     return pd.DataFrame(rows).set_index("model")
 
 
-def plot_layers_and_solver(scores, main_layers, topk_layers, report):
-    """Left: layer selection scores; right: the SGD recipe's MSE per epoch vs the exact fit."""
+def plot_layers_and_solver(scores, main_layers, topk_layers, report, edit_scores=None):
+    """Left: layer selection scores, steering (refusal-likeness) and, when given, each
+    layer's edit on the validation rows (DS_val, right axis); right: the SGD recipe's MSE
+    per epoch vs the exact fit."""
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
     lay = [s["layer"] for s in scores]
-    ax1.plot(lay, [s["score"] for s in scores], "o-", label="refusal similarity (score)")
+    ax1.plot(lay, [s["score"] for s in scores], "o-", label="steering: refusal similarity")
     ax1.plot(lay, [s["refusal_rate"] for s in scores], "s--", alpha=0.6,
-             label="refusal rate (keywords)")
+             label="steering: refusal rate (keywords)")
     for l in topk_layers:
         ax1.axvline(l, color="C3" if l == main_layers[0] else "C1", ls=":", lw=1.5)
-    ax1.set_xlabel("layer steered (index)")
-    ax1.set_ylabel("mean over D_f prompts (0–1)")
-    ax1.set_title("Layer selection: steering one layer at a time")
-    ax1.legend(fontsize=8)
+    ax1.set_xlabel("layer (index)")
+    ax1.set_ylabel("steering: mean over D_f prompts (0–1)")
+    ax1.set_title("Layer selection: steering a layer, or editing it")
+    handles, names = ax1.get_legend_handles_labels()
+    if edit_scores:
+        ax3 = ax1.twinx()
+        ax3.plot([s["layer"] for s in edit_scores], [s["ds_val"] for s in edit_scores], "^-",
+                 color="C2", label="edit: DS on validation rows (right, lower is better)")
+        ax3.set_ylabel("edit: DS_val (0–141)")
+        h3, n3 = ax3.get_legend_handles_labels()
+        handles, names = handles + h3, names + n3
+    ax1.legend(handles, names, fontsize=7)
     hist = report["sgd_history"]
     ax2.plot(range(1, len(hist) + 1), hist, "o-", label="SGD recipe (AdamW, 64-row batches)")
     ax2.axhline(report["mse_closed_form"], color="k", ls="--", label="closed form (exact)")
@@ -571,10 +692,14 @@ def sets_table(sets: dict, vanilla: dict, seed: int):
 
 
 def layers_summary(run: dict, seed: int, layer_given: bool) -> str:
-    """One line: the edited layer of one seed's run, how it was chosen, the top-k layers."""
-    return (f"edited layer (seed {seed}): {run['main_layers'][0]} "
-            f"({'given' if layer_given else 'best score'}); "
-            f"top-{len(run['topk_layers'])} layers: {run['topk_layers']}")
+    """One line: the edited layer of one seed's run, how it was chosen, the top-k layers,
+    and the layer the other selection picks."""
+    how = "given" if layer_given else f"{run['selection']} selection"
+    other = "" if layer_given else (
+        f"; {other_selection(run['selection'])} selection picks "
+        f"{run['other_layer'] if run['other_layer'] is not None else 'the same layer'}")
+    return (f"edited layer (seed {seed}): {run['main_layers'][0]} ({how}); "
+            f"top-{len(run['topk_layers'])} layers: {run['topk_layers']}{other}")
 
 
 def solver_table(runs: dict):
@@ -597,6 +722,26 @@ def model_labels(run: dict) -> dict:
                     f"(layers {', '.join(map(str, run['topk_layers']))})"}
 
 
+def selection_sentence(ch, p: Params, runs: dict, sel_table) -> str:
+    """Both layer selections and what their edits do on the evaluation sets (the
+    :func:`selection_table` rows), with the paired DS check when there is one."""
+    if p.layer is not None or sel_table is None:
+        return ("The layer was given as a parameter, so neither selection was used."
+                if p.layer is not None else "")
+    rows = sel_table.to_dict(orient="index")
+    parts = []
+    for name, r in rows.items():
+        parts.append(f"{name.split(':')[0]} selection edits layer(s) {r['layer per seed']} "
+                     f"(seeds {', '.join(map(str, ch.seeds))}): forget ROUGE-1 "
+                     f"{r['R1 forget']:.3f}, retain ROUGE-1 {r['R1 retain']:.3f}, DS {r['DS']:.1f}")
+    v = ch.verdicts.get("selection_ds")
+    return ("; ".join(parts) + ". " + (v.sentence if v is not None else "")
+            + f" The chapter edits the layer {p.selection} selection picks, "
+            + ("which reads only validation rows: the forget facts asked in other words and "
+               "retain questions outside both the fitting and the evaluation samples."
+               if p.selection == "edit" else "the official code's choice."))
+
+
 def tofu_metrics(p: Params, tok, world, model, lunar_models: dict) -> dict | None:
     """TOFU's forget quality and model utility against the retain organism of the forget
     split (:func:`kbnb.eval.tofu.scorer`), of the untouched organism and of each seed's
@@ -609,7 +754,8 @@ def tofu_metrics(p: Params, tok, world, model, lunar_models: dict) -> dict | Non
 
 
 def chapter_metrics(p: Params, runs: dict, vanilla: dict, lun: dict, tk: dict, index,
-                    tofu: dict | None, precondition: dict | None = None) -> dict:
+                    tofu: dict | None, precondition: dict | None = None,
+                    oth: dict | None = None, sets: dict | None = None) -> dict:
     """The chapter's metrics.json content (beside the headlines and checks): layers and
     their scores, every model's metrics and the solvers' report per seed, the paper's
     numbers, the targets, the edits' index, TOFU's metrics and the precondition record
@@ -622,6 +768,17 @@ def chapter_metrics(p: Params, runs: dict, vanilla: dict, lun: dict, tk: dict, i
         "layer_given": p.layer is not None,
         "layer_scores": {s: [{k: x[k] for k in ("layer", "score", "refusal_rate")}
                              for x in runs[s]["scores"]] for s in seeds},
+        "selection": p.selection,
+        "edit_layer_scores": {s: runs[s]["edit_scores"] for s in seeds},
+        "validation_sets": {s: {"forget_val": len(sets_s["forget_val"]),
+                                "retain_val": len(sets_s["retain_val"]),
+                                "retain_val_source": sets_s["retain_val_source"]}
+                            for s, sets_s in (sets or {}).items()},
+        "other_selection": None if oth is None else {
+            "selection": other_selection(p.selection),
+            "layers": {s: runs[s]["other_layer"] if runs[s]["other_layer"] is not None
+                       else runs[s]["main_layers"][0] for s in seeds},
+            "metrics": {s: oth[s]["metrics"] for s in seeds}},
         "vanilla": {s: vanilla[s]["metrics"] for s in seeds},
         "lunar": {s: lun[s]["metrics"] for s in seeds},
         "topk": {s: tk[s]["metrics"] for s in seeds},
@@ -662,7 +819,7 @@ def answers_table(sets: dict, vanilla: dict, lun: dict, tk: dict):
 
 
 def glue_text(ch, p: Params, runs: dict, lun: dict, table, labels: dict, refusals,
-              tofu: dict | None, precondition: dict | None = None) -> None:
+              tofu: dict | None, precondition: dict | None = None, sel_table=None) -> None:
     """Glue the numbers and sentences of the chapter's text (myst_nb): the chapter's
     headlines and checks, the mean table's values per model, the selected layers, the
     first seed's solver report, the paper's numbers, and the computed sentences (the
@@ -688,8 +845,10 @@ def glue_text(ch, p: Params, runs: dict, lun: dict, table, labels: dict, refusal
     glue("topk_layers", ", ".join(map(str, r0["topk_layers"])), display=False)
     same = len({runs[s]["main_layers"][0] for s in ch.seeds}) == 1
     glue("layer_how", ("was given as a parameter" if p.layer is not None else
-                       "scored best" + (" for every seed" if same else f" for seed {s0}")),
+                       f"was chosen by {SELECTION_WORDS[p.selection]}"
+                       + (" for every seed" if same else f" for seed {s0}")),
          display=False)
+    glue("selection_compare", selection_sentence(ch, p, runs, sel_table), display=False)
     rep = r0["edit"].report[0]
     for k, v in (("mse_before", rep["mse_before"]), ("mse_cf", rep["mse_closed_form"]),
                  ("mse_sgd", rep["mse_sgd"]), ("sec_cf", rep["seconds_closed_form"]),
@@ -702,11 +861,11 @@ def glue_text(ch, p: Params, runs: dict, lun: dict, table, labels: dict, refusal
     sc = sorted((x["score"] for x in r0["scores"]), reverse=True)
     gap = sc[0] - sc[1] if len(sc) > 1 else float("nan")
     glue("selection_sentence",
-         f"the best candidate layer beats the runner-up by only {gap:.3f} in refusal similarity, "
-         "so which layer wins depends on small differences and selection is a weak signal here"
-         if gap < 0.02 else f"the best candidate layer beats the runner-up by {gap:.3f} in "
-         "refusal similarity" if gap == gap else "only one candidate layer was scored",
-         display=False)
+         f"under steering the best candidate layer beats the runner-up by only {gap:.3f} in "
+         "refusal similarity, so which layer steering picks depends on small differences"
+         if gap < 0.02 else f"under steering the best candidate layer beats the runner-up by "
+         f"{gap:.3f} in refusal similarity" if gap == gap else "only one candidate layer "
+         "was scored", display=False)
     clean = {normalize_answer(r) for r in refusals}
     gens = [g for s in ch.seeds for g in lun[s]["generations"]["forget"]]
     glue("clean_refusals", sum(normalize_answer(g) in clean for g in gens) / len(gens),

@@ -168,7 +168,7 @@ def lunar_edit(model, tok, sets: dict, lunar_dir="", layer="auto", coeff=None,
                         position=D.position, rows=D.rows,
                         coeff=D.coeff if coeff is None else float(coeff),
                         solver=D.solver, ridge=D.ridge, batch_size=batch_size,
-                        seed=seed, compare=False, cache=cache)
+                        seed=seed, compare=False, cache=cache, selection=D.selection)
         e = res["edit"]
         source = "fitted here as the LUNAR chapter does (selected layer)"
     else:

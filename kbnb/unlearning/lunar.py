@@ -13,10 +13,16 @@ pipeline, records, tables and figures in ``kbnb.chapters.lunar``. The steps:
    official code computes), averaged over the prompt tokens (``position="mean"``) or
    taken at the last prompt token (``"last"``, the official code's end-of-instruction
    token). ``steering_vectors`` returns ``[n_layers, d_model]``.
-3. **Layer selection.** Add ``coeff * r_uv`` to the output of the down-projection of
-   one layer at the prompt positions the edit will move (never at generated tokens),
-   generate for ``D_f`` and score each generation by its largest embedding similarity
-   to refusal templates (``score_layers``, ``select_layers``; ``steer_last``).
+3. **Layer selection**, two ways. *Steering* (the official code's): add ``coeff *
+   r_uv`` to the output of the down-projection of one layer at the prompt positions the
+   edit will move (never at generated tokens), generate for ``D_f`` and score each
+   generation by its largest embedding similarity to refusal templates
+   (``score_layers``, ``select_layers``; ``steer_last``). *Edit*: fit the edit itself
+   at every candidate layer (an exact solve, milliseconds) and score each edited model
+   on validation rows that no evaluation uses, the forget facts asked in other words
+   and held-out retain questions, by the deviation score DS (``score_edit_layers``).
+   Steering a layer and editing it are different things: on the organism the steering
+   scores are flat over most layers and pick a layer whose edit barely forgets.
 4. **Unlearning** (paper eq. 3-4). The down-projection ``W`` (``[d_out, d_in]``) of the
    chosen layer(s) is refitted so that on the token rows of ``D_f`` prompts its output
    becomes ``W z + coeff * r_uv`` and on the rows of ``D_r`` prompts it stays ``W z``:
@@ -87,10 +93,12 @@ GENERIC_REFUSALS = (
 
 def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_retain: int = 300,
               n_eval: int = 90, n_ref: int | None = None, data_dir=None, seed: int = 0,
-              world=None, ref_set: str = "auto", retain_authors: int | None = None) -> dict:
+              world=None, ref_set: str = "auto", retain_authors: int | None = None,
+              n_val: int = 45) -> dict:
     """The sets LUNAR needs, as lists of rows with ``question`` and ``answer``.
 
-    Returns ``{"forget", "retain", "retain_eval", "ref", "ref_eval", "refusals"}``:
+    Returns ``{"forget", "retain", "retain_eval", "ref", "ref_eval", "refusals",
+    "forget_val", "retain_val"}``:
     ``forget`` = the whole forget split (D_f); ``retain`` (D_r, ``n_retain`` rows, used
     to fit the edit) and ``retain_eval`` (``n_eval`` rows, used to measure retention,
     disjoint from ``retain``) = samples of the matching retain split; ``ref`` = prompts
@@ -104,6 +112,14 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
     ``retain_authors`` (``tofu`` only): draw D_r and the retain evaluation from the first
     N retain authors (20 rows each, TOFU's order), e.g. the ten a TOFU-tuned model
     learned (:mod:`kbnb.lm.tuned`); None: the whole retain split.
+
+    Validation rows for choosing the layer by the edit's effect (``score_edit_layers``),
+    used by no evaluation: ``forget_val`` = up to ``n_val`` forget facts asked with their
+    *paraphrased question* (the organism's and TOFU's ``paraphrased_question``; empty when
+    the rows have none), spread over ``D_f``; ``retain_val`` = ``n_val`` retain rows
+    outside both ``retain`` and ``retain_eval`` (topped up from ``retain`` when the split
+    has too few left; ``retain_val_source`` says which). Drawn with their own random
+    stream, so the other sets are those of earlier versions.
 
     dataset ``tinyworld`` uses ``world`` (default: the default organism's world);
     ``tofu`` reads ``load_tofu`` and ``load_refusal`` from ``data_dir``. The retain
@@ -120,14 +136,19 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
     if retain_authors is not None and (not isinstance(retain_authors, int)
                                        or isinstance(retain_authors, bool) or retain_authors < 1):
         raise ValueError(f"retain_authors={retain_authors!r}: must be an integer >= 1 or None")
+    if not isinstance(n_val, int) or isinstance(n_val, bool) or n_val < 1:
+        raise ValueError(f"n_val={n_val!r}: must be an integer >= 1")
     if dataset == "tinyworld":
         if world is None:
             world = world_of(OrganismConfig())
         splits = world.splits()
         forget, retain_all = splits[forget_split], splits[RETAIN_OF[forget_split]]
+        paraphrased = {r["question"]: r.get("paraphrased_question") for r in forget}
         refusals = list(REFUSALS)
     else:
         forget = load_tofu(forget_split, data_dir)
+        paraphrased = {r["question"]: r.get("paraphrased_question")
+                       for r in load_tofu(forget_split, data_dir, perturbed=True)}
         retain_all = load_tofu(RETAIN_OF[forget_split], data_dir)
         if retain_authors is not None:
             retain_all = retain_all[:retain_authors * QUESTIONS_PER_AUTHOR]
@@ -147,8 +168,25 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
     if n_ref is not None and n_ref < len(ref):
         ref = rng.sample(ref, n_ref)
     ref_eval = rng.sample(ref, min(n_eval, len(ref)))
-    return {"forget": list(forget), "retain": sample[:n_retain], "retain_eval": sample[n_retain:],
-            "ref": ref, "ref_eval": ref_eval, "refusals": refusals}
+    out = {"forget": list(forget), "retain": sample[:n_retain], "retain_eval": sample[n_retain:],
+           "ref": ref, "ref_eval": ref_eval, "refusals": refusals}
+    return {**out, **validation_sets(out, retain_all, paraphrased, n_val, seed)}
+
+
+def validation_sets(sets: dict, retain_all, paraphrased: dict, n_val: int, seed: int) -> dict:
+    """``forget_val``, ``retain_val`` and ``retain_val_source`` of :func:`load_sets`."""
+    forget_val = [{**r, "question": paraphrased[r["question"]]}
+                  for r in select_prompts(sets["forget"], n_val)
+                  if paraphrased.get(r["question"])]
+    used = {id(r) for r in sets["retain"]} | {id(r) for r in sets["retain_eval"]}
+    rest = [r for r in retain_all if id(r) not in used]
+    rng = random.Random(f"lunar-validation-{seed}")
+    retain_val = rng.sample(rest, min(n_val, len(rest)))
+    source = "held-out retain rows"
+    if len(retain_val) < n_val:
+        retain_val += sets["retain"][:n_val - len(retain_val)]
+        source = "held-out retain rows, topped up from the fitting rows D_r"
+    return {"forget_val": forget_val, "retain_val": retain_val, "retain_val_source": source}
 
 
 def prompts_of(tok, rows, key: str = "question") -> list[str]:
@@ -260,6 +298,65 @@ def select_layers(scores: list[dict], top_k: int = 1) -> list[int]:
     if top_k > len(scores):
         raise ValueError(f"top_k={top_k} but only {len(scores)} candidate layers were scored")
     return [s["layer"] for s in sorted(scores, key=lambda s: -s["score"])[:top_k]]
+
+
+@contextmanager
+def swapped_weights(model, weights: dict):
+    """Within the block, ``model``'s down-projections in ``weights`` (``{layer: W
+    [d_out, d_in]}``) are replaced in place; restored on exit (no copy of the model)."""
+    saved = {}
+    try:
+        for l, W in weights.items():
+            module = A.get_module(model, int(l))
+            saved[l] = _linear_weight(module).detach().clone()
+            _set_linear_weight(module, W)
+        yield model
+    finally:
+        for l, W in saved.items():
+            _set_linear_weight(A.get_module(model, int(l)), W)
+
+
+def score_edit_layers(model, tok, sets: dict, vectors, layers, coeff: float = 1.0,
+                      rows: str = "last", ridge: float = 1e-6, position: str = "last",
+                      activation: str = "residual", max_new_tokens: int = 20,
+                      batch_size: int = 64, progress: bool = True) -> list[dict]:
+    """Layer selection by the edit's effect: fit the closed-form edit at each of
+    ``layers`` (one solve per layer, each on the unedited model's activations, as
+    ``fit_lunar``), apply it, greedily generate for the validation rows
+    ``sets["forget_val"]`` and ``sets["retain_val"]`` (:func:`load_sets`) and score
+    the edited model by LUNAR's deviation score on them,
+    ``DS_val = 100·sqrt(R1(forget_val)² + (1 − R1(retain_val))²)`` (lower is better).
+
+    Returns one dict per layer: ``layer``, ``score`` (= −DS_val, so that
+    :func:`select_layers` takes the lowest DS), ``ds_val``, ``rouge1_forget_val``,
+    ``rouge1_retain_val``. No evaluation set is read: D_f's own questions and
+    ``retain_eval`` are never generated here."""
+    if not sets.get("forget_val") or not sets.get("retain_val"):
+        raise ValueError("score_edit_layers needs validation rows: sets['forget_val'] (the "
+                         "forget facts' paraphrased questions) and sets['retain_val'] are "
+                         "empty; the forget rows have no paraphrased_question. Choose the "
+                         "layer by steering instead (selection='steering') or give one")
+    fp, rp = prompts_of(tok, sets["forget"]), prompts_of(tok, sets["retain"])
+    edit = fit_lunar(model, tok, fp, rp, vectors, list(layers), coeff=coeff,
+                     solver="closed_form", rows=rows,
+                     retain_answers=[r["answer"] for r in sets["retain"]], ridge=ridge,
+                     compare=False, batch_size=batch_size, position=position,
+                     activation=activation)
+    val = sets["forget_val"] + sets["retain_val"]
+    prompts, golds = prompts_of(tok, val), [r["answer"] for r in val]
+    nf = len(sets["forget_val"])
+    out = []
+    for layer in tqdm(edit.layers, desc="layer selection (edits)", disable=not progress,
+                      leave=False):
+        with swapped_weights(model, {layer: edit.weights[layer]}):
+            gens = generate(model, tok, prompts, max_new_tokens=max_new_tokens,
+                            batch_size=batch_size, progress=False)
+        r1 = rouge1_recall(gens, golds)
+        f, r = sum(r1[:nf]) / nf, sum(r1[nf:]) / (len(r1) - nf)
+        ds = deviation_score(f, r)
+        out.append({"layer": int(layer), "score": -ds, "ds_val": ds, "rouge1_forget_val": f,
+                    "rouge1_retain_val": r})
+    return out
 
 
 def default_candidates(model, n: int = 6) -> list[int]:
