@@ -471,8 +471,8 @@ def mark_not_meaningful(ch, precondition: dict | None, names=None) -> list[str]:
 
 # ---- records, checks, tables, figures, sentences ---------------------------------------
 
-def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict, oth: dict | None,
-                     precondition: dict | None = None) -> None:
+def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict,
+                     precondition: dict | None = None, oth: dict | None = None) -> None:
     """Headlines and checks of the LUNAR chapter on a :class:`kbnb.report.chapter.Chapter`.
 
     runs: ``{seed: run_lunar result}``; van, lun, tk: ``{seed: evaluate_edit result}`` of the
@@ -482,7 +482,9 @@ def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict, oth: dict |
     compared over seeds only, so they need two or more. The selected layer is a
     constant of each run: with one seed it has no interval (not measurable), with
     several an interval over seeds. ``precondition`` (:func:`ref_refusal_precondition`)
-    not met: every headline is marked not meaningful (:func:`mark_not_meaningful`)."""
+    not met: every headline is marked not meaningful (:func:`mark_not_meaningful`).
+    ``oth`` (:func:`evaluate_other`): the other layer selection's results, recorded beside
+    (:func:`record_other_selection`)."""
     T = TARGETS
     for s in ch.seeds:
         v, m, t = van[s]["metrics"], lun[s]["metrics"], tk[s]["metrics"]
@@ -507,7 +509,8 @@ def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict, oth: dict |
                 label="LUNAR: retain ROUGE-1 recall (held out)", bounds=stats.UNIT)
     ch.headline("refusal_forget", per_item=item(lun, "refusal_forget"),
                 label="LUNAR: share of forget answers with a refusal phrase", bounds=stats.UNIT)
-    deepest = max(max(x["layer"] for x in runs[s]["scores"]) for s in ch.seeds)
+    deepest = max(max((x["layer"] for x in runs[s].get("scores") or []),
+                      default=runs[s]["main_layers"][0]) for s in ch.seeds)
     ch.headline("selected_layer", label="selected layer",  # one seed: not measurable
                 bounds=(0, max(1, deepest)))
     if not one:

@@ -20,6 +20,7 @@ import numpy as np
 from kbnb.data.loaders import load_refusal, load_tofu
 from kbnb.data.splits import FORGET_SPLITS, RETAIN_OF, check_forget_split
 from kbnb.eval import stats
+from kbnb.eval import tofu as tm
 from kbnb.eval.stats import format_mean_ci
 from kbnb.eval.tofu import (
     evaluate_against,
@@ -31,9 +32,10 @@ from kbnb.eval.tofu import (
 )
 from kbnb.lm.models import load_model, resolve_device
 from kbnb.organism.model import parse_organism_name
-from kbnb.report.params import ModelParams, choice, integer, number, param, seeds_param
+from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 from kbnb.unlearning.methods import METHODS, check_methods, unlearn
+from kbnb.unlearning.tuning import GRID_LRS, KEEP, grid, shown, tune
 
 OPEN_UNLEARNING = "open-unlearning, Llama-3.2-1B on TOFU forget10 (not this run)"
 
@@ -69,7 +71,11 @@ class Params(ModelParams):
     forget_split: str = choice("forget10", FORGET_SPLITS)  # forget01 | forget05 | forget10
     methods: list = param(list(METHODS), lambda n, v: check_methods(v))  # registry names
     steps: int = integer(20, 1)  # optimizer steps per method (lunar: closed form, unused)
-    lr: float = number(1e-3, 0, lo_open=True)  # constant AdamW rate (open-unlearning: 1e-5 on a 1B model; ours needs more)
+    tune: bool = flag(True)  # choose each method's lr and knobs on validation rows (False: all at lr)
+    tune_lrs: list = param(list(GRID_LRS), lambda n, v: grid("ga", v))  # learning rates tried per method
+    tune_knobs: bool = flag(True)  # also each method's own knobs (kbnb.unlearning.tuning.KNOBS)
+    tune_seed: int = integer(1000, 0)  # seed of the tuning runs (no reported run uses it)
+    lr: float = number(1e-3, 0, lo_open=True)  # constant AdamW rate without tune (open-unlearning: 1e-5 on 1B)
     batch_size: int = integer(8, 1)  # forget (and retain) rows per step
     n_retain: int = integer(90, 1)  # retain rows in the evaluation (TOFU: retain_perturbed, 400 rows)
     max_eval: object = integer(None, 1, none=True)  # at most this many rows of each evaluation set (None: all, as TOFU)
@@ -85,6 +91,14 @@ class Params(ModelParams):
 
     def run_params(self) -> dict:
         return {**super().run_params(), "methods": self.method_list}
+
+    def validate(self) -> None:
+        super().validate()
+        if self.tune and not self.retain_model:
+            raise ValueError("tune=True chooses each method's setting by forget quality on "
+                             "validation rows, which needs a retain model: give retain_model "
+                             "(or 'auto' on the organism), or tune=False to run every method "
+                             "at lr")
 
 
 SPEC = ChapterSpec(
@@ -137,19 +151,25 @@ def plain(results: dict) -> dict:
 
 def run_methods(model, tok, sets: dict, retain_rows, methods, seeds, retain_ref: dict,
                 steps: int, lr: float, batch_size: int = 8, max_new_tokens: int = 32,
-                eval_batch_size: int = 64, ref_rows=None, progress: bool = False) -> dict:
+                eval_batch_size: int = 64, ref_rows=None, progress: bool = False,
+                settings: dict | None = None) -> dict:
     """Unlearn ``sets["forget"]`` with every method and seed and evaluate each result with
-    ``kbnb.eval.tofu.evaluate_unlearning`` against ``retain_ref``. Returns
-    ``{method: {seed: {"results": plain results, "log": unlearning log summary,
-    "forget_truth_ratios": [...], "seconds": s}}}``."""
+    ``kbnb.eval.tofu.evaluate_unlearning`` against ``retain_ref``. ``settings``:
+    ``{method: {"lr": ..., knob: value}}`` chosen by :func:`tune_methods` (a method
+    without one runs at ``lr`` with its defaults). Returns ``{method: {seed: {"results":
+    plain results, "log": unlearning log summary, "forget_truth_ratios": [...],
+    "seconds": s}}}``."""
     out = {}
     for method in check_methods(methods):
         out[method] = {}
+        setting = dict((settings or {}).get(method) or {})
+        m_lr = setting.pop("lr", None) or lr
         for seed in seeds:
             t0 = time.time()
             kw = {"ref_rows": ref_rows} if "ref_rows" in METHODS[method].defaults else {}
             new, log = unlearn(method, model, tok, sets["forget"], retain_rows, steps=steps,
-                               lr=lr, seed=seed, batch_size=batch_size, progress=progress, **kw)
+                               lr=m_lr, seed=seed, batch_size=batch_size, progress=progress,
+                               **kw, **setting)
             res = evaluate_unlearning(new, tok, sets, retain_reference=retain_ref,
                                       max_new_tokens=max_new_tokens, batch_size=eval_batch_size)
             del new
@@ -160,10 +180,141 @@ def run_methods(model, tok, sets: dict, retain_rows, methods, seeds, retain_ref:
     return out
 
 
-def results_table(rows: dict, headlines: dict, digits: int = 3):
+# ---- choosing each method's setting on validation rows (kbnb.unlearning.tuning) ----------
+
+def chapter_validation(p: Params, model, tok, world, data_dir=None) -> dict | None:
+    """The validation rows of the search (``kbnb.eval.tofu.organism_validation_sets`` or
+    ``tofu_validation_sets``), the retain model's and the untouched model's validation
+    metrics; None without ``tune``. Returns ``{"sets", "reference", "untouched"}``."""
+    if not p.tune:
+        return None
+    if p.dataset == "tinyworld":
+        val = tm.organism_validation_sets(world, p.forget_split, p.n_retain)
+    else:
+        val = tm.tofu_validation_sets(p.forget_split, data_dir, p.n_retain)
+    if p.retain_model == "auto":
+        if parse_organism_name(p.model_name) is None or p.dataset != "tinyworld":
+            raise ValueError("tune=True with retain_model='auto' needs the organism "
+                             "(model_name tinyworld[:N], dataset tinyworld); name a retain "
+                             "model for another model, or tune=False")
+        ref = tm.retain_validation(p.model_name, p.forget_split, p.n_retain,
+                                   device=str(model.device))
+    else:
+        r_model, r_tok = load_model(p.retain_model, **p.load_args())
+        ref = tm.evaluate_validation(r_model, r_tok, val)
+        del r_model
+    return {"sets": val, "reference": ref,
+            "untouched": tm.evaluate_validation(model, tok, val, ref)}
+
+
+def tune_methods(p: Params, model, tok, forget_rows, retain_rows, validation: dict,
+                 ref_rows=None) -> dict:
+    """:func:`kbnb.unlearning.tuning.tune` for every method of the run: ``{method: its
+    result}`` (each setting trained once with ``tune_seed``, scored on the validation
+    rows, one chosen)."""
+    out = {}
+    for m in p.method_list:
+        extra = {"ref_rows": ref_rows} if "ref_rows" in METHODS[m].defaults else {}
+        out[m] = tune(m, model, tok, forget_rows, retain_rows, validation["sets"],
+                      validation["reference"], validation["untouched"]["utility"],
+                      steps=p.steps, batch_size=p.batch_size, seed=p.tune_seed,
+                      lrs=p.tune_lrs, knobs=p.tune_knobs, extra=extra)
+    return out
+
+
+def chosen_settings(tuned: dict | None) -> dict | None:
+    """``{method: chosen setting}`` of :func:`tune_methods` (None without tuning)."""
+    return None if tuned is None else {m: t["setting"] for m, t in tuned.items()}
+
+
+def settings_table(tuned: dict):
+    """One row per method: the chosen setting, its validation forget quality and utility,
+    how many settings were tried, and why this one."""
+    import pandas as pd
+    rows = []
+    for m, t in tuned.items():
+        q = t["points"][t["chosen"]]
+        rows.append({"method": display_name(m), "chosen setting": shown(t["setting"]),
+                     "settings tried": len(t["points"]),
+                     "validation forget quality": f"{q['forget_quality']:.2g}",
+                     "validation utility": f"{q['utility']:.3f}", "why": t["reason"]})
+    return pd.DataFrame(rows).set_index("method")
+
+
+def frontier_figure(tuned: dict, untouched: dict, keep: float = KEEP):
+    """Each method's grid on the validation rows: utility (x) against forget quality (y,
+    log), one colour per method, the chosen setting ringed; the dashed line is ``keep`` of
+    the untouched model's validation utility (the square)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    clip = lambda v: max(float(v), FQ_FLOOR)  # noqa: E731
+    for i, (m, t) in enumerate(tuned.items()):
+        c = colors[i % len(colors)]
+        xs = [q["utility"] for q in t["points"]]
+        ys = [clip(q["forget_quality"]) for q in t["points"]]
+        ax.scatter(xs, ys, color=c, s=22, alpha=0.7, label=f"{display_name(m)} ({len(xs)})")
+        q = t["points"][t["chosen"]]
+        ax.scatter([q["utility"]], [clip(q["forget_quality"])], s=150, facecolor="none",
+                   edgecolor=c, linewidth=2)
+    u0 = untouched["utility"]
+    ax.scatter([u0], [clip(untouched["forget_quality"])], marker="s", s=90, color="k",
+               facecolor="none", label="untouched model")
+    ax.axvline(keep * u0, color="tab:gray", ls="--", lw=1)
+    ax.axhline(0.05, color="tab:gray", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.set_ylim(FQ_FLOOR / 10, 3)
+    ax.set_xlabel("validation utility (retain probability and truth ratio, harmonic mean)")
+    ax.set_ylabel("validation forget quality (log)")
+    ax.set_title("Each method's grid on the validation rows (ringed: chosen)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def tuning_text(tuned: dict | None, p: Params, validation: dict | None) -> str:
+    """The sentence on how each method's setting was chosen (or that it was not)."""
+    if tuned is None:
+        return (f"Every method runs at one learning rate, {p.lr:g}, with its default knobs "
+                "(tune=False): the comparison then says as much about that rate as about the "
+                "methods.")
+    v = validation["sets"]
+    n = sum(len(t["points"]) for t in tuned.values())
+    return (f"Each method's setting was chosen from a small grid ({n} trainings in all: "
+            f"learning rates {', '.join(f'{x:g}' for x in p.tune_lrs)}"
+            + (" and each method's own knobs" if p.tune_knobs else "")
+            + f", {p.steps} steps each, tuning seed {p.tune_seed}) by its forget quality and "
+            f"utility on validation rows no evaluation reads: the {len(v['forget'])} forget "
+            f"facts asked with their paraphrased question and {len(v['retain'])} retain rows "
+            "after the evaluation's. The rule: the highest validation forget quality among the "
+            f"settings that keep {KEEP:.0%} of the untouched model's validation utility, else "
+            "the highest utility. The test metrics below were not looked at.")
+
+
+def floor_note(runs: dict, methods) -> str:
+    """Which methods' forget truth ratios (and so forget quality) the +1e-10 floor
+    decides for some items, per seed (``forget_truth_ratio_floored``)."""
+    hit = {m: [runs[m][s]["results"].get("forget_truth_ratio_floored") or 0.0 for s in runs[m]]
+           for m in methods}
+    hit = {m: v for m, v in hit.items() if max(v) > 0}
+    if not hit:
+        return ("No method drives a correct answer's probability near 1e-10: every truth ratio "
+                "is the model's, not the +1e-10 floor's.")
+    parts = [f"{display_name(m)} ({', '.join(f'{x:.0%}' for x in v)} of forget questions "
+             "by seed)" for m, v in hit.items()]
+    return ("† The reference formula's +1e-10 decides the truth ratio where the correct "
+            "answer's probability falls near 1e-10 or below: " + "; ".join(parts)
+            + ". There the forget truth ratio and forget quality measure the floor, not the "
+            "model.")
+
+
+def results_table(rows: dict, headlines: dict, digits: int = 3, floored=()):
     """One table of every model x metric: ``rows`` maps a row name to plain values (the
     untouched and retain organisms: one deterministic value each), ``headlines`` maps a
-    method to ``{metric: headline dict}`` (mean ± half the 95% interval over seeds)."""
+    method to ``{metric: headline dict}`` (mean with its 95% interval over seeds).
+    ``floored``: methods whose forget truth ratio the +1e-10 floor decides for some
+    items (:func:`floor_note`): their truth ratio and forget quality cells get a †."""
     import pandas as pd
 
     def num(v):
@@ -178,9 +329,11 @@ def results_table(rows: dict, headlines: dict, digits: int = 3):
 
     table = [{"model": name, **{LABELS[k]: num(vals.get(k)) for k in TABLE_METRICS}}
              for name, vals in rows.items()]
+    dagger = ("forget_truth_ratio", "forget_quality")
     for method, hs in headlines.items():
         table.append({"model": display_name(method),
-                      **{LABELS[k]: cell(hs[k]) for k in TABLE_METRICS}})
+                      **{LABELS[k]: cell(hs[k]) + (" †" if method in floored and k in dagger
+                                                    else "") for k in TABLE_METRICS}})
     return pd.DataFrame(table).set_index("model")
 
 
@@ -343,8 +496,10 @@ def chapter_targets(base: dict, retain: dict | None, means: dict) -> dict:
 
 def table_intro(base: dict, retain: dict | None, n_seeds: int) -> str:
     """The sentence above the results table."""
-    s = (f"Each method's cell is the mean over {n_seeds} seeds ± half its 95% t interval; "
-         "the untouched and the retain model are deterministic and have one value. ")
+    s = (f"Each method's cell is the mean over {n_seeds} seeds with its 95% interval (every "
+         "metric here is bounded, so the interval is a t interval on the logit scale, or "
+         "for privleak between its bounds, and stays inside the range); the untouched and "
+         "the retain model are deterministic and have one value. ")
     if retain is None:
         return s + "There is no retain model, so forget quality and privleak are not available."
     return s + (f"The untouched model's forget quality is {base['forget_quality']:.2g} and its "
@@ -404,15 +559,22 @@ def record_results(ch, runs: dict, methods, fq_ok: bool):
     return reported, heads
 
 
-def method_table(base_p: dict, retain_p: dict | None, heads: dict, methods):
+def floored_methods(runs: dict, methods) -> list[str]:
+    """Methods with a forget truth ratio decided by the +1e-10 floor in some seed."""
+    return [m for m in methods
+            if any((runs[m][s]["results"].get("forget_truth_ratio_floored") or 0) > 0
+                   for s in runs[m])]
+
+
+def method_table(base_p: dict, retain_p: dict | None, heads: dict, methods, floored=()):
     """:func:`results_table` of the untouched model, the retain model (if any) and every
-    method's headlines (n/a where a metric was not recorded)."""
+    method's headlines (n/a where a metric was not recorded); ``floored`` methods marked."""
     rows = {"untouched model": base_p}
     if retain_p:
         rows["retain model"] = retain_p
     missing = {"mean": float("nan"), "ci95": [float("nan")] * 2}
     return results_table(rows, {m: {k: heads[m].get(k, missing) for k in TABLE_METRICS}
-                                for m in methods})
+                                for m in methods}, floored=floored)
 
 
 def record_checks(ch, methods, base: dict, fq_ok: bool) -> None:
@@ -446,9 +608,16 @@ def fq_mu_run_figure(ch, methods, means: dict, base_p: dict, retain_p: dict):
 
 
 def metrics(sets: dict, base_p: dict, retain_p: dict | None, means: dict, runs: dict, methods,
-            seeds) -> dict:
-    """The chapter's own entries of metrics.json (beside the headlines and checks)."""
+            seeds, tuned: dict | None = None, validation: dict | None = None) -> dict:
+    """The chapter's own entries of metrics.json (beside the headlines and checks); with
+    tuning, every grid point's validation scores and the chosen setting per method."""
+    val = None if validation is None else {
+        "n": {k: len(v) for k, v in validation["sets"].items()},
+        **{who: {k: v for k, v in validation[who].items() if k != "forget_truth_ratios"}
+           for who in ("untouched", "reference")}}
     return {
+        "tuning": tuned, "validation": val,
+        "settings": {m: (tuned[m]["setting"] if tuned else None) for m in methods},
         "n_sets": {k: len(v) for k, v in sets.items()},
         "untouched": base_p, "retain": retain_p,
         "methods": {m: {k: means[m].get(k) for k in TABLE_METRICS} for m in methods},
@@ -461,15 +630,18 @@ def metrics(sets: dict, base_p: dict, retain_p: dict | None, means: dict, runs: 
 
 
 def glue_values(p: Params, ch, sets: dict, base_p: dict, retain_p: dict | None, means: dict,
-                targets: dict, fq_ok: bool) -> dict:
+                targets: dict, fq_ok: bool, tuned: dict | None = None,
+                validation: dict | None = None, runs: dict | None = None) -> dict:
     """The computed numbers and sentences the chapter's text glues."""
     d = discussion(base_p, retain_p or base_p, means) if fq_ok else {}
     return {
         "n_retain_rows": len(sets["retain"]),
         "steps_used": p.steps,
-        "lr_used": f"{p.lr:g}",
+        "lr_used": "each method's chosen" if p.tune else f"{p.lr:g}",
         "batch_used": p.batch_size,
         "table_intro": table_intro(base_p, retain_p, len(ch.seeds)),
         "discussion_text": discussion_text(d, targets, base_p, retain_p),
         "targets_text": targets_text(targets),
+        "tuning_text": tuning_text(tuned, p, validation),
+        "floor_note": floor_note(runs, p.method_list) if runs else "",
     }

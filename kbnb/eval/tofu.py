@@ -502,6 +502,95 @@ def organism_sets(world, forget_split: str = "forget10", n_retain: int | None = 
             "holdout": s[HOLDOUT_OF[forget_split]]}
 
 
+def organism_validation_sets(world, forget_split: str = "forget10", n_retain: int = 90) -> dict:
+    """Validation rows for choosing a method's hyperparameters, read by no evaluation:
+    ``forget`` = the forget split's facts asked with their paraphrased question (the
+    evaluation asks the original one), ``retain`` = the ``n_retain`` known retain rows
+    after the evaluation's first ``n_retain`` (trained on by the methods' retain term,
+    as the evaluation's are). Perturbations as :func:`organism_sets`."""
+    check_forget_split(forget_split)
+    s = world.splits()
+    known = [r for r in s[RETAIN_OF[forget_split]] if r["group"] == "known"]
+    retain = known[n_retain:2 * n_retain]
+    if not retain:
+        raise ValueError(f"n_retain={n_retain}: no known retain rows are left after the "
+                         f"evaluation's for validation ({len(known)} in all)")
+    forget = [dict(paraphrased_perturbations(r, world), question=r["paraphrased_question"])
+              for r in s[forget_split]]
+    return {"forget": forget, "retain": [paraphrased_perturbations(r, world) for r in retain]}
+
+
+def tofu_validation_sets(forget_split: str = "forget10", data_dir=None,
+                         n_retain: int | None = None) -> dict:
+    """:func:`organism_validation_sets` on real TOFU: the forget split's
+    ``paraphrased_question`` s, and the rows of ``retain_perturbed`` after the
+    evaluation's first ``n_retain`` (none left when the evaluation takes all 400)."""
+    check_forget_split(forget_split)
+    retain = load_tofu("retain_perturbed", data_dir)
+    rest = [] if n_retain is None else retain[n_retain:2 * n_retain]
+    if not rest:
+        raise ValueError(f"n_retain={n_retain}: retain_perturbed has {len(retain)} rows and the "
+                         "evaluation takes them all; give n_retain (at most half of them) to "
+                         "leave validation rows")
+    forget = [dict(r, question=r["paraphrased_question"])
+              for r in load_tofu(forget_split, data_dir, perturbed=True)]
+    return {"forget": forget, "retain": rest}
+
+
+def evaluate_validation(model, tok, sets: dict, retain_reference: dict | None = None,
+                        batch_size: int = 64) -> dict:
+    """The cheap, generation-free metrics a hyperparameter search reads on validation
+    rows (:func:`organism_validation_sets`): per-item forget truth ratios and, against
+    ``retain_reference`` (this function's result for the retain model), their forget
+    quality (KS p-value, as :func:`forget_quality_from_truth_ratios`); retain
+    probability and truth ratio (``true_better``) and their harmonic mean,
+    ``utility`` (model utility's retain part without ROUGE: no greedy generation)."""
+    was_training = model.training
+    model.eval()
+    groups = {"forget/paraphrased": (sets["forget"], "paraphrased_answer"),
+              "forget/perturbed": (sets["forget"], "perturbed_answer"),
+              "retain/answer": (sets["retain"], "answer"),
+              "retain/paraphrased": (sets["retain"], "paraphrased_answer"),
+              "retain/perturbed": (sets["retain"], "perturbed_answer")}
+    lp = _score_groups(model, tok, groups, batch_size)
+    model.train(was_training)
+    tr = truth_ratio_from_logprobs(lp["forget/paraphrased"], lp["forget/perturbed"])
+    out = {"forget_truth_ratios": tr.tolist(),
+           "forget_truth_ratio": aggregate_truth_ratio(tr, "closer_to_1_better"),
+           "forget_truth_ratio_floored": float(truth_ratio_floored(lp["forget/paraphrased"]).mean()),
+           "retain_prob": float(probability_from_logprobs(lp["retain/answer"]).mean()),
+           "retain_truth_ratio": aggregate_truth_ratio(
+               truth_ratio_from_logprobs(lp["retain/paraphrased"], lp["retain/perturbed"]),
+               "true_better")}
+    out["utility"] = model_utility_from_parts([out["retain_prob"], out["retain_truth_ratio"]])
+    ref = (retain_reference or {}).get("forget_truth_ratios")
+    out["forget_quality"] = None if ref is None else forget_quality_from_truth_ratios(tr, ref)
+    return out
+
+
+def retain_validation(model_name: str = "tinyworld", forget_split: str = "forget10",
+                      n_retain: int = 90, batch_size: int = 64, device: str = "cpu",
+                      cache: bool = True) -> dict:
+    """:func:`evaluate_validation` of the retain organism of ``model_name`` on its
+    validation rows (:func:`organism_validation_sets`), the reference of a
+    hyperparameter search's forget quality; cached beside :func:`retain_evaluation`'s."""
+    import json
+    from pathlib import Path
+
+    name = retain_organism_name(model_name, forget_split)
+    path = Path(resolve_model_path(name))
+    f = path / f"kbnb_tofu_validation-{_digest_of([forget_split, n_retain])}.json"
+    if cache and f.exists():
+        return json.loads(f.read_text())
+    model, tok = load_model(name, device=device)
+    res = evaluate_validation(model, tok, organism_validation_sets(world_for(model_name),
+                                                                  forget_split, n_retain),
+                              batch_size=batch_size)
+    if cache:
+        f.write_text(json.dumps(res))
+    return res
+
+
 def paraphrased_perturbations(row: dict, world) -> dict:
     """The row with its perturbed answers in the paraphrased answer's phrasing (``X's
     father worked as a W.`` beside ``X's father worked as a V.``), as TOFU's perturbed

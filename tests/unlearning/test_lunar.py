@@ -255,7 +255,7 @@ def test_run_params_keep_the_old_run_folder():
     assert q["module"] == "mlp.down_proj" and q["forget_quality"] is True
     assert "output_dir" not in q
     assert p.set_args() == dict(dataset="tinyworld", forget_split="forget05", n_retain=300,
-                                n_eval=90, n_ref=None)
+                                n_eval=90, n_ref=None, n_val=45)
     with pytest.raises(ValueError, match="solver='adam'"):
         chapter.Params(solver="adam")
 
@@ -327,3 +327,38 @@ def test_tofu_sets_with_invented_references_and_the_trained_retain_authors(data_
         load_sets("tofu", "forget01", data_dir=data_dir, ref_set="x")
     with pytest.raises(ValueError, match="retain_authors=0"):
         load_sets("tofu", "forget01", data_dir=data_dir, retain_authors=0)
+
+
+def test_validation_rows_are_read_by_no_evaluation():
+    """Issue 23: LUNAR's layer is chosen on rows no evaluation reads: the forget facts
+    asked with their paraphrased question, retain rows outside the fitting and the
+    evaluation samples; the other sets are the same draws as before."""
+    sets = lunar.load_sets("tinyworld", "forget05", n_retain=300, n_eval=90)
+    asked = {r["question"] for k in ("forget", "retain", "retain_eval") for r in sets[k]}
+    assert len(sets["forget_val"]) == 45 and len(sets["retain_val"]) == 45
+    assert not {r["question"] for k in ("forget_val", "retain_val") for r in sets[k]} & asked
+    forget_answers = {r["answer"] for r in sets["forget"]}
+    assert all(r["answer"] in forget_answers for r in sets["forget_val"])  # same facts
+    assert sets["retain_val_source"] == "held-out retain rows"
+    again = lunar.load_sets("tinyworld", "forget05", n_retain=300, n_eval=90, n_val=5)
+    assert again["retain"] == sets["retain"] and again["ref_eval"] == sets["ref_eval"]
+    small = lunar.load_sets("tinyworld", "forget01", n_retain=1200, n_eval=90, n_val=10)
+    assert "topped up" in small["retain_val_source"] and len(small["retain_val"]) == 10
+
+
+def test_edit_selection_scores_each_layer_and_leaves_the_model_alone(organism):
+    model, tok = organism
+    sets = lunar.load_sets("tinyworld", "forget01", n_retain=20, n_eval=6, n_ref=12, n_val=6)
+    V = lunar.steering_vectors(model, tok, lunar.prompts_of(tok, sets["ref"]),
+                               lunar.prompts_of(tok, sets["forget"]))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sc = lunar.score_edit_layers(model, tok, sets, V, [4, 16], coeff=2.0, max_new_tokens=8,
+                                 progress=False)
+    assert [x["layer"] for x in sc] == [4, 16]
+    for x in sc:
+        assert x["ds_val"] == pytest.approx(100 * ((x["rouge1_forget_val"] ** 2
+                                                    + (1 - x["rouge1_retain_val"]) ** 2) ** 0.5))
+        assert x["score"] == -x["ds_val"] and 0 <= x["rouge1_forget_val"] <= 1
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(ValueError, match="validation rows"):
+        lunar.score_edit_layers(model, tok, {**sets, "forget_val": []}, V, [4])

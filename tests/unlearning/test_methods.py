@@ -12,6 +12,7 @@ from kbnb.eval import tofu as M
 from kbnb.lm.generation import response_logprobs
 from kbnb.lm.models import format_example
 from kbnb.unlearning import methods as U
+from kbnb.unlearning import tuning as T
 
 # ---- a tiny random model with a tokenizer trained here ---------------------------------------
 
@@ -516,3 +517,63 @@ def test_chapter_names_methods_by_their_classes():
     assert C.Params(methods="npo").run_params()["methods"] == ["npo"]
     with pytest.raises(ValueError, match="'sgd' is not a method; allowed 'ga'"):
         C.Params(methods=["sgd"])
+
+
+# ---- per-method hyperparameter selection on validation rows (issue 23) ---------------------
+
+
+def test_grid_is_each_methods_rates_times_its_knobs():
+    assert [g["lr"] for g in T.grid("ga")] == list(T.GRID_LRS)
+    npo = T.grid("npo")
+    assert len(npo) == 6 and {g["beta"] for g in npo} == {0.1, 0.5}
+    assert len(T.grid("npo", knobs=False)) == 3 and "beta" not in T.grid("npo", knobs=False)[0]
+    lunar = T.grid("lunar")
+    assert {g["lr"] for g in lunar} == {None} and [g["coeff"] for g in lunar] == [1.0, 2.0, 4.0]
+    assert T.grid("simnpo", lrs=[1e-3]) == [{"lr": 1e-3, "gamma": 0.125}, {"lr": 1e-3, "gamma": 1.0}]
+    for bad in ([], [0.0], ["x"]):
+        with pytest.raises(ValueError, match="lrs"):
+            T.grid("ga", bad)
+    with pytest.raises(ValueError, match="not a method"):
+        T.grid("sgd")
+    assert T.shown({"lr": 1e-3, "beta": 0.5}) == "lr 1e-03, beta 0.5"
+
+
+def test_choose_takes_the_best_forget_quality_that_keeps_utility():
+    pts = [{"forget_quality": 0.9, "utility": 0.50},   # forgets, but breaks the model
+           {"forget_quality": 0.2, "utility": 0.95},
+           {"forget_quality": 0.4, "utility": 0.91},   # the best eligible one
+           {"forget_quality": 1e-9, "utility": 1.00}]
+    i, why = T.choose(pts, utility0=1.0)
+    assert i == 2 and "3 of 4 settings" in why
+    i, why = T.choose(pts[:1] + [{"forget_quality": 0.8, "utility": 0.6}], utility0=1.0)
+    assert i == 1 and "no setting keeps" in why  # none eligible: the least damage
+    with pytest.raises(ValueError):
+        T.choose([], 1.0)
+
+
+def test_tune_trains_every_setting_and_reads_only_validation_rows(tiny):
+    model, tok = tiny
+    val = {"forget": [dict(r, question=r["question"].replace("Where", "In which town"))
+                      for r in SETS["forget"]], "retain": SETS["retain"]}
+    ref = M.evaluate_validation(model, tok, val)  # the untouched model as a stand-in retain model
+    assert ref["forget_quality"] is None and 0 < ref["utility"] <= 1
+    base = M.evaluate_validation(model, tok, val, ref)
+    assert base["forget_quality"] == pytest.approx(1.0)  # the same truth ratios
+    res = T.tune("npo", model, tok, SETS["forget"], SETS["retain"], val, ref, base["utility"],
+                 steps=2, batch_size=2, lrs=[1e-4, 1e-2], knobs=False)
+    assert [q["setting"]["lr"] for q in res["points"]] == [1e-4, 1e-2]
+    assert res["setting"] == res["points"][res["chosen"]]["setting"]
+    assert all(0 <= q["forget_quality"] <= 1 and q["utility"] >= 0 for q in res["points"])
+    with pytest.raises(ValueError, match="val_reference"):
+        T.tune("npo", model, tok, SETS["forget"], SETS["retain"], val, None, 1.0, steps=1)
+
+
+def test_organism_validation_rows_are_disjoint_from_the_evaluation(world):
+    ev = M.organism_sets(world, "forget10", 90)
+    val = M.organism_validation_sets(world, "forget10", 90)
+    assert len(val["forget"]) == len(ev["forget"]) and len(val["retain"]) == 90
+    assert not {r["question"] for r in val["forget"]} & {r["question"] for r in ev["forget"]}
+    assert [r["answer"] for r in val["forget"]] == [r["answer"] for r in ev["forget"]]
+    assert not {r["question"] for r in val["retain"]} & {r["question"] for r in ev["retain"]}
+    with pytest.raises(ValueError, match="n_retain"):
+        M.organism_validation_sets(world, "forget10", 600)
