@@ -146,7 +146,7 @@ class Params(ModelParams):
 
 SPEC = ChapterSpec(
     inputs=recorded_inputs,
-    title="LUNAR", params=Params, cost=73,
+    title="LUNAR", params=Params, cost=150,
     retain_split=lambda p: p.forget_split if p.forget_quality else None,
     rows=(
         Row("forget_rouge1", "forget ROUGE-1 recall after the edit", "forget_low",

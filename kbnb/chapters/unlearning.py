@@ -103,7 +103,7 @@ class Params(ModelParams):
 
 SPEC = ChapterSpec(
     inputs=recorded_inputs,
-    title="Unlearning, side by side", params=Params, cost=241,
+    title="Unlearning, side by side", params=Params, cost=680,
     retain_split=lambda p: p.forget_split if p.retain_model == "auto" else None,
     rows=(
         Row("forget_quality_npo", "forget quality of NPO", None, "0.02", OPEN_UNLEARNING),
@@ -241,13 +241,15 @@ def settings_table(tuned: dict):
     return pd.DataFrame(rows).set_index("method")
 
 
-def frontier_figure(tuned: dict, untouched: dict, keep: float = KEEP):
+def frontier_figure(tuned: dict, untouched: dict, retain: dict | None = None,
+                    keep: float = KEEP):
     """Each method's grid on the validation rows: utility (x) against forget quality (y,
     log), one colour per method, the chosen setting ringed; the dashed line is ``keep`` of
-    the untouched model's validation utility (the square)."""
+    the untouched model's validation utility (the square); the star is the retain model
+    (forget quality 1 against itself), when given."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = plt.subplots(figsize=(9, 4.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     clip = lambda v: max(float(v), FQ_FLOOR)  # noqa: E731
     for i, (m, t) in enumerate(tuned.items()):
@@ -261,6 +263,9 @@ def frontier_figure(tuned: dict, untouched: dict, keep: float = KEEP):
     u0 = untouched["utility"]
     ax.scatter([u0], [clip(untouched["forget_quality"])], marker="s", s=90, color="k",
                facecolor="none", label="untouched model")
+    if retain is not None:
+        ax.scatter([retain["utility"]], [1.0], marker="*", s=160, color="k",
+                   label="retain model")
     ax.axvline(keep * u0, color="tab:gray", ls="--", lw=1)
     ax.axhline(0.05, color="tab:gray", ls=":", lw=1)
     ax.set_yscale("log")
@@ -268,9 +273,17 @@ def frontier_figure(tuned: dict, untouched: dict, keep: float = KEEP):
     ax.set_xlabel("validation utility (retain probability and truth ratio, harmonic mean)")
     ax.set_ylabel("validation forget quality (log)")
     ax.set_title("Each method's grid on the validation rows (ringed: chosen)", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
+
+
+def unmoved_methods(tuned: dict, untouched: dict, factor: float = 10.0) -> list[str]:
+    """Methods none of whose grid settings moved the validation forget quality more than
+    ``factor``-fold off the untouched model's: at these settings they do not unlearn."""
+    fq0 = max(untouched["forget_quality"], 1e-300)
+    return [m for m, t in tuned.items() if all(
+        max(q["forget_quality"], 1e-300) <= factor * fq0 for q in t["points"])]
 
 
 def tuning_text(tuned: dict | None, p: Params, validation: dict | None) -> str:
@@ -289,7 +302,19 @@ def tuning_text(tuned: dict | None, p: Params, validation: dict | None) -> str:
             f"facts asked with their paraphrased question and {len(v['retain'])} retain rows "
             "after the evaluation's. The rule: the highest validation forget quality among the "
             f"settings that keep {KEEP:.0%} of the untouched model's validation utility, else "
-            "the highest utility. The test metrics below were not looked at.")
+            "the highest utility. The test metrics below were not looked at."
+            + _unmoved_sentence(unmoved_methods(tuned, validation["untouched"]),
+                                validation["untouched"]))
+
+
+def _unmoved_sentence(methods, untouched: dict) -> str:
+    if not methods:
+        return ""
+    return (f" No setting of {', '.join(display_name(m) for m in methods)} moved the "
+            f"validation forget quality off the untouched model's "
+            f"({untouched['forget_quality']:.1e}) by more than tenfold: within this grid and "
+            f"step budget {'it does' if len(methods) == 1 else 'they do'} not unlearn the "
+            "organism's forget authors.")
 
 
 def floor_note(runs: dict, methods) -> str:

@@ -17,3 +17,10 @@ def test_unlearning_notebook(tmp_path, organism, run_notebook):
     assert m["untouched"]["forget_quality"] < 1.0
     assert set(m["targets"]) >= {"retain_fq_self_is_1", "untouched_fq_below_001"}
     assert all(c["status"] in ("PASS", "MISS", "UNCLEAR") for c in m["checks"].values())
+    # issue 23: each method's setting was chosen on validation rows, from its grid
+    for method in methods:
+        t = m["tuning"][method]
+        assert len(t["points"]) == (1 if method == "lunar" else 2)  # tune_lrs: two rates
+        assert m["settings"][method] == t["points"][t["chosen"]]["setting"]
+    assert m["validation"]["n"]["forget"] == m["n_sets"]["forget"]
+    assert 0 < m["validation"]["untouched"]["utility"] <= 1
