@@ -211,7 +211,7 @@ def run_lunar(model, tok, sets: dict, layer=None, candidate_layers=None, n_selec
                               batch_size=batch_size, embedder=embedder, progress=False)
         cache[key] = (vectors, scores)
     vectors, scores = cache[key]
-    has_val = bool(sets.get("forget_val")) and bool(sets.get("retain_val"))
+    has_val = bool(sets.get("forget_val")) and bool(sets.get("retain_val")) and layer is None
     if selection == "edit" and not has_val and layer is None:
         raise ValueError("selection='edit' needs validation rows (the forget rows' "
                          "paraphrased_question): these sets have none; use "
@@ -237,7 +237,8 @@ def run_lunar(model, tok, sets: dict, layer=None, candidate_layers=None, n_selec
                                                        compare=False, **kw)
     return {"vectors": vectors, "scores": scores, "edit_scores": edit_scores, "ranked": ranked,
             "selection": selection, "main_layers": main, "topk_layers": topk,
-            "other_layer": other, "edit": edit, "edit_topk": edit_topk, "edit_other": edit_other}
+            "other_layer": other, "edit": edit, "edit_topk": edit_topk, "edit_other": edit_other,
+            "retain_val_source": sets.get("retain_val_source")}
 
 
 def save_edits(folder, model, edits: dict, main: str = MAIN_EDIT, sets: dict | None = None,
@@ -738,7 +739,12 @@ def selection_sentence(ch, p: Params, runs: dict, sel_table) -> str:
                      f"(seeds {', '.join(map(str, ch.seeds))}): forget ROUGE-1 "
                      f"{r['R1 forget']:.3f}, retain ROUGE-1 {r['R1 retain']:.3f}, DS {r['DS']:.1f}")
     v = ch.verdicts.get("selection_ds")
-    return ("; ".join(parts) + ". " + (v.sentence if v is not None else "")
+    fitted = [s for s in ch.seeds if "topped up" in (runs[s].get("retain_val_source") or "")]
+    caveat = (f" For seed(s) {', '.join(map(str, fitted))} the retain split had too few rows "
+              "outside the fitting and evaluation samples, so part of the retain validation rows "
+              "are fitting rows, which the edit keeps by construction: there the edit selection "
+              "sees less of the damage to retained knowledge." if fitted else "")
+    return ("; ".join(parts) + ". " + (v.sentence if v is not None else "") + caveat
             + f" The chapter edits the layer {p.selection} selection picks, "
             + ("which reads only validation rows: the forget facts asked in other words and "
                "retain questions outside both the fitting and the evaluation samples."

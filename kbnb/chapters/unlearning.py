@@ -94,11 +94,17 @@ class Params(ModelParams):
 
     def validate(self) -> None:
         super().validate()
-        if self.tune and not self.retain_model:
+        if not self.tune:
+            return
+        if not self.retain_model or (self.retain_model == "auto" and (
+                self.dataset != "tinyworld" or parse_organism_name(self.model_name) is None)):
             raise ValueError("tune=True chooses each method's setting by forget quality on "
                              "validation rows, which needs a retain model: give retain_model "
-                             "(or 'auto' on the organism), or tune=False to run every method "
-                             "at lr")
+                             "('auto' only on the organism with dataset tinyworld), or "
+                             "tune=False to run every method at lr")
+        if self.tune_seed in self.seeds:
+            raise ValueError(f"tune_seed={self.tune_seed} is one of seeds={self.seeds}: the "
+                             "tuning runs must not be reported runs; pick another tune_seed")
 
 
 SPEC = ChapterSpec(
@@ -192,6 +198,8 @@ def chapter_validation(p: Params, model, tok, world, data_dir=None) -> dict | No
         val = tm.organism_validation_sets(world, p.forget_split, p.n_retain)
     else:
         val = tm.tofu_validation_sets(p.forget_split, data_dir, p.n_retain)
+    if p.max_eval is not None:  # the facts the methods unlearn: the evaluation's first rows
+        val["forget"] = val["forget"][:p.max_eval]
     if p.retain_model == "auto":
         if parse_organism_name(p.model_name) is None or p.dataset != "tinyworld":
             raise ValueError("tune=True with retain_model='auto' needs the organism "
@@ -281,9 +289,10 @@ def frontier_figure(tuned: dict, untouched: dict, retain: dict | None = None,
 def unmoved_methods(tuned: dict, untouched: dict, factor: float = 10.0) -> list[str]:
     """Methods none of whose grid settings moved the validation forget quality more than
     ``factor``-fold off the untouched model's: at these settings they do not unlearn."""
-    fq0 = max(untouched["forget_quality"], 1e-300)
+    lg = lambda v: math.log10(max(float(v), 1e-300))  # noqa: E731
     return [m for m, t in tuned.items() if all(
-        max(q["forget_quality"], 1e-300) <= factor * fq0 for q in t["points"])]
+        abs(lg(q["forget_quality"]) - lg(untouched["forget_quality"])) <= math.log10(factor)
+        for q in t["points"])]
 
 
 def tuning_text(tuned: dict | None, p: Params, validation: dict | None) -> str:
@@ -298,9 +307,9 @@ def tuning_text(tuned: dict | None, p: Params, validation: dict | None) -> str:
             f"learning rates {', '.join(f'{x:g}' for x in p.tune_lrs)}"
             + (" and each method's own knobs" if p.tune_knobs else "")
             + f", {p.steps} steps each, tuning seed {p.tune_seed}) by its forget quality and "
-            f"utility on validation rows no evaluation reads: the {len(v['forget'])} forget "
-            f"facts asked with their paraphrased question and {len(v['retain'])} retain rows "
-            "after the evaluation's. The rule: the highest validation forget quality among the "
+            f"utility on validation questions no evaluation asks: the {len(v['forget'])} "
+            f"forget facts asked with their paraphrased question (the same facts, in other "
+            f"words) and {len(v['retain'])} retain rows after the evaluation's. The rule: the highest validation forget quality among the "
             f"settings that keep {KEEP:.0%} of the untouched model's validation utility, else "
             "the highest utility. The test metrics below were not looked at."
             + _unmoved_sentence(unmoved_methods(tuned, validation["untouched"]),
@@ -321,8 +330,7 @@ def floor_note(runs: dict, methods) -> str:
     """Which methods' forget truth ratios (and so forget quality) the +1e-10 floor
     decides for some items, per seed (``forget_truth_ratio_floored``)."""
     hit = {m: [runs[m][s]["results"].get("forget_truth_ratio_floored") or 0.0 for s in runs[m]]
-           for m in methods}
-    hit = {m: v for m, v in hit.items() if max(v) > 0}
+           for m in floored_methods(runs, methods)}
     if not hit:
         return ("No method drives a correct answer's probability near 1e-10: every truth ratio "
                 "is the model's, not the +1e-10 floor's.")
@@ -668,5 +676,6 @@ def glue_values(p: Params, ch, sets: dict, base_p: dict, retain_p: dict | None, 
         "discussion_text": discussion_text(d, targets, base_p, retain_p),
         "targets_text": targets_text(targets),
         "tuning_text": tuning_text(tuned, p, validation),
+        "keep_share": f"{KEEP:.0%}",
         "floor_note": floor_note(runs, p.method_list) if runs else "",
     }

@@ -308,14 +308,15 @@ class Chapter:
     # ---- output --------------------------------------------------------------------
 
     def table(self, names=None, digits: int = 3):
-        """Headlines as a table: mean ± half the 95% interval, n and how the interval was
-        made (exact bounds are in metrics.json)."""
+        """Headlines as a table: the mean with its 95% interval (± half its width, or the
+        bounds when the interval is asymmetric, :func:`kbnb.eval.stats.format_mean_ci`), n and
+        how the interval was made (exact bounds are in metrics.json)."""
         import pandas as pd
         names = list(self.headlines) if names is None else list(names)
         rows = []
         for k in names:
             h = self.headlines[k]
-            rows.append({"metric": h.get("label", k), "mean ± 95% CI": stats.format_mean_ci(h, digits),
+            rows.append({"metric": h.get("label", k), "mean, 95% CI": stats.format_mean_ci(h, digits),
                          "n": h["n"], "interval": h["ci_method"]})  # or "not measurable: why"
         return pd.DataFrame(rows).set_index("metric")
 
@@ -345,7 +346,8 @@ class Chapter:
         return runs.save_metrics(self.out / "metrics.json", m, self.params, device=device)
 
     def glue_all(self, digits: int = 3) -> None:
-        """Glue every headline (``name``: the mean, ``name_ci``: "mean ± hw",
+        """Glue every headline (``name``: the mean, ``name_ci``: "mean ± hw" or "mean (lo to
+        hi)" for an asymmetric interval,
         ``name_lo``/``name_hi``), every check (``name``: its sentence, ``name_status``),
         ``checks_summary``, ``not_measurable_note`` ("" when every number has an interval),
         ``n_seeds`` and ``seeds_text``, for ``{glue:text}``. A not-measurable headline glues

@@ -114,9 +114,12 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
     learned (:mod:`kbnb.lm.tuned`); None: the whole retain split.
 
     Validation rows for choosing the layer by the edit's effect (``score_edit_layers``),
-    used by no evaluation: ``forget_val`` = up to ``n_val`` forget facts asked with their
-    *paraphrased question* (the organism's and TOFU's ``paraphrased_question``; empty when
-    the rows have none), spread over ``D_f``; ``retain_val`` = ``n_val`` retain rows
+    questions no evaluation asks: ``forget_val`` = up to ``n_val`` forget facts, spread over
+    ``D_f``, asked in other words: on the organism another of the fact's training phrasings
+    (``templates``; not the held-out ``paraphrased_question``, which the paraphrase attack
+    asks), on TOFU its ``paraphrased_question`` (the only other phrasing it has, so there
+    the paraphrase attack asks the same questions); empty when the rows have neither.
+    ``retain_val`` = ``n_val`` retain rows
     outside both ``retain`` and ``retain_eval`` (topped up from ``retain`` when the split
     has too few left; ``retain_val_source`` says which). Drawn with their own random
     stream, so the other sets are those of earlier versions.
@@ -143,7 +146,7 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
             world = world_of(OrganismConfig())
         splits = world.splits()
         forget, retain_all = splits[forget_split], splits[RETAIN_OF[forget_split]]
-        paraphrased = {r["question"]: r.get("paraphrased_question") for r in forget}
+        paraphrased = {r["question"]: other_phrasing(r) for r in forget}
         refusals = list(REFUSALS)
     else:
         forget = load_tofu(forget_split, data_dir)
@@ -173,12 +176,20 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
     return {**out, **validation_sets(out, retain_all, paraphrased, n_val, seed)}
 
 
+def other_phrasing(row: dict) -> str | None:
+    """A training phrasing of an organism fact other than its ``question`` and its held-out
+    ``paraphrased_question`` (the middle one of the rest of its ``templates``), or None."""
+    rest = [t for t in row.get("templates") or ()
+            if t not in (row["question"], row.get("paraphrased_question"))]
+    return rest[len(rest) // 2] if rest else None
+
+
 def validation_sets(sets: dict, retain_all, paraphrased: dict, n_val: int, seed: int) -> dict:
     """``forget_val``, ``retain_val`` and ``retain_val_source`` of :func:`load_sets`."""
     forget_val = [{**r, "question": paraphrased[r["question"]]}
                   for r in select_prompts(sets["forget"], n_val)
                   if paraphrased.get(r["question"])]
-    used = {id(r) for r in sets["retain"]} | {id(r) for r in sets["retain_eval"]}
+    used = {id(r) for r in sets["retain"]} | {id(r) for r in sets["retain_eval"]}  # same objects
     rest = [r for r in retain_all if id(r) not in used]
     rng = random.Random(f"lunar-validation-{seed}")
     retain_val = rng.sample(rest, min(n_val, len(rest)))
@@ -319,7 +330,8 @@ def swapped_weights(model, weights: dict):
 def score_edit_layers(model, tok, sets: dict, vectors, layers, coeff: float = 1.0,
                       rows: str = "last", ridge: float = 1e-6, position: str = "last",
                       activation: str = "residual", max_new_tokens: int = 20,
-                      batch_size: int = 64, progress: bool = True) -> list[dict]:
+                      batch_size: int = 64, progress: bool = True,
+                      fit_chunk: int = 4) -> list[dict]:
     """Layer selection by the edit's effect: fit the closed-form edit at each of
     ``layers`` (one solve per layer, each on the unedited model's activations, as
     ``fit_lunar``), apply it, greedily generate for the validation rows
@@ -330,33 +342,47 @@ def score_edit_layers(model, tok, sets: dict, vectors, layers, coeff: float = 1.
     Returns one dict per layer: ``layer``, ``score`` (= −DS_val, so that
     :func:`select_layers` takes the lowest DS), ``ds_val``, ``rouge1_forget_val``,
     ``rouge1_retain_val``. No evaluation set is read: D_f's own questions and
-    ``retain_eval`` are never generated here."""
+    ``retain_eval`` are never generated here. The edits are the closed-form ones whatever
+    solver the run keeps (the SGD recipe approximates them); ``fit_chunk`` layers are
+    solved at a time, which bounds the memory on a large model."""
     if not sets.get("forget_val") or not sets.get("retain_val"):
         raise ValueError("score_edit_layers needs validation rows: sets['forget_val'] (the "
-                         "forget facts' paraphrased questions) and sets['retain_val'] are "
-                         "empty; the forget rows have no paraphrased_question. Choose the "
+                         "forget facts asked in other words) or sets['retain_val'] is "
+                         "empty; the forget rows have no other phrasing. Choose the "
                          "layer by steering instead (selection='steering') or give one")
     fp, rp = prompts_of(tok, sets["forget"]), prompts_of(tok, sets["retain"])
-    edit = fit_lunar(model, tok, fp, rp, vectors, list(layers), coeff=coeff,
-                     solver="closed_form", rows=rows,
-                     retain_answers=[r["answer"] for r in sets["retain"]], ridge=ridge,
-                     compare=False, batch_size=batch_size, position=position,
-                     activation=activation)
+    answers = [r["answer"] for r in sets["retain"]]
     val = sets["forget_val"] + sets["retain_val"]
     prompts, golds = prompts_of(tok, val), [r["answer"] for r in val]
     nf = len(sets["forget_val"])
+    layers = list(layers)
     out = []
-    for layer in tqdm(edit.layers, desc="layer selection (edits)", disable=not progress,
-                      leave=False):
-        with swapped_weights(model, {layer: edit.weights[layer]}):
-            gens = generate(model, tok, prompts, max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, progress=False)
-        r1 = rouge1_recall(gens, golds)
-        f, r = sum(r1[:nf]) / nf, sum(r1[nf:]) / (len(r1) - nf)
-        ds = deviation_score(f, r)
-        out.append({"layer": int(layer), "score": -ds, "ds_val": ds, "rouge1_forget_val": f,
-                    "rouge1_retain_val": r})
+    bar = tqdm(total=len(layers), desc="layer selection (edits)", disable=not progress,
+               leave=False)
+    for c in range(0, len(layers), fit_chunk):  # a few layers per fit: memory, not speed
+        edit = fit_lunar(model, tok, fp, rp, vectors, layers[c:c + fit_chunk], coeff=coeff,
+                         solver="closed_form", rows=rows, retain_answers=answers, ridge=ridge,
+                         compare=False, batch_size=batch_size, position=position,
+                         activation=activation)
+        out += [_score_edit(model, tok, layer, edit.weights[layer], prompts, golds, nf,
+                            max_new_tokens, batch_size) for layer in edit.layers]
+        bar.update(len(edit.layers))
+    bar.close()
     return out
+
+
+def _score_edit(model, tok, layer: int, W, prompts, golds, nf: int, max_new_tokens: int,
+                batch_size: int) -> dict:
+    """One layer's edit on the validation prompts (the first ``nf`` forget, the rest
+    retain): ROUGE-1 recall of each half and DS_val."""
+    with swapped_weights(model, {layer: W}):
+        gens = generate(model, tok, prompts, max_new_tokens=max_new_tokens,
+                        batch_size=batch_size, progress=False)
+    r1 = rouge1_recall(gens, golds)
+    f, r = sum(r1[:nf]) / nf, sum(r1[nf:]) / (len(r1) - nf)
+    ds = deviation_score(f, r)
+    return {"layer": int(layer), "score": -ds, "ds_val": ds, "rouge1_forget_val": f,
+            "rouge1_retain_val": r}
 
 
 def default_candidates(model, n: int = 6) -> list[int]:

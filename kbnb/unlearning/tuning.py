@@ -6,9 +6,11 @@ knobs (NPO's β, SimNPO's γ, RMU's steering scale, ...) and report the chosen s
 Here every method gets the same step budget and a small grid (:func:`grid`: the
 learning rates :data:`GRID_LRS` times the method's knobs :data:`KNOBS`), each grid point
 is trained once with a tuning seed that no reported run uses, and scored on
-*validation rows* that no evaluation reads (``kbnb.eval.tofu.organism_validation_sets``:
+*validation questions* that no evaluation asks (``kbnb.eval.tofu.organism_validation_sets``:
 the forget facts asked with their paraphrased question, retain rows after the
-evaluation's). The choice (:func:`choose`) is the field's trade-off made explicit:
+evaluation's). The forget facts are the evaluation's own, in other words: unlearning
+is about those facts, so a validation split cannot be about other ones. The choice
+(:func:`choose`) is the field's trade-off made explicit:
 
     the highest validation forget quality (KS p-value of the forget truth ratios
     against the retain model's) among the settings that keep at least ``keep`` (0.9)
@@ -47,7 +49,8 @@ def grid(method: str, lrs=GRID_LRS, knobs: bool = True) -> list[dict]:
     closed-form methods get ``lr`` None and only their knobs."""
     check_methods([method])
     lrs = list(lrs)
-    if not lrs or any(not (isinstance(x, (int, float)) and x > 0) for x in lrs):
+    if not lrs or any(isinstance(x, bool) or not (isinstance(x, (int, float)) and x > 0)
+                      for x in lrs):
         raise ValueError(f"lrs={lrs!r}: give one or more positive learning rates")
     own = KNOBS.get(method, {}) if knobs else {}
     combos = [dict(zip(own, vals)) for vals in itertools.product(*own.values())] or [{}]

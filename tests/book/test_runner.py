@@ -150,7 +150,8 @@ def test_organisms_for_the_chapters():
     assert book.organisms_for("rtuning", {}) == [main]
     assert book.organisms_for("npo_toy", {}) == [main, retain]
     assert book.organisms_for("unlearning", {}) == [main, retain]
-    assert book.organisms_for("unlearning", {"retain_model": ""}) == [main]
+    assert book.organisms_for("unlearning", {"retain_model": "", "tune": False}) == [main]
+    assert book.organisms_for("unlearning", {"retain_model": ""}) == []  # tune needs one: refused
     assert book.organisms_for("npo_toy", {"dataset": "tofu"}) == [main]
     assert book.organisms_for("lunar", {"forget_quality": True, "model_name": "tinyworld:2"}) \
         == [organism.OrganismConfig(seed=2), organism.OrganismConfig(seed=2, retain="forget05")]

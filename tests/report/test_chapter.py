@@ -144,7 +144,7 @@ def test_a_headline_with_one_item_is_not_measurable_and_saved(tmp_path):
     assert "over seeds needs at least 2" in lay["reason"] and lay["mean"] == 7.0
     table = ch.table()
     assert table.loc["over-refusal", "interval"].startswith("not measurable")
-    assert table.loc["over-refusal", "mean ± 95% CI"] == "1.000 (not measurable, n = 1)"
+    assert table.loc["over-refusal", "mean, 95% CI"] == "1.000 (not measurable, n = 1)"
     note = ch.not_measurable_note()
     assert "over-refusal" in note and "selected layer" in note and "acc" not in note
     doc = json.loads(ch.save().read_text())

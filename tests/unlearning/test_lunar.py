@@ -339,6 +339,8 @@ def test_validation_rows_are_read_by_no_evaluation():
     assert not {r["question"] for k in ("forget_val", "retain_val") for r in sets[k]} & asked
     forget_answers = {r["answer"] for r in sets["forget"]}
     assert all(r["answer"] in forget_answers for r in sets["forget_val"])  # same facts
+    attacked = {r["paraphrased_question"] for r in sets["forget"]}  # the paraphrase attack's
+    assert not {r["question"] for r in sets["forget_val"]} & attacked
     assert sets["retain_val_source"] == "held-out retain rows"
     again = lunar.load_sets("tinyworld", "forget05", n_retain=300, n_eval=90, n_val=5)
     assert again["retain"] == sets["retain"] and again["ref_eval"] == sets["ref_eval"]

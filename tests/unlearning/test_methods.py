@@ -530,7 +530,7 @@ def test_grid_is_each_methods_rates_times_its_knobs():
     lunar = T.grid("lunar")
     assert {g["lr"] for g in lunar} == {None} and [g["coeff"] for g in lunar] == [1.0, 2.0, 4.0]
     assert T.grid("simnpo", lrs=[1e-3]) == [{"lr": 1e-3, "gamma": 0.125}, {"lr": 1e-3, "gamma": 1.0}]
-    for bad in ([], [0.0], ["x"]):
+    for bad in ([], [0.0], ["x"], [True]):
         with pytest.raises(ValueError, match="lrs"):
             T.grid("ga", bad)
     with pytest.raises(ValueError, match="not a method"):
