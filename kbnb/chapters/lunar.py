@@ -99,7 +99,7 @@ class Params(ModelParams):
     layer: object = param(None)  # layer to edit; None: chosen by selection among candidate_layers
     selection: str = choice("edit", SELECTIONS)  # edit: each layer's edit on validation rows | steering (official)
     candidate_layers: object = param(None)  # list of layers scored for selection; None: every layer
-    n_select: int = integer(45, 1)  # prompts generated per candidate layer (steering: forget; edit: each val set)
+    n_select: int = integer(45, 1)  # prompts per candidate layer (steering: forget; edit: each validation set)
     module: str = param("")  # MLP output projection in a block ("mlp.down_proj", OPT "fc2"); "": found
     top_k: int = integer(2, 1)  # layers edited by the top-k variant, the topk row of the seed
     activation: str = choice("residual", lunar.ACTIVATIONS)  # r_uv on: residual (block output, official) | mlp (the seed)
