@@ -375,7 +375,7 @@ def test_rait_notebook(tmp_path, organism, run_notebook):
     for row in m["evaluation"]:
         assert row["Pc"] + row["Pw"] + row["Pr"] == pytest.approx(1.0)
     assert set(m["headline"]) == set(chapter.HEADLINE_LABELS)
-    assert m["headline"]["over_refusal_craft"]["ci_method"] == "t interval over seeds"
+    assert m["headline"]["over_refusal_craft"]["ci_method"] == "t interval on the logit scale over seeds"
     assert set(m["checks"]) == {"or_craft_vs_cor", "ths_craft_vs_cor", "crss_craft_vs_cor",
                                 "flow_vs_noise"}
     assert {c["status"] for c in m["checks"].values()} <= {"PASS", "MISS", "UNCLEAR"}

@@ -294,7 +294,7 @@ def test_rtuning_notebook(tmp_path, organism, run_notebook):
         assert sum(m["training_labels"][s].values()) == 60
     assert 0 <= m["boundary_shares"]["sure_on_known"] <= 1
     assert set(m["headline"]) == set(chapter.HEADLINES)
-    assert m["headline"]["ap_test_tuned"]["ci_method"] == "t interval over seeds"
+    assert m["headline"]["ap_test_tuned"]["ci_method"] == "t interval on the logit scale over seeds"
     assert m["headline"]["ap_test_tuned"]["values"] == m["per_seed"]["ap_test_tuned"]
     assert set(m["checks"]) == {"ap_gain_test", "ap_gain_ood", "sure_on_known_target",
                                 "unsure_on_unseen_target"}
