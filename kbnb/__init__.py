@@ -21,10 +21,12 @@ folder) and ``kbnb.format_prompt(tok, question)``.
 """
 import os as _os
 
+from kbnb.core import notices as _notices
 from kbnb.core import threads as _threads
 from kbnb.core.version import __version__  # noqa: F401
 
 _threads.configure_environment()  # before torch loads OpenMP: see kbnb/core/threads.py
+_notices.drop_optional_kernel_notices()  # before bitsandbytes loads: see kbnb/core/notices.py
 
 if _os.environ.get("TQDM_DISABLE"):  # set by `python -m kbnb.book`: no bars in the book
     import tqdm.auto as _tqdm_auto

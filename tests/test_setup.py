@@ -63,3 +63,18 @@ def test_every_toc_chapter_has_a_source_notebook():
         assert (ROOT / "notebooks" / f"{name}.ipynb").exists()
     params = yaml.safe_load((ROOT / "book" / "params.yml").read_text())
     assert set(params) <= set(toc_chapters(ROOT))
+
+
+def test_the_lock_pins_every_dependency_exactly():
+    """`make env` installs from requirements.lock: every package pyproject.toml asks for
+    (torch aside, which TORCH chooses) is there at one exact version."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = (_names(pyproject["dependencies"]) | _names(pyproject["optional-dependencies"]["test"])
+              | _names(pyproject["optional-dependencies"]["real"])) - {"torch"}
+    lines = [l for l in (ROOT / "requirements.lock").read_text().splitlines()
+             if l.strip() and not l.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\],]+==[^=\s]+", l) for l in lines), lines
+    locked = _names(lines)
+    assert wanted <= locked, wanted - locked
+    assert "torch" not in locked and "kbnb" not in locked
+    assert "-r $(LOCK)" in (ROOT / "Makefile").read_text()

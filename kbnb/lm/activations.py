@@ -6,7 +6,6 @@ positions only. Layer containers and MLP names are found, not hard-coded.
 """
 from __future__ import annotations
 
-import logging
 from contextlib import contextmanager
 
 import torch
@@ -28,19 +27,6 @@ _MLP_OUT = ("mlp.down_proj", "mlp.c_proj", "mlp.dense_4h_to_h", "mlp.fc2", "mlp.
             "ffn.down_proj", "feed_forward.w2", "feed_forward.down_proj", "fc2")
 _MLP_CONTAINERS = ("mlp", "ffn", "feed_forward", "mlp_block", "feedforward")
 _OVERRIDE_ATTR = "_kbnb_mlp_module"
-
-
-class _NoOptionalKernelNotice(logging.Filter):
-    """bitsandbytes (imported by peft, which sentence-transformers imports) logs a
-    warning when its *optional* hub kernel for CPU 4-bit matmuls (the ``kernels``
-    package) is missing; it then uses its own CPU code, so nothing is wrong. Drop
-    exactly that record; every other bitsandbytes message passes."""
-
-    def filter(self, record):
-        return not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward")
-
-
-logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoOptionalKernelNotice())
 
 
 def _get(obj, path):

@@ -421,6 +421,18 @@ def papermill_command(name: str, params: dict) -> str:
     return f"papermill notebooks/{name}.ipynb runs/{name}.ipynb \\\n    " + " \\\n    ".join(args)
 
 
+def lock_note() -> str:
+    """Which lock of exact versions ``make env`` installs: ``requirements.lock`` beside the
+    package, named with the first 12 hex digits of its sha256."""
+    import hashlib
+    from pathlib import Path
+    lock = Path(__file__).resolve().parents[2] / "requirements.lock"
+    if not lock.exists():
+        return "no requirements.lock beside this installation of kbnb"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
+    return f"which installs the exact versions in requirements.lock, sha256 {digest}"
+
+
 def reproduce_html(name: str, params: dict, real_example: str | None = None) -> str:
     import platform
 
@@ -436,7 +448,7 @@ def reproduce_html(name: str, params: dict, real_example: str | None = None) -> 
                             "-p model_name smollm2 -p data_dir ../shared/data")
     return ("<details class='kbnb-reproduce'><summary><b>Reproduce this page</b> "
             f"({html.escape(env)})</summary>\n"
-            "<p>From the repository root, after <code>make env</code>:</p>"
+            f"<p>From the repository root, after <code>make env</code> ({lock_note()}):</p>"
             f"<pre>{html.escape(papermill_command(name, params))}</pre>"
             "<p>On a real model and data set (any Hugging Face causal LM; "
             "<code>data_dir</code> or <code>$KBNB_DATA_DIR</code> holds the data):</p>"
