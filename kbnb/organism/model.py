@@ -57,20 +57,18 @@ class OrganismConfig:
     weight_decay: float = 0.0
     n_refusal: int = 320
     known_qa_per_epoch: int = KNOWN_QA_PER_EPOCH
-    version: int = 2  # 2: compositional templates with held-out ones, biographies
+    # The recipe's version. The cache key is this configuration and nothing else, so
+    # bump it whenever world.py or the training loop changes what is learned (a comment
+    # or a refactor that trains the same weights keeps it; tests/organism/test_model.py
+    # checks a small organism's weights against the digest recorded for this version).
+    # 2: compositional templates with held-out ones, biographies.
+    version: int = 2
     retain: str = ""  # "" = the organism; "forget10" etc. = trained without that split's authors
 
     def key(self) -> str:
-        """Hash of the configuration and of the code that builds the world and trains
-        the model (``world.py``, ``model.py``): a change to either retrains."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode() + _recipe_digest()
+        """Hash of the configuration, which names the recipe by ``version``."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def _recipe_digest() -> bytes:
-    here = Path(__file__).resolve().parent
-    return b"".join(hashlib.sha256((here / f).read_bytes()).digest()
-                    for f in ("world.py", "model.py"))
 
 
 def parse_organism_name(name) -> "OrganismConfig | None":
@@ -186,7 +184,8 @@ def _encode_texts(tok, texts):
 class TrainLoop:
     """How the training loop spends its compute. The default learns exactly the
     organism of the recipe (the same weights, bit for bit, for any thread count); the
-    faster loop (``FAST_LOOP``, about 1.25x on 2 cores) learns another draw of it.
+    faster loop (``FAST_LOOP``, 1.1-1.3x on 2 cores: ``benchmarks/organism_train.py``)
+    learns another draw of it.
 
     ``batching``: how an epoch is cut into batches (see ``_batch_indices``): ``"pooled"``
     (20% of the positions are padding), ``"pooled-split"`` (10%) or ``"sorted"`` (3%).
@@ -195,8 +194,9 @@ class TrainLoop:
     ``loss_on``: ``"all"`` lets the model compute every position's logits; ``"labels"``
     applies the output head where a label is set only (answers and biographies, 44% of
     the tokens). ``threads``: ``"adaptive"`` times a few steps at 1 thread and at every
-    core (from step 10, then every ``probe_every`` steps) and keeps the faster (one thread wins while another process holds
-    a core; the weights do not depend on it); ``"fixed"`` keeps torch's setting.
+    core (from step 10, then every ``probe_every`` steps) and keeps the faster (one
+    thread wins while another process holds a core; the weights do not depend on it);
+    ``"fixed"`` keeps torch's setting.
 
     Why the faster loop is not the default: the organism's targets have thin margins
     (unseen-author recall must stay within 0.05 of chance, and a draw that learns to
@@ -255,12 +255,6 @@ def _collate(chunk, pad_id):
         labels[r, :len(y)] = torch.tensor(y)
         mask[r, :len(x)] = 1
     return ids, labels, mask
-
-
-def _batches(encoded, batch_size, rng, pad_id, batching="pooled"):
-    """Shuffled batches of one epoch (``_batch_indices``), collated."""
-    for chunk in _batch_indices(encoded, batch_size, rng, batching):
-        yield _collate([encoded[i] for i in chunk], pad_id)
 
 
 def _loss(model, ids, labels, mask, loop: TrainLoop):
@@ -331,8 +325,8 @@ def train_organism(config: OrganismConfig, out_dir: Path, progress: bool = True,
     ``loop`` chooses how the compute is spent (:class:`TrainLoop`); it is not part of
     the cache key: ``build_organism`` always trains with the default loop.
     ``max_steps`` > 0 stops early (benchmarks time the first steps)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
     from tqdm.auto import tqdm
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     if loop.loss_on not in ("labels", "all"):
         raise ValueError(f"loop.loss_on={loop.loss_on!r}: allowed 'labels', 'all'")
