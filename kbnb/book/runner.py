@@ -41,8 +41,8 @@ import yaml
 from kbnb.chapters import spec_of, toc_chapters
 from kbnb.core import threads as threads_module
 from kbnb.core.threads import available_cores
-from kbnb.report.runs import library_files, library_hash
 from kbnb.organism import OrganismConfig, build_organism, organism_path, parse_organism_name
+from kbnb.report.runs import library_files, library_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 
