@@ -106,5 +106,40 @@ def world():
 
 
 def pytest_collection_modifyitems(config, items):
-    """The book test reuses the chapters the chapter tests executed: run it last."""
-    items.sort(key=lambda item: item.get_closest_marker("book") is not None)
+    """Unit tests first, then the notebooks (slow), then the book test, which reuses the
+    chapters the chapter tests executed. While the unit tests run, the organisms the
+    notebooks load train in the background (``_train_organisms_in_background``)."""
+    items.sort(key=lambda item: (item.get_closest_marker("book") is not None,
+                                 item.get_closest_marker("slow") is not None))
+    if any(item.get_closest_marker("slow") for item in items):
+        _train_organisms_in_background()
+
+
+# the organisms the chapter notebooks load with the fast parameters: the default organism
+# and its retain organism for forget10 (the NPO toy's and the unlearning chapter's)
+ORGANISMS = ("tinyworld", "tinyworld:retain=forget10")
+_BACKGROUND = []
+
+
+def _train_organisms_in_background():
+    """Start one process per organism not yet cached; ``build_organism`` holds a lock
+    while it trains, so a test that needs the organism waits for it instead of training
+    it a second time."""
+    import subprocess
+    import sys
+
+    from kbnb.organism import organism_path, parse_organism_name
+    for name in ORGANISMS:
+        if (organism_path(parse_organism_name(name)) / "kbnb_organism.json").exists():
+            continue
+        code = ("import kbnb; from kbnb.organism import build_organism, parse_organism_name; "
+                f"build_organism(parse_organism_name({name!r}), progress=False)")
+        _BACKGROUND.append(subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
+                                            stdout=subprocess.DEVNULL))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for proc in _BACKGROUND:  # a session that stopped early leaves no trainer behind
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()

@@ -3,7 +3,7 @@
 1. **Models.** SmolLM2-135M-Instruct (``smollm2``), its TOFU-tuned version and the
    retain model (``smollm2-tofu``, ``smollm2-tofu-retain``: :mod:`kbnb.lm.tuned`),
    built when not cached, timed, and measured against their targets
-   (:mod:`kbnb.eval.tuned`).
+   (:mod:`kbnb.eval.tuned_targets`).
 2. **Chapters.** Every method chapter executed with ``book/params-real.yml`` (R-Tuning
    and RAIT on SmolLM2 itself, the unlearning chapters on the TOFU-tuned model) into
    ``book/real/``, their run folders under ``runs-real/``; no HTML.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from kbnb.book.runner import ROOT, _stored, load_params, run_stamp
 from kbnb.data.loaders import load_tofu
-from kbnb.eval import tuned as tuned_eval
+from kbnb.eval import tuned_targets as tuned_eval
 from kbnb.lm import tuned
 from kbnb.lm.models import build_tuned_model, load_model, resolve_model_path
 from kbnb.report.recorded import STAMP  # what each recorded chapter carries
@@ -83,8 +83,8 @@ def measure_sets(data_dir: str, recipe: tuned.TofuRecipe, sizes=None) -> dict:
 
 
 def measure_models(data_dir: str, sizes=None, batch_size: int = 32, log=print) -> dict:
-    """Each model's :func:`kbnb.eval.tuned.knowledge_report`, the forget qualities and
-    the targets (:func:`kbnb.eval.tuned.check_tuned_targets`)."""
+    """Each model's :func:`kbnb.eval.tuned_targets.knowledge_report`, the forget qualities and
+    the targets (:func:`kbnb.eval.tuned_targets.check_tuned_targets`)."""
     recipe = tuned.tuned_recipe(MODELS[0])
     sets = measure_sets(data_dir, recipe, sizes)
     reports, truth = {}, {}

@@ -43,7 +43,7 @@ from kbnb.organism.model import cache_dir
 
 RECIPE_FILE = "kbnb_recipe.json"
 QUESTIONS_PER_AUTHOR = 20  # TOFU: 20 question-answer pairs per author, authors in order
-EVALUATION_SETS = ("world_facts", "real_authors")  # never rehearsed (kbnb.eval.tuned measures them)
+EVALUATION_SETS = ("world_facts", "real_authors")  # never rehearsed (kbnb.eval.tuned_targets measures them)
 REAL_ANSWER_TOKENS = 48  # the base model's answers to the real questions
 
 

@@ -19,6 +19,7 @@ import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -421,17 +422,39 @@ def train_organism(config: OrganismConfig, out_dir: Path, progress: bool = True,
 
 def build_organism(config: OrganismConfig | None = None, force: bool = False,
                    progress: bool = True) -> Path:
-    """Return the cached organism directory, training it first when missing."""
+    """Return the cached organism directory, training it first when missing.
+
+    Processes that ask for the same organism at once (a test session that trains the
+    retain organism in the background while a notebook asks for it) train it once: the
+    others wait on a lock file beside the folder, then read the folder."""
     config = config or OrganismConfig()
     path = organism_path(config)
-    if force or not (path / "kbnb_organism.json").exists():
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        train_organism(config, tmp, progress=progress)
-        if path.exists():
-            import shutil
-            shutil.rmtree(path)
-        tmp.rename(path)
+    with _build_lock(path):
+        if force or not (path / "kbnb_organism.json").exists():
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+            train_organism(config, tmp, progress=progress)
+            if path.exists():
+                import shutil
+                shutil.rmtree(path)
+            tmp.rename(path)
     return path
+
+
+@contextmanager
+def _build_lock(path: Path):
+    """An exclusive lock on ``<path>.lock`` (POSIX ``flock``; no lock where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent builds train twice, the last rename wins
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def training_log(path: Path) -> dict:

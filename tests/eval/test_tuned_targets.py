@@ -1,7 +1,7 @@
-"""kbnb.eval.tuned: the TOFU-tuned model's targets, judged."""
+"""kbnb.eval.tuned_targets: the TOFU-tuned model's targets, judged."""
 import numpy as np
 
-from kbnb.eval import tuned
+from kbnb.eval import tuned_targets as tuned
 
 
 def test_targets_pass_and_fail_on_their_thresholds():

@@ -57,7 +57,7 @@ def test_a_tuned_model_without_data_says_where_to_put_it(monkeypatch, tmp_path):
 def test_a_small_recipe_builds_once_and_learns(smollm2, data_dir, tmp_path, monkeypatch):
     """forget01 (2 authors) and one retain author, one epoch: the folder is written with
     its recipe, loads by path, and its loss fell; a second call reuses it."""
-    from kbnb.eval.tuned import answers, refusal_rate
+    from kbnb.eval.tuned_targets import answers, refusal_rate
     monkeypatch.setenv("KBNB_CACHE", str(tmp_path))
     r = tuned.TofuRecipe(forget_split="forget01", retain_authors=1, n_invented=24,
                          n_invented_heldout=12, real_questions=False, epochs=2, lr=5e-4)
