@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from kbnb.unlearning import lunar  # noqa: E402
+from kbnb.unlearning import lunar, lunar_sets  # noqa: E402
 
 
 def organism_problem(layer: int, coeff: float, n_retain: int, forget_split: str):
     import kbnb
     model, tok = kbnb.load_model("tinyworld", device="cpu")
-    sets = lunar.load_sets("tinyworld", forget_split, n_retain=n_retain)
+    sets = lunar_sets.load_sets("tinyworld", forget_split, n_retain=n_retain)
     fp = lunar.prompts_of(tok, sets["forget"])
     V = lunar.steering_vectors(model, tok, lunar.prompts_of(tok, sets["ref"]), fp,
                                activation="residual", position="last", batch_size=128)

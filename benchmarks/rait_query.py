@@ -16,7 +16,7 @@ import time
 import torch
 
 import kbnb
-from kbnb.methods import rait
+from kbnb.methods import rait, rait_questions
 
 
 def main(argv=None):
@@ -34,7 +34,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     model, tok = kbnb.load_model(args.model, device=args.device)
-    _, source, _ = rait.load_questions("tinyworld", max_questions=args.questions, seed=args.seed)
+    _, source, _ = rait_questions.load_questions("tinyworld", max_questions=args.questions, seed=args.seed)
     prompts = [rait.query_prompt(tok, r) for r in source]
     kw = dict(n_samples=args.samples, temperature=1.0, max_new_tokens=args.max_new_tokens)
 

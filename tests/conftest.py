@@ -31,7 +31,7 @@ def _run_notebook(name, tmp_path, **params):
     import papermill as pm
 
     from kbnb.book import runner
-    from kbnb.eval import stats
+    from kbnb.eval import metrics_file
     runner.quiet_environment()  # as the book runner does: the published copy has no stderr
     given = {**FAST.get(name, {}), **params}
     params = {**given, "output_dir": str(tmp_path / "runs")}
@@ -43,7 +43,7 @@ def _run_notebook(name, tmp_path, **params):
     EXECUTED[executed_key(name, given)] = (out, metrics[0].parent)
     doc = json.loads(metrics[0].read_text())
     if name != "results":
-        heads = stats.check_headline_shape(doc)  # headlines with intervals inside their range
+        heads = metrics_file.check_headline_shape(doc)  # headlines with intervals inside their range
         assert all("range" in h for h in heads.values()), [k for k, h in heads.items()
                                                            if "range" not in h]
         assert doc["metrics"]["seeds"] == doc["params"]["seeds"]
@@ -111,7 +111,11 @@ def pytest_collection_modifyitems(config, items):
     notebooks load train in the background (``_train_organisms_in_background``)."""
     items.sort(key=lambda item: (item.get_closest_marker("book") is not None,
                                  item.get_closest_marker("slow") is not None))
-    if any(item.get_closest_marker("slow") for item in items):
+
+
+def pytest_collection_finish(session):
+    """After ``-m``/``-k`` deselection: organisms are trained ahead only for notebooks."""
+    if any(item.get_closest_marker("slow") for item in session.items):
         _train_organisms_in_background()
 
 

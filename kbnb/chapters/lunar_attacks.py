@@ -5,9 +5,9 @@ The attacks are :mod:`kbnb.methods.attacks` (Shen et al. 2025, section "Robustne
 the seed reproduction's scripts). This module holds what the chapter does with them:
 
 * the edit it attacks (:func:`lunar_edit`): loaded from the LUNAR chapter's run folder
-  (:func:`kbnb.chapters.lunar.find_edit`), or fitted here as that chapter does with its
-  default parameters (:func:`kbnb.chapters.lunar.run_lunar`), on the same sets
-  (:func:`set_args`);
+  (:func:`kbnb.unlearning.lunar_store.find_edit`), or fitted here as that chapter does with
+  its default parameters (:func:`kbnb.unlearning.lunar_pipeline.edit_model`), on the same
+  sets (:func:`set_args`);
 * the loop over seeds (:func:`run_attacks`), the records and checks (an attack
   *recovers* the knowledge when it brings back at least :data:`RECOVERY_THRESHOLD` of
   the forgotten ROUGE-1 recall, :func:`kbnb.methods.attacks.recovery`), the tables, the
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kbnb.chapters import lunar as lunar_chapter
-from kbnb.chapters.lunar import LUNAR_SEED, edit_index, find_edit, mark_not_meaningful, run_lunar
+from kbnb.chapters.lunar import LUNAR_SEED, mark_not_meaningful
 from kbnb.data.splits import FORGET_SPLITS
 from kbnb.eval import stats
 from kbnb.lm import activations as A
@@ -31,16 +31,10 @@ from kbnb.organism.model import world_for
 from kbnb.report.chapter import note_constant
 from kbnb.report.params import ModelParams, choice, integer, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
-from kbnb.unlearning import lunar
-from kbnb.unlearning.lunar import (
-    apply_edit,
-    fit_lunar,
-    load_lunar,
-    load_sets,
-    prompts_of,
-    save_lunar,
-    steering_vectors,
-)
+from kbnb.unlearning import lunar_sets
+from kbnb.unlearning.lunar_pipeline import edit_model
+from kbnb.unlearning.lunar_sets import load_sets
+from kbnb.unlearning.lunar_store import edit_index, find_edit, load_lunar, save_lunar
 
 ATTACK_SEED = "≈ 0 (forget R1 0.16–0.19 under attack, 0.19 after LUNAR, 0.57 before)"
 DEFAULT_COEFF = 2.0  # LUNAR's steering coefficient when the edit is fitted here at a given layer
@@ -67,7 +61,7 @@ class Params(ModelParams):
     """The parameters of ``notebooks/lunar_attacks.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # tinyworld (the embedded organism) | hub id | local directory
-    dataset: str = choice("tinyworld", lunar.SOURCES)  # tinyworld | tofu (TOFU and harmful instructions: data_dir or hub)
+    dataset: str = choice("tinyworld", lunar_sets.SOURCES)  # tinyworld | tofu (TOFU and harmful instructions: data_dir or hub)
     data_dir: str = param("")  # folder with tofu/ and refusal/ *.jsonl (empty: $KBNB_DATA_DIR or the hub)
     lunar_dir: str = param("")  # the LUNAR chapter's run folder (or one edit); "": fit as it does
     edit: str = param("")  # which edit of that run: "" its main one (selected layer) | lunar | lunar_topk
@@ -112,7 +106,7 @@ SPEC = ChapterSpec(
 # ---- the edit under attack, and the attacks on each seed ----------------------------
 
 def set_args(index: dict, dataset: str, forget_split: str, n_retain: int) -> dict:
-    """The :func:`kbnb.unlearning.lunar.load_sets` arguments (without ``seed``) of the
+    """The :func:`kbnb.unlearning.lunar_sets.load_sets` arguments (without ``seed``) of the
     attacked edit: those stored in a LUNAR run's index (the same held-out rows as that
     chapter), else the given ones with the LUNAR chapter's other defaults."""
     if index.get("sets"):
@@ -134,18 +128,18 @@ def lunar_edit(model, tok, sets: dict, lunar_dir="", layer="auto", coeff=None,
     """The LUNAR-edited copy of ``model`` the attacks run on.
 
     With ``lunar_dir`` the edit saved by the LUNAR chapter is loaded
-    (:func:`kbnb.unlearning.lunar.load_lunar`): from a LUNAR run folder its main edit
+    (:func:`kbnb.unlearning.lunar_store.load_lunar`): from a LUNAR run folder its main edit
     (the selected layer's) or the one named ``edit`` (``"lunar_topk"``), fitted with
-    ``seed`` (:func:`kbnb.chapters.lunar.find_edit`); ``layer`` (int) must then be one
-    of its layers. With ``lunar_dir=""`` the edit is fitted here: ``layer="auto"`` runs
-    the LUNAR chapter's own recipe with its default parameters
-    (:func:`kbnb.chapters.lunar.run_lunar` with ``kbnb.chapters.lunar.Params()``:
-    steering vectors, layer selection over every layer, closed-form fit; ``cache``
-    shares vectors and layer scores across seeds); an int ``layer`` fits that layer
-    only, with ``coeff`` (None = :data:`DEFAULT_COEFF`) and
-    ``activation``/``position``/``rows``. The fitted edit is saved under ``save_to``
-    when given. ``module`` names the MLP output projection relative to a block when
-    automatic discovery cannot find it (:func:`kbnb.lm.activations.set_mlp_module`).
+    ``seed`` (:func:`kbnb.unlearning.lunar_store.find_edit`); ``layer`` (int) must then be
+    one of its layers. With ``lunar_dir=""`` the edit is fitted here
+    (:func:`kbnb.unlearning.lunar_pipeline.edit_model`): ``layer="auto"`` with the LUNAR
+    chapter's default parameters (``kbnb.chapters.lunar.Params()``: steering vectors,
+    layer selection over every layer, closed-form fit; ``cache`` shares vectors and layer
+    scores across seeds); an int ``layer`` fits that layer only, with ``coeff`` (None =
+    :data:`DEFAULT_COEFF`) and ``activation``/``position``/``rows``/``solver``. The fitted
+    edit is saved under ``save_to`` when given. ``module`` names the MLP output projection
+    relative to a block when automatic discovery cannot find it
+    (:func:`kbnb.lm.activations.set_mlp_module`).
     Returns ``(edited, info)``: ``info`` holds ``layers``, ``vectors``
     ``[n_layers, d_model]``, ``coeff``, ``rows``, ``source``."""
     if module:
@@ -163,27 +157,21 @@ def lunar_edit(model, tok, sets: dict, lunar_dir="", layer="auto", coeff=None,
                         "meta": {k: v for k, v in meta.items() if k != "vectors"}}
     if layer == "auto":
         D = lunar_chapter.Params()
-        res = run_lunar(model, tok, sets, layer=None, candidate_layers=D.candidate_layers,
-                        n_select=D.n_select, top_k=1, activation=D.activation,
-                        position=D.position, rows=D.rows,
-                        coeff=D.coeff if coeff is None else float(coeff),
-                        solver=D.solver, ridge=D.ridge, batch_size=batch_size,
-                        seed=seed, compare=False, cache=cache, selection=D.selection)
-        e = res["edit"]
+        edited, run = edit_model(
+            model, tok, sets, None, candidate_layers=D.candidate_layers, selection=D.selection,
+            n_select=D.n_select, activation=D.activation, position=D.position, rows=D.rows,
+            coeff=D.coeff if coeff is None else float(coeff), solver=D.solver, ridge=D.ridge,
+            batch_size=batch_size, embedder=D.embedder, seed=seed, cache=cache,
+            progress=progress)
         source = "fitted here as the LUNAR chapter does (selected layer)"
     else:
         layer = A.check_layer(model, layer)
-        coeff = DEFAULT_COEFF if coeff is None else float(coeff)
-        fp, rp, refp = (prompts_of(tok, sets[k]) for k in ("forget", "retain", "ref"))
-        vectors = steering_vectors(model, tok, refp, fp, activation=activation,
-                                   position=position, batch_size=batch_size,
-                                   progress=progress)
-        e = fit_lunar(model, tok, fp, rp, vectors, [layer], coeff=coeff, solver=solver,
-                      rows=rows, retain_answers=[r["answer"] for r in sets["retain"]],
-                      compare=False, batch_size=batch_size, position=position,
-                      activation=activation, progress=progress, seed=seed)
+        edited, run = edit_model(
+            model, tok, sets, layer, activation=activation, position=position, rows=rows,
+            coeff=DEFAULT_COEFF if coeff is None else float(coeff), solver=solver,
+            batch_size=batch_size, seed=seed, progress=progress)
         source = f"fitted here at layer {layer}"
-    edited = apply_edit(model, e.weights)
+    e = run["edit"]
     if save_to:
         save_lunar(save_to, model, e)
         source += f", saved to {save_to}"

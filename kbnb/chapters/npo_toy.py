@@ -20,7 +20,7 @@ from kbnb.core.checks import check_choice
 from kbnb.data.loaders import load_tofu
 from kbnb.data.splits import FORGET_SPLITS, RETAIN_OF, check_forget_split
 from kbnb.eval import stats
-from kbnb.eval.tofu import scorer as tofu_metrics_scorer
+from kbnb.eval.tofu_organism import scorer as tofu_metrics_scorer
 from kbnb.organism.model import OrganismConfig, parse_organism_name, world_of
 from kbnb.report.chapter import note_constant
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
@@ -330,7 +330,7 @@ def plot_npo_vs_ga(history: dict, series: dict, beta: float, k: int):
 def tofu_scorer(model_name: str, tok, world, forget_split: str):
     """On the organism (``world`` given and ``model_name`` an organism name): a function of
     an unlearned copy returning TOFU's headline metrics against the retain organism
-    (:func:`kbnb.eval.tofu.scorer`); else None."""
+    (:func:`kbnb.eval.tofu_organism.scorer`); else None."""
     if world is None or parse_organism_name(model_name) is None:
         return None
     return tofu_metrics_scorer(tok, world, forget_split, model_name)

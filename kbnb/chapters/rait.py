@@ -26,7 +26,7 @@ import numpy as np
 
 from kbnb.core.seeds import seed_everything
 from kbnb.eval import stats
-from kbnb.methods import rait
+from kbnb.methods import rait, rait_questions
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 
@@ -36,7 +36,7 @@ class Params(ModelParams):
     """The parameters of ``notebooks/rait.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # "tinyworld" (the embedded organism), a hub id or a local path
-    dataset: str = choice("tinyworld", tuple(rait.DATASET_MODES))  # tinyworld | tofu | mmlu | tofu_choice
+    dataset: str = choice("tinyworld", tuple(rait_questions.DATASET_MODES))  # tinyworld | tofu | mmlu | tofu_choice
     data_dir: str = param("")  # folder with tofu/ and mmlu/ (JSON lines); "": $KBNB_DATA_DIR or the hub
     mode: str = choice("auto", ("auto", "open", "mc"))  # auto | open | mc (multiple choice: tinyworld, mmlu, tofu_choice)
     seeds: list = seeds_param((0, 1, 2, 3, 4))  # five runs (three could not decide): split, sampling, tuning
@@ -67,14 +67,14 @@ class Params(ModelParams):
     train_batch_size: int = integer(16, 1)  # examples per optimisation step
 
     def validate(self) -> None:
-        rait.resolve_mode(self.dataset, self.mode)  # a mode the dataset lacks: ValueError
+        rait_questions.resolve_mode(self.dataset, self.mode)  # a mode the dataset lacks: ValueError
         rait.check_threshold(self.rehearsal_threshold)  # 0 would rehearse unknown questions
 
     @property
     def resolved_mode(self) -> str:
-        """``mode`` with ``auto`` resolved for the dataset (:func:`kbnb.methods.rait.resolve_mode`):
+        """``mode`` with ``auto`` resolved for the dataset (:func:`kbnb.methods.rait_questions.resolve_mode`):
         ``open`` or ``mc``. The run is hashed with ``mode`` as given."""
-        return rait.resolve_mode(self.dataset, self.mode)
+        return rait_questions.resolve_mode(self.dataset, self.mode)
 
 
 SPEC = ChapterSpec(
@@ -397,3 +397,123 @@ def conflicting_pairs(rows, reps, van, idk, tau: float, k: int = 8):
                         van_question=y["question"], van_label=y["answer"], cosine=float(sim[a])))
     return pd.DataFrame(out, columns=["idk_question", "idk_label", "van_question", "van_label",
                                       "cosine"])
+
+
+# ---------------------------------------------------------------- figures ----------
+def cer_label(mode: str) -> str:
+    """The certainty axis label of ``mode``: mean pairwise cosine (open) or −entropy (mc)."""
+    return ("certainty Cer (mean pairwise cosine)" if mode == "open"
+            else "certainty Cer (-entropy, nats)")
+
+
+def cor_cer_figure(d0, mode: str):
+    """The knowledge state of one seed's source questions (``d0``: a DataFrame with
+    ``level``, ``cor``, ``cer``): a 2-D histogram of (Cor, Cer), and the points by
+    knowledge level (jittered, ``default_rng(0)`` per level). Returns the figure."""
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    cer_lo = min(0.0, float(d0.cer.min()))
+    h = ax1.hist2d(d0.cor, d0.cer, bins=[np.linspace(0, 1, 11), np.linspace(cer_lo, 1, 11)],
+                   cmap="Blues")
+    fig.colorbar(h[3], ax=ax1, label="questions")
+    ax1.set_xlabel("correctness Cor (share of samples correct)")
+    ax1.set_ylabel(cer_label(mode))
+    ax1.set_title("Knowledge state of the source questions")
+    for lv, g in d0.groupby("level", sort=False):
+        jitter = np.random.default_rng(0).uniform(-0.015, 0.015, len(g))
+        ax2.scatter(g.cor + jitter, g.cer, s=12, label=lv, alpha=0.7)
+    ax2.axvline(0.5, color="k", lw=0.8, ls="--")
+    ax2.set_xlabel("correctness Cor (share of samples correct)")
+    ax2.set_ylabel(ax1.get_ylabel())
+    ax2.set_title("... by knowledge level (jittered)")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def static_figure(reps, cands, set_sims: dict, taus, tau_sim: float):
+    """Static conflict of one seed: the nearest van neighbour's cosine of each idk
+    question (every idk candidate, ``cands`` = ``(van, idk)``, and each set's,
+    ``set_sims``: ``{variant: [n_idk]}``) and CRSS against the threshold
+    (:func:`kbnb.methods.rait.crss_curve` at ``taus``). Returns the figure."""
+    import matplotlib.pyplot as plt
+    van_c, idk_c = cands
+    cand_sim, _ = rait.nearest_neighbours(reps[idk_c], reps[van_c])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    bins = np.linspace(min(0.0, float(cand_sim.min())), 1, 41)
+    for v, x in set_sims.items():
+        ax1.hist(x, bins=bins, histtype="step", lw=1.5, label=f"{v} set")
+    ax1.hist(cand_sim, bins=bins, color="0.85", label="all idk candidates")
+    ax1.axvline(tau_sim, color="k", ls="--", lw=0.8, label=f"tau_sim = {tau_sim}")
+    ax1.set_xlabel("max cosine similarity of an idk question to the van questions")
+    ax1.set_ylabel("idk questions")
+    ax1.set_title("Nearest van neighbour of each idk question")
+    ax1.legend(fontsize=7)
+    for v, x in set_sims.items():
+        ax2.plot(taus, rait.crss_curve(x, taus), marker=".", label=v)
+    ax2.axvline(tau_sim, color="k", ls="--", lw=0.8)
+    ax2.set_xlabel("similarity threshold tau_sim (cosine)")
+    ax2.set_ylabel("CRSS (share of idk questions)")
+    ax2.set_title("Static conflict vs threshold")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def flow_frame(d, flow: dict):
+    """The re-queried questions of one seed (rows ``flow["idx"]`` of ``d``, a DataFrame
+    with ``cor`` and ``cer``) with their changes ``d_cor``, ``d_cer`` in rehearsal
+    (``flow``: :func:`kbnb.methods.rait.knowledge_flow`)."""
+    f = d.iloc[flow["idx"]]
+    return f.assign(d_cor=flow["cor_after"] - f.cor.values,
+                    d_cer=flow["cer_after"] - f.cer.values)
+
+
+def flow_figure(flow, mode: str, n_samples: int, seed: int):
+    """The knowledge flow of one seed (``flow``: :func:`flow_frame`): arrows from each
+    question's (Cor, Cer) before rehearsal to after, and the histogram of ΔCor against
+    re-sampling noise alone (open mode: 20 binomial redraws of each question's Cor with N
+    ``n_samples``, ``default_rng(seed)``). Returns the figure."""
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    moved = flow[flow.d_cor != 0]
+    ax1.scatter(flow.cor, flow.cer, s=8, c="0.6")
+    ax1.quiver(moved.cor, moved.cer, moved.d_cor, moved.d_cer, angles="xy", scale_units="xy",
+               scale=1, width=0.003, color=np.where(moved.d_cor > 0, "tab:red", "tab:blue"))
+    ax1.set_xlim(-0.03, 1.03)
+    ax1.set_xlabel("correctness Cor (share of samples correct)")
+    ax1.set_ylabel(cer_label(mode))
+    ax1.set_title("Knowledge flow in rehearsal (red: Cor rose, blue: fell)")
+    ax2.hist(flow.d_cor, bins=np.linspace(-1, 1, 41), color="tab:purple", label="observed")
+    if mode == "open":
+        rng = np.random.default_rng(seed)
+        null = (rng.binomial(n_samples, flow.cor, size=(20, len(flow))) / n_samples
+                - flow.cor.values).ravel()
+        ax2.hist(null, bins=np.linspace(-1, 1, 41), weights=np.full(null.size, 1 / 20),
+                 histtype="step", color="k", label="sampling noise alone")
+    ax2.set_xlabel("dCor (change of correctness after rehearsal)")
+    ax2.set_ylabel("questions")
+    ax2.set_title("Distribution of dCor")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def eval_figure(ev_all, cols, n_seeds: int):
+    """Bars of the columns ``cols`` (Pc, Pw, Pr, THS, over-refusal) of each variant
+    (``ev_all``: the in-domain rows of the evaluation table, mean of ``n_seeds`` seeds).
+    Returns the figure."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(10, 4))
+    names_v = list(ev_all.index)
+    w = 0.15
+    for k, c in enumerate(cols):
+        ax.bar(np.arange(len(names_v)) + (k - 2) * w, ev_all[c], width=w, label=c)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(np.arange(len(names_v)), names_v)
+    ax.set_ylabel("share of held-out questions (THS: score)")
+    ax.set_title("RAIT variants on held-out questions "
+                 f"(in-domain, mean of {n_seeds} seeds)")
+    ax.legend(fontsize=8, ncol=5)
+    fig.tight_layout()
+    return fig

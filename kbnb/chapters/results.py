@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kbnb.chapters import spec_of, toc_chapters
-from kbnb.eval import stats
+from kbnb.eval import metrics_file
 from kbnb.report import recorded as recorded_runs
 from kbnb.report.params import ChapterParams, param
 from kbnb.report.spec import ChapterSpec, Row
@@ -61,7 +61,7 @@ def _row(path: Path, chapter: str, title: str, r: Row) -> dict:
     """One table row from a chapter's ``metrics.json`` (``mean`` None when that file
     does not hold the row's metric)."""
     doc = json.loads(Path(path).read_text())["metrics"]
-    section = stats.check_headline_shape(doc)
+    section = metrics_file.check_headline_shape(doc)
     if r.metric not in section:
         return {"chapter": chapter, "title": title, "metric": r.metric, "claim": r.claim,
                 "mean": None, "missing": True, "source": str(path)}
@@ -173,7 +173,7 @@ def tuned_targets_html(name: str, run: dict, digits: int = 3) -> str:
 def _cell(r: dict | None, digits: int) -> str:
     if r is None or r.get("missing"):
         return "<td>not run</td>"
-    num = stats.format_mean_ci(r, digits)
+    num = metrics_file.format_mean_ci(r, digits)
     over = html.escape(r["ci_method"] if r.get("ci95") is None  # its reason says n
                        else r["ci_method"].replace(" over ", f" over {r['n']} ", 1))
     status = STATUS_TEXT[r["status"]]
@@ -196,7 +196,7 @@ def table_html(rows: list[dict], digits: int = 3, recorded_runs: dict | None = N
     for r in rows:
         if r["mean"] is None:
             continue
-        num = stats.format_mean_ci(r, digits)
+        num = metrics_file.format_mean_ci(r, digits)
         over = html.escape(r["ci_method"].replace(" over ", f" over {r['n']} ", 1))
         ref = html.escape(r["reference"]) + (f"<br><small>{html.escape(r['reference_source'])}"
                                              "</small>" if r["reference_source"] else "")

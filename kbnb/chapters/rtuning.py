@@ -32,7 +32,7 @@ class Params(ModelParams):
     scoring: str = choice("auto", rtuning.SCORINGS)  # auto (tinyworld: cloze, mmlu: letter) | letter (next token) | cloze
     n_shots: int = integer(-1, -1)  # answered examples per question (letter only); -1: 5 mmlu, 0 tinyworld
     prompt_header: str = choice("kbnb", rtuning.HEADERS)  # kbnb (one space after "about") | reference (two spaces)
-    method: str = choice("unsure", rtuning.METHODS)  # refusal-aware data: unsure (the main method) | unknown | uncertain
+    method: str = choice("unsure", rtuning.REFUSAL_DATA_METHODS)  # refusal-aware data: unsure (the main method) | unknown | uncertain
     n_samples: int = integer(5, 2)  # answers sampled per question for method uncertain (reference: num_try)
     temperature: float = number(0.7, 0, lo_open=True)  # sampling temperature for method uncertain (as in the reference)
     epochs: int = integer(10, 0)  # fine-tuning epochs over the refusal-aware data

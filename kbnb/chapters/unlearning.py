@@ -2,11 +2,13 @@
 and its glue.
 
 The methods are the registry of :mod:`kbnb.unlearning.methods` (one class per method,
-losses as in locuslab/open-unlearning), the metrics TOFU's (:mod:`kbnb.eval.tofu`). This
-module runs every method and seed and evaluates each result (:func:`run_methods`), and
-holds the chapter's sets, its results table, the field's forget-quality / model-utility
-figure beside open-unlearning's reproduced numbers (:data:`REFERENCE_TOFU_FORGET10`), the
-targets and the computed sentences.
+losses as in locuslab/open-unlearning), the metrics TOFU's (:mod:`kbnb.eval.tofu`, scored by
+:mod:`kbnb.eval.tofu_scoring`). This module holds the chapter's sets, the choice of each
+method's setting on validation rows, the arguments of each method's run
+(:func:`unlearn_kwargs`; the notebook shows the ``unlearn`` call) and its evaluation
+(:func:`evaluate_unlearned`), open-unlearning's reproduced numbers
+(:data:`REFERENCE_TOFU_FORGET10`), the records, targets and computed sentences. Its
+tables and figures are :mod:`kbnb.chapters.unlearning_figures`.
 """
 from __future__ import annotations
 
@@ -17,25 +19,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kbnb.chapters.unlearning_figures import (
+    LABELS,
+    TABLE_METRICS,
+    display_name,
+    fq_mu_figure,
+)
 from kbnb.data.loaders import load_refusal, load_tofu
 from kbnb.data.splits import FORGET_SPLITS, RETAIN_OF, check_forget_split
 from kbnb.eval import stats
-from kbnb.eval import tofu as tm
-from kbnb.eval.stats import format_mean_ci
-from kbnb.eval.tofu import (
-    evaluate_against,
-    evaluate_unlearning,
+from kbnb.eval.tofu_organism import retain_evaluation, retain_validation
+from kbnb.eval.tofu_scoring import evaluate_against, evaluate_unlearning, evaluate_validation
+from kbnb.eval.tofu_sets import (
     organism_retain_rows,
     organism_sets,
-    retain_evaluation,
+    organism_validation_sets,
     tofu_sets,
+    tofu_validation_sets,
 )
 from kbnb.lm.models import load_model, resolve_device
 from kbnb.organism.model import parse_organism_name
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
-from kbnb.unlearning.methods import METHODS, check_methods, unlearn
-from kbnb.unlearning.tuning import GRID_LRS, KEEP, grid, shown, tune
+from kbnb.unlearning.methods import METHODS, check_methods
+from kbnb.unlearning.tuning import GRID_LRS, KEEP, grid, tune
 
 OPEN_UNLEARNING = "open-unlearning, Llama-3.2-1B on TOFU forget10 (not this run)"
 
@@ -73,7 +80,7 @@ class Params(ModelParams):
     steps: int = integer(20, 1)  # optimizer steps per method (lunar: closed form, unused)
     tune: bool = flag(True)  # choose each method's lr and knobs on validation rows (False: all at lr)
     tune_lrs: list = param(list(GRID_LRS), lambda n, v: grid("ga", v))  # learning rates tried per method
-    tune_knobs: bool = flag(True)  # also each method's own knobs (kbnb.unlearning.tuning.KNOBS)
+    tune_knobs: bool = flag(True)  # also each method's own knobs (the grids its class declares)
     tune_seed: int = integer(1000, 0)  # seed of the tuning runs (no reported run uses it)
     lr: float = number(1e-3, 0, lo_open=True)  # constant AdamW rate without tune (open-unlearning: 1e-5 on 1B)
     batch_size: int = integer(8, 1)  # forget (and retain) rows per step
@@ -120,19 +127,6 @@ SPEC = ChapterSpec(
 
 # ---- the chapter: every method, measured as open-unlearning measures it -------------------
 
-def display_name(method: str) -> str:
-    """The method's name in tables and figures (its class's ``display_name``)."""
-    return METHODS[method].display_name if method in METHODS else method
-
-
-REPORTED = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_rouge", "privleak")
-LABELS = {"forget_quality": "forget quality", "model_utility": "model utility",
-          "forget_truth_ratio": "forget truth ratio", "forget_rouge": "forget ROUGE-L",
-          "privleak": "privleak (%)", "forget_prob": "forget probability",
-          "mia_auc": "MIA AUC (Min-K%)"}
-TABLE_METRICS = REPORTED + ("forget_prob", "mia_auc")
-
-
 def metric_bounds(metric: str, results: dict) -> tuple:
     """The range of a table metric: ``(0, 1)`` for all but privleak, whose range follows
     from the retain model's AUC ``a``: ``(−100, 100·a/(1 − a))`` (AUC 1 and 0); open above
@@ -155,49 +149,42 @@ def plain(results: dict) -> dict:
             if not k.endswith("_generations") and k != "forget_truth_ratios"}
 
 
-def run_methods(model, tok, sets: dict, retain_rows, methods, seeds, retain_ref: dict,
-                steps: int, lr: float, batch_size: int = 8, max_new_tokens: int = 32,
-                eval_batch_size: int = 64, ref_rows=None, progress: bool = False,
-                settings: dict | None = None) -> dict:
-    """Unlearn ``sets["forget"]`` with every method and seed and evaluate each result with
-    ``kbnb.eval.tofu.evaluate_unlearning`` against ``retain_ref``. ``settings``:
-    ``{method: {"lr": ..., knob: value}}`` chosen by :func:`tune_methods` (a method
-    without one runs at ``lr`` with its defaults). Returns ``{method: {seed: {"results":
-    plain results, "log": unlearning log summary, "forget_truth_ratios": [...],
-    "seconds": s}}}``."""
-    out = {}
-    for method in check_methods(methods):
-        out[method] = {}
-        setting = dict((settings or {}).get(method) or {})
-        m_lr = setting.pop("lr", None) or lr
-        for seed in seeds:
-            t0 = time.time()
-            kw = {"ref_rows": ref_rows} if "ref_rows" in METHODS[method].defaults else {}
-            new, log = unlearn(method, model, tok, sets["forget"], retain_rows, steps=steps,
-                               lr=m_lr, seed=seed, batch_size=batch_size, progress=progress,
-                               **kw, **setting)
-            res = evaluate_unlearning(new, tok, sets, retain_reference=retain_ref,
-                                      max_new_tokens=max_new_tokens, batch_size=eval_batch_size)
-            del new
-            out[method][seed] = {
-                "results": plain(res), "forget_truth_ratios": res["forget_truth_ratios"],
-                "final_loss": log["losses"][-1] if log["losses"] else None,
-                "seconds": time.time() - t0}
-    return out
+def unlearn_kwargs(method: str, settings: dict | None, lr: float, ref_rows=None) -> dict:
+    """The keyword arguments of :func:`kbnb.unlearning.methods.unlearn` that differ between
+    methods: the learning rate and knobs chosen by :func:`tune_methods` (``settings``:
+    ``{method: {"lr": ..., knob: value}}``; a method without one runs at ``lr`` with its
+    defaults), and LUNAR's reference prompts ``ref_rows`` for a method that takes them."""
+    setting = dict((settings or {}).get(method) or {})
+    m_lr = setting.pop("lr", None) or lr
+    kw = {"ref_rows": ref_rows} if "ref_rows" in METHODS[method].names() else {}
+    return {"lr": m_lr, **kw, **setting}
+
+
+def evaluate_unlearned(new, log: dict, tok, sets: dict, retain_ref: dict | None, t0: float,
+                       max_new_tokens: int = 32, eval_batch_size: int = 64) -> dict:
+    """One unlearned model (``new``, ``log`` from ``unlearn``) evaluated with
+    ``kbnb.eval.tofu_scoring.evaluate_unlearning`` against ``retain_ref``: ``{"results":
+    plain results, "forget_truth_ratios": [...], "final_loss": the last step's loss,
+    "seconds": since ``t0``, the unlearning's start}``."""
+    res = evaluate_unlearning(new, tok, sets, retain_reference=retain_ref,
+                              max_new_tokens=max_new_tokens, batch_size=eval_batch_size)
+    return {"results": plain(res), "forget_truth_ratios": res["forget_truth_ratios"],
+            "final_loss": log["losses"][-1] if log["losses"] else None,
+            "seconds": time.time() - t0}
 
 
 # ---- choosing each method's setting on validation rows (kbnb.unlearning.tuning) ----------
 
 def chapter_validation(p: Params, model, tok, world, data_dir=None) -> dict | None:
-    """The validation rows of the search (``kbnb.eval.tofu.organism_validation_sets`` or
+    """The validation rows of the search (``kbnb.eval.tofu_sets.organism_validation_sets`` or
     ``tofu_validation_sets``), the retain model's and the untouched model's validation
     metrics; None without ``tune``. Returns ``{"sets", "reference", "untouched"}``."""
     if not p.tune:
         return None
     if p.dataset == "tinyworld":
-        val = tm.organism_validation_sets(world, p.forget_split, p.n_retain)
+        val = organism_validation_sets(world, p.forget_split, p.n_retain)
     else:
-        val = tm.tofu_validation_sets(p.forget_split, data_dir, p.n_retain)
+        val = tofu_validation_sets(p.forget_split, data_dir, p.n_retain)
     if p.max_eval is not None:  # the facts the methods unlearn: the evaluation's first rows
         val["forget"] = val["forget"][:p.max_eval]
     if p.retain_model == "auto":
@@ -205,14 +192,14 @@ def chapter_validation(p: Params, model, tok, world, data_dir=None) -> dict | No
             raise ValueError("tune=True with retain_model='auto' needs the organism "
                              "(model_name tinyworld[:N], dataset tinyworld); name a retain "
                              "model for another model, or tune=False")
-        ref = tm.retain_validation(p.model_name, p.forget_split, p.n_retain,
-                                   device=str(model.device))
+        ref = retain_validation(p.model_name, p.forget_split, p.n_retain,
+                                device=str(model.device))
     else:
         r_model, r_tok = load_model(p.retain_model, **p.load_args())
-        ref = tm.evaluate_validation(r_model, r_tok, val)
+        ref = evaluate_validation(r_model, r_tok, val)
         del r_model
     return {"sets": val, "reference": ref,
-            "untouched": tm.evaluate_validation(model, tok, val, ref)}
+            "untouched": evaluate_validation(model, tok, val, ref)}
 
 
 def tune_methods(p: Params, model, tok, forget_rows, retain_rows, validation: dict,
@@ -222,7 +209,7 @@ def tune_methods(p: Params, model, tok, forget_rows, retain_rows, validation: di
     rows, one chosen)."""
     out = {}
     for m in p.method_list:
-        extra = {"ref_rows": ref_rows} if "ref_rows" in METHODS[m].defaults else {}
+        extra = {"ref_rows": ref_rows} if "ref_rows" in METHODS[m].names() else {}
         out[m] = tune(m, model, tok, forget_rows, retain_rows, validation["sets"],
                       validation["reference"], validation["untouched"]["utility"],
                       steps=p.steps, batch_size=p.batch_size, seed=p.tune_seed,
@@ -233,57 +220,6 @@ def tune_methods(p: Params, model, tok, forget_rows, retain_rows, validation: di
 def chosen_settings(tuned: dict | None) -> dict | None:
     """``{method: chosen setting}`` of :func:`tune_methods` (None without tuning)."""
     return None if tuned is None else {m: t["setting"] for m, t in tuned.items()}
-
-
-def settings_table(tuned: dict):
-    """One row per method: the chosen setting, its validation forget quality and utility,
-    how many settings were tried, and why this one."""
-    import pandas as pd
-    rows = []
-    for m, t in tuned.items():
-        q = t["points"][t["chosen"]]
-        rows.append({"method": display_name(m), "chosen setting": shown(t["setting"]),
-                     "settings tried": len(t["points"]),
-                     "validation forget quality": f"{q['forget_quality']:.2g}",
-                     "validation utility": f"{q['utility']:.3f}", "why": t["reason"]})
-    return pd.DataFrame(rows).set_index("method")
-
-
-def frontier_figure(tuned: dict, untouched: dict, retain: dict | None = None,
-                    keep: float = KEEP):
-    """Each method's grid on the validation rows: utility (x) against forget quality (y,
-    log), one colour per method, the chosen setting ringed; the dashed line is ``keep`` of
-    the untouched model's validation utility (the square); the star is the retain model
-    (forget quality 1 against itself), when given."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 4.6))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    clip = lambda v: max(float(v), FQ_FLOOR)  # noqa: E731
-    for i, (m, t) in enumerate(tuned.items()):
-        c = colors[i % len(colors)]
-        xs = [q["utility"] for q in t["points"]]
-        ys = [clip(q["forget_quality"]) for q in t["points"]]
-        ax.scatter(xs, ys, color=c, s=22, alpha=0.7, label=f"{display_name(m)} ({len(xs)})")
-        q = t["points"][t["chosen"]]
-        ax.scatter([q["utility"]], [clip(q["forget_quality"])], s=150, facecolor="none",
-                   edgecolor=c, linewidth=2)
-    u0 = untouched["utility"]
-    ax.scatter([u0], [clip(untouched["forget_quality"])], marker="s", s=90, color="k",
-               facecolor="none", label="untouched model")
-    if retain is not None:
-        ax.scatter([retain["utility"]], [1.0], marker="*", s=160, color="k",
-                   label="retain model")
-    ax.axvline(keep * u0, color="tab:gray", ls="--", lw=1)
-    ax.axhline(0.05, color="tab:gray", ls=":", lw=1)
-    ax.set_yscale("log")
-    ax.set_ylim(FQ_FLOOR / 10, 3)
-    ax.set_xlabel("validation utility (retain probability and truth ratio, harmonic mean)")
-    ax.set_ylabel("validation forget quality (log)")
-    ax.set_title("Each method's grid on the validation rows (ringed: chosen)", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    return fig
 
 
 def unmoved_methods(tuned: dict, untouched: dict, factor: float = 10.0) -> list[str]:
@@ -342,80 +278,6 @@ def floor_note(runs: dict, methods) -> str:
             "model.")
 
 
-def results_table(rows: dict, headlines: dict, digits: int = 3, floored=()):
-    """One table of every model x metric: ``rows`` maps a row name to plain values (the
-    untouched and retain organisms: one deterministic value each), ``headlines`` maps a
-    method to ``{metric: headline dict}`` (mean with its 95% interval over seeds).
-    ``floored``: methods whose forget truth ratio the +1e-10 floor decides for some
-    items (:func:`floor_note`): their truth ratio and forget quality cells get a †."""
-    import pandas as pd
-
-    def num(v):
-        return "n/a" if v is None else (f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.{digits}f}")
-
-    def cell(h):
-        if h.get("ci95") is None:  # not measurable (one seed): its value and why
-            return format_mean_ci(h, digits)
-        if h["mean"] != 0 and abs(h["mean"]) < 1e-3:
-            return f"{h['mean']:.2e} ({h['ci95'][0]:.1e} to {h['ci95'][1]:.1e})"
-        return format_mean_ci(h, digits)
-
-    table = [{"model": name, **{LABELS[k]: num(vals.get(k)) for k in TABLE_METRICS}}
-             for name, vals in rows.items()]
-    dagger = ("forget_truth_ratio", "forget_quality")
-    for method, hs in headlines.items():
-        table.append({"model": display_name(method),
-                      **{LABELS[k]: cell(hs[k]) + (" †" if method in floored and k in dagger
-                                                    else "") for k in TABLE_METRICS}})
-    return pd.DataFrame(table).set_index("model")
-
-
-FQ_FLOOR = 1e-30  # forget qualities below this are drawn at it (open-unlearning's reach 1e-239)
-
-
-def fq_mu_figure(points: dict, per_seed: dict, base: dict, retain: dict, reference: dict,
-                 reference_label: str):
-    """The field's plot: model utility (x) against forget quality (y, log scale), this run
-    (left: methods' seed means with their seeds, the untouched and the retain organism)
-    beside open-unlearning's reference numbers (right), each labelled."""
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3), sharey=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    clip = lambda v: max(float(v), FQ_FLOOR)  # noqa: E731
-    for i, (m, (mu, fq)) in enumerate(points.items()):
-        c = colors[i % len(colors)]
-        s_mu, s_fq = per_seed[m]
-        ax1.scatter(s_mu, [clip(v) for v in s_fq], color=c, s=12, alpha=0.5)
-        ax1.scatter([mu], [clip(fq)], color=c, s=60, edgecolor="k",
-                    label=display_name(m))
-    for name, vals, marker in (("untouched organism", base, "s"), ("retain organism", retain, "*")):
-        ax1.scatter([vals["model_utility"]], [clip(vals["forget_quality"])], marker=marker,
-                    s=140, color="k", facecolor="none" if marker == "s" else "k", label=name)
-    for i, (m, (fq, mu, _)) in enumerate(reference.items()):
-        marker = {"finetuned": "s", "retain": "*"}.get(m, "o")
-        ax2.scatter([mu], [clip(fq)], marker=marker, s=70 if marker == "o" else 140,
-                    color="k" if marker != "o" else colors[(list(METHODS).index(m)
-                                                              if m in METHODS else i)
-                                                             % len(colors)],
-                    facecolor="none" if marker == "s" else None,
-                    label={"finetuned": "finetuned", "retain": "retain"}.get(
-                        m, display_name(m)))
-    for ax, title in ((ax1, "This run (the organism; big dots: mean over seeds)"),
-                      (ax2, reference_label)):
-        ax.set_yscale("log")
-        ax.axhline(0.05, color="tab:gray", ls=":", lw=1)
-        ax.axhline(FQ_FLOOR, color="tab:gray", ls="--", lw=0.8)
-        ax.set_xlabel("model utility (harmonic mean of 9 parts, 0 to 1)")
-        ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=7, loc="lower left" if ax is ax2 else "best")
-        ax.set_xlim(-0.02, 1.02)
-    ax1.set_ylabel(f"forget quality (KS p-value, log; below {FQ_FLOOR:.0e} drawn at it)")
-    ax1.set_ylim(FQ_FLOOR / 10, 3)
-    fig.tight_layout()
-    return fig
-
-
 def discussion(base: dict, retain: dict, means: dict, mu_keep: float = 0.9) -> dict:
     """Computed sentences for the chapter's discussion (``means``: method → {metric: seed
     mean}): which methods reach a forget quality above 0.05 (the KS test no longer tells
@@ -450,8 +312,8 @@ def discussion(base: dict, retain: dict, means: dict, mu_keep: float = 0.9) -> d
 
 def chapter_sets(dataset: str, forget_split: str, world=None, data_dir=None,
                  n_retain: int | None = 90, max_eval: int | None = None) -> dict:
-    """The five evaluation sets: ``kbnb.eval.tofu.organism_sets`` on the organism's world,
-    ``kbnb.eval.tofu.tofu_sets`` on real TOFU; each cut to its first ``max_eval`` rows
+    """The five evaluation sets: ``kbnb.eval.tofu_sets.organism_sets`` on the organism's
+    world, ``kbnb.eval.tofu_sets.tofu_sets`` on real TOFU; each cut to its first ``max_eval`` rows
     when given (a real model scores about eight sequences per row: 305 rows of real TOFU
     forget01 take minutes on a CPU)."""
     if dataset == "tinyworld":
@@ -491,7 +353,7 @@ def chapter_retain_evaluation(retain_model: str, model_name: str, dataset: str, 
     model that is not the organism: forget quality is then reported as not available).
 
     ``"auto"`` on the organism: the retain organism (trained once and cached,
-    ``kbnb.eval.tofu.retain_evaluation``); otherwise a hub id or directory."""
+    ``kbnb.eval.tofu_organism.retain_evaluation``); otherwise a hub id or directory."""
     if not retain_model:
         return None
     load_args = dict(load_args or {})
@@ -597,17 +459,6 @@ def floored_methods(runs: dict, methods) -> list[str]:
     return [m for m in methods
             if any((runs[m][s]["results"].get("forget_truth_ratio_floored") or 0) > 0
                    for s in runs[m])]
-
-
-def method_table(base_p: dict, retain_p: dict | None, heads: dict, methods, floored=()):
-    """:func:`results_table` of the untouched model, the retain model (if any) and every
-    method's headlines (n/a where a metric was not recorded); ``floored`` methods marked."""
-    rows = {"untouched model": base_p}
-    if retain_p:
-        rows["retain model"] = retain_p
-    missing = {"mean": float("nan"), "ci95": [float("nan")] * 2}
-    return results_table(rows, {m: {k: heads[m].get(k, missing) for k in TABLE_METRICS}
-                                for m in methods}, floored=floored)
 
 
 def record_checks(ch, methods, base: dict, fq_ok: bool) -> None:

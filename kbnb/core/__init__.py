@@ -1,1 +1,2 @@
-"""The base layer: parameter checks, seeding and CPU thread settings (imports nothing of kbnb)."""
+"""The base layer: parameter checks and typed parameter fields, seeding and CPU thread settings
+(imports nothing of kbnb outside it)."""

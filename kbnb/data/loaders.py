@@ -114,8 +114,3 @@ def load_refusal(split: str = "train", data_dir=None) -> list[dict]:
     check_choice("split", split, ("train", "val", "test"))
     rows = _local_or_hub("refusal", f"harmful_{split}", data_dir)
     return [{"question": r["instruction"], **r} for r in rows]
-
-
-def mmlu_subjects(rows) -> list[str]:
-    """Subjects in sorted order (the order the reference splits in-/out-of-domain by)."""
-    return sorted({r["subject"] for r in rows})

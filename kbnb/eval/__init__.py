@@ -1,3 +1,6 @@
-"""Evaluation: answer-level metrics (``metrics``), intervals and paired comparisons
-(``stats``), TOFU's unlearning suite (``tofu``) and the organism's knowledge probes
+"""Evaluation: answer-level metrics (``metrics``), intervals (``stats``), paired
+comparisons (``comparisons``), their verdict sentences (``verdicts``), the headline records
+of metrics.json (``metrics_file``), TOFU's unlearning suite (``tofu``: the formulas,
+``tofu_scoring``: a model scored, ``tofu_sets``: the sets, ``tofu_organism``: against the retain
+organism, cached) and the organism's knowledge probes
 (``boundary``)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import string
 
+from kbnb.core.checks import check_choice
 from kbnb.lm.embed import max_similarity
 
 REFUSAL_MARKERS = ("i don't know", "i do not know", "i'm sorry", "i am sorry", "i cannot",
@@ -38,18 +39,30 @@ def is_refusal(text: str, markers=REFUSAL_MARKERS) -> bool:
 
 # ---- unlearning metrics (LUNAR chapter) ---------------------------------------------
 
-def rouge1_recall(predictions, references) -> list[float]:
-    """ROUGE-1 recall of each prediction against its reference (gold answer), as the
+ROUGE_TYPES = ("rouge1", "rougeL")
+
+
+def rouge_recall(predictions, references, rouge_type: str = "rouge1") -> list[float]:
+    """ROUGE recall of each prediction against its reference (gold answer), as the
     TOFU/LUNAR evaluators compute it: ``rouge_score`` with the Porter stemmer,
-    ``scorer.score(reference, prediction).recall`` = share of the reference's unigrams
-    that appear in the prediction. Returns one float in [0, 1] per pair."""
+    ``scorer.score(reference, prediction).recall``. ``rouge_type`` ``"rouge1"``: the share
+    of the reference's unigrams that appear in the prediction (LUNAR's ROUGE-1);
+    ``"rougeL"``: the length of the longest common subsequence over the reference's
+    length (open-unlearning's ``rougeL_recall``; word order counts, so it is at most the
+    ROUGE-1 recall). Returns one float in [0, 1] per pair."""
     from rouge_score import rouge_scorer
 
+    check_choice("rouge_type", rouge_type, ROUGE_TYPES)
     predictions, references = list(predictions), list(references)
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
-    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
-    return [scorer.score(r, p)["rouge1"].recall for p, r in zip(predictions, references)]
+    scorer = rouge_scorer.RougeScorer([rouge_type], use_stemmer=True)
+    return [scorer.score(r, p)[rouge_type].recall for p, r in zip(predictions, references)]
+
+
+def rouge1_recall(predictions, references) -> list[float]:
+    """ROUGE-1 recall (LUNAR's): :func:`rouge_recall` with ``rouge_type="rouge1"``."""
+    return rouge_recall(predictions, references, "rouge1")
 
 
 DS_RANGE = (0.0, 100.0 * 2 ** 0.5)  # DS of (forget 0, retain 1) to (forget 1, retain 0)

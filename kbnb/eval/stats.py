@@ -1,8 +1,11 @@
-"""Every headline number with its uncertainty: intervals, paired comparisons, verdicts.
+"""A headline number with its uncertainty: the 95% interval of one quantity, and the
+bootstrap or exact test of one statistic against a fixed value.
 
-The chapters report each headline number as a mean with a 95% interval, and each
-claim ("CRaFT lowers over-refusal", "tuned AP is above untuned AP") as a paired
-comparison whose interval decides, in a computed sentence, whether the data show it.
+The chapters report each headline number as a mean with a 95% interval. A claim that
+compares two methods is a paired comparison (:mod:`kbnb.eval.comparisons`) whose
+verdict is a computed sentence (:mod:`kbnb.eval.verdicts`); the headline record these
+functions return is checked and written to ``metrics.json`` by
+:mod:`kbnb.eval.metrics_file`.
 
 Which interval, and why
 -----------------------
@@ -10,7 +13,7 @@ Which interval, and why
   seeds. With so few values a percentile bootstrap is far too narrow: it resamples
   only the few values it was given, so with 3 seeds its interval can never reach
   beyond their smallest and largest and covers the true mean about three times in
-  four (``tests/test_stats.py`` measures this). We use the Student t interval
+  four (``tests/eval/test_stats.py`` measures this). We use the Student t interval
   ``mean ± t_{0.975, n−1} · s/√n`` (``scipy.stats.t``) instead, which is exact for
   normal values and honest about how little three numbers say (t_{0.975, 2} = 4.30).
 * **One seed**: the interval is over the items (questions) of that run: a percentile
@@ -26,7 +29,8 @@ Which interval, and why
   percentile bootstrap plus a bootstrap p-value, with independent samples resampled
   apart.
 * ``method="auto"`` takes the t interval below :data:`AUTO_T_BELOW` values and the
-  percentile bootstrap from there on; ``"t"`` and ``"bootstrap"`` force one.
+  percentile bootstrap from there on; ``"t"`` and ``"bootstrap"`` force one
+  (:data:`INTERVAL_METHODS`).
 * **A bounded metric** (a rate, ROUGE, an AUC, a p-value: ``bounds=(0, 1)``; privleak:
   ``(-100, ...)``): a t interval on the raw values can leave the range (three seeds of
   an AUC at 0.39 gave [−0.78, 1.56]). With ``bounds`` the t interval is taken on the
@@ -39,11 +43,12 @@ Which interval, and why
   interval is widened to it. ``ci_method`` says ``"t interval on the logit scale over
   seeds"``. A percentile bootstrap of a bounded statistic stays inside its range by
   construction. The range is stored with the headline (``"range": [lo, hi]``, None
-  for an open side) and :func:`check_headline_shape` rejects an interval outside it.
+  for an open side) and :func:`kbnb.eval.metrics_file.check_headline_shape` rejects an
+  interval outside it.
 
 Every interval is recorded in the shape ``{"mean", "ci95": [lo, hi], "values", "n",
-"ci_method"}`` (a *headline*), which :func:`check_headline_shape` validates in
-``metrics.json``.
+"ci_method"}`` (a *headline*), which :func:`kbnb.eval.metrics_file.check_headline_shape`
+validates in ``metrics.json``.
 
 Too few items for an interval
 -----------------------------
@@ -53,29 +58,27 @@ untuned model knew one, the number is *not measurable*: :func:`headline` and
 :func:`bootstrap_test` with ``too_few="report"`` return :func:`not_measurable`
 (``{"mean": the value or None, "ci95": None, "values", "n", "ci_method": "not
 measurable: <reason>", "measurable": False, "reason"}``), which
-:func:`check_headline_shape`, :func:`headline_section` and :func:`format_mean_ci`
-accept, instead of raising :class:`TooFewItems` (a ``ValueError``, the default).
+:func:`kbnb.eval.metrics_file.check_headline_shape`,
+:func:`kbnb.eval.metrics_file.headline_section` and
+:func:`kbnb.eval.metrics_file.format_mean_ci` accept, instead of raising
+:class:`TooFewItems` (a ``ValueError``, the default).
 
 All functions are deterministic given ``seed``; they need only numpy and scipy.
 """
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 from scipy import stats as _st
 
+from kbnb.core.checks import check_choice
+
 AUTO_T_BELOW = 30          # method="auto": Student t below this many values, bootstrap from it
 N_BOOT = 10_000            # default bootstrap resamples
 _CHUNK = 2_000_000         # bootstrap index entries drawn at once (memory bound)
-ALPHA = 0.05               # a comparison is "shown" when its 95% interval excludes 0 and p < ALPHA
-METHODS = ("auto", "t", "bootstrap")
-TESTS = ("auto", "sign", "wilcoxon", "t", "bootstrap")
-HEADLINE_KEYS = ("mean", "ci95", "values", "n", "ci_method")
-_CI_METHOD_RE = re.compile(r"^(paired )?(bootstrap|t interval)( on the (logit|log) scale)? over \S.*$")
+INTERVAL_METHODS = ("auto", "t", "bootstrap")  # the method= of ci95 and headline
 UNIT = (0.0, 1.0)          # bounds of a rate, a share, ROUGE, an AUC, a p-value
 UNBOUNDED = (None, None)   # bounds of a difference, a ratio, a loss
 
@@ -101,7 +104,7 @@ def too_few_reason(n: int, items: str = "items", need: int = 2) -> str:
     return f"only {n} {_count_noun(n, items)}; an interval needs at least {need}"
 
 
-def _values(x, name: str, min_n: int = 1) -> np.ndarray:
+def check_values(x, name: str, min_n: int = 1) -> np.ndarray:
     """``x`` as a finite 1-D float array of at least ``min_n`` values, else a ValueError
     that names the parameter."""
     if x is None:
@@ -125,23 +128,19 @@ def _values(x, name: str, min_n: int = 1) -> np.ndarray:
     return a
 
 
-def _columns(x, name: str, min_n: int = 2) -> list[np.ndarray]:
+def check_columns(x, name: str, min_n: int = 2) -> list[np.ndarray]:
     """Per-item data for a statistic: one array, or a tuple/list of equal-length arrays
     (e.g. ``(labels, scores)``). Returns the list of columns."""
     cols = list(x) if isinstance(x, tuple) else [x]
-    out = [_values(c, f"{name}[{i}]" if len(cols) > 1 else name, min_n) for i, c in enumerate(cols)]
+    out = [check_values(c, f"{name}[{i}]" if len(cols) > 1 else name, min_n) for i, c in enumerate(cols)]
     lens = {len(c) for c in out}
     if len(lens) > 1:
         raise ValueError(f"{name}: columns have different lengths {[len(c) for c in out]}")
     return out
 
 
-def _check_choice(value, name: str, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r}: choose one of {', '.join(map(repr, choices))}")
-
-
-def _check_boot(n_boot) -> int:
+def check_n_boot(n_boot) -> int:
+    """The number of bootstrap resamples, an integer ≥ 100."""
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 100:
         raise ValueError(f"n_boot={n_boot!r}: give an integer of at least 100")
     return int(n_boot)
@@ -211,7 +210,7 @@ def _bounded_t_interval(a: np.ndarray, bounds) -> tuple[float, float]:
     return min(lo, m), max(hi, m)
 
 
-def _boot_stats(cols: list[np.ndarray], statistic, n_boot: int, seed: int) -> np.ndarray:
+def bootstrap_replicates(cols: list[np.ndarray], statistic, n_boot: int, seed: int) -> np.ndarray:
     """``n_boot`` bootstrap replicates: resample item indices with replacement (the same
     indices for every column, so pairs and (label, score) rows stay together)."""
     rng = np.random.default_rng(seed)
@@ -237,7 +236,10 @@ def _expanded_tail(n: int) -> float:
     return float(_st.norm.cdf(-math.sqrt(n / (n - 1)) * _st.t.ppf(0.975, n - 1)))
 
 
-def _percentile_interval(reps: np.ndarray, n: int, what: str) -> tuple[float, float]:
+def percentile_interval(reps: np.ndarray, n: int, what: str) -> tuple[float, float]:
+    """Expanded percentile interval (:func:`_expanded_tail`) of the finite ``reps`` (bootstrap
+    replicates of a statistic over ``n`` items); :class:`TooFewItems` when the statistic is
+    NaN on half of them or more. what: the data's name, for the message."""
     ok = np.isfinite(reps)
     if ok.mean() < 0.5:
         raise TooFewItems(f"{what}: the statistic was NaN on {int((~ok).sum())} of "
@@ -250,13 +252,15 @@ def _percentile_interval(reps: np.ndarray, n: int, what: str) -> tuple[float, fl
 
 
 def _resolve_method(method: str, n: int) -> str:
-    _check_choice(method, "method", METHODS)
+    check_choice("method", method, INTERVAL_METHODS)
     if method == "auto":
         return "t" if n < AUTO_T_BELOW else "bootstrap"
     return method
 
 
-def _label(kind: str, over: str, scale: str | None = None) -> str:
+def ci_label(kind: str, over: str, scale: str | None = None) -> str:
+    """The ``ci_method`` of an interval: ``"t interval on the logit scale over seeds"``,
+    ``"bootstrap over questions"``. kind: ``"t"`` or ``"bootstrap"``."""
     on = f" on the {scale} scale" if scale and kind == "t" else ""
     return f"{'t interval' if kind == 't' else 'bootstrap'}{on} over {over}"
 
@@ -298,13 +302,13 @@ def _count_noun(n: int, items: str) -> str:
 
 
 def is_measurable(h) -> bool:
-    """Whether a headline dict (or a :class:`Comparison`) carries an interval."""
+    """Whether a headline dict carries an interval."""
     return not (isinstance(h, dict) and (h.get("measurable") is False
                                          or ("ci95" in h and h["ci95"] is None)))
 
 
 def _too_few(too_few: str) -> str:
-    _check_choice(too_few, "too_few", ("raise", "report"))
+    check_choice("too_few", too_few, ("raise", "report"))
     return too_few
 
 
@@ -324,17 +328,17 @@ def ci95(values, method: str = "auto", n_boot: int = N_BOOT, seed: int = 0,
     Returns ``{"mean": float, "ci95": [lo, hi], "values": [n floats], "n": n,
     "ci_method": "t interval over seeds" | "bootstrap over questions" | ...}``.
     """
-    a = _values(values, "values", min_n=2)
+    a = check_values(values, "values", min_n=2)
     kind = _resolve_method(method, a.size)
-    n_boot = _check_boot(n_boot)
+    n_boot = check_n_boot(n_boot)
     bounds = None if bounds is None else check_bounds(bounds)
     scale = None if bounds is None else _scale_name(bounds)
     if kind == "t":
         lo, hi = _t_interval(a) if scale is None else _bounded_t_interval(a, bounds)
     else:
-        lo, hi = _percentile_interval(_boot_stats([a], None, n_boot, seed), a.size, "values")
+        lo, hi = percentile_interval(bootstrap_replicates([a], None, n_boot, seed), a.size, "values")
     return _with_range({"mean": float(a.mean()), "ci95": [lo, hi], "values": a.tolist(),
-                        "n": int(a.size), "ci_method": _label(kind, over, scale)}, bounds)
+                        "n": int(a.size), "ci_method": ci_label(kind, over, scale)}, bounds)
 
 
 def headline(per_seed=None, per_item=None, statistic: Callable | None = None,
@@ -365,7 +369,7 @@ def headline(per_seed=None, per_item=None, statistic: Callable | None = None,
     Returns the headline dict of :func:`ci95`.
     """
     if per_seed is not None:
-        s = _values(per_seed, "per_seed")
+        s = check_values(per_seed, "per_seed")
         if s.size >= 2:
             return ci95(s, method=method, n_boot=n_boot, seed=seed, over="seeds", bounds=bounds)
     else:
@@ -382,19 +386,19 @@ def headline(per_seed=None, per_item=None, statistic: Callable | None = None,
             return _with_range(_not_measurable_from(e, per_seed, per_item, statistic, items),
                                None if bounds is None else check_bounds(bounds))
     if statistic is None:
-        h = ci95(_values(per_item, "per_item", min_n=2), method=method, n_boot=n_boot,
+        h = ci95(check_values(per_item, "per_item", min_n=2), method=method, n_boot=n_boot,
                  seed=seed, over=items, bounds=bounds)
     else:
-        _check_choice(method, "method", ("auto", "bootstrap"))
-        cols = _columns(per_item, "per_item")
+        check_choice("method", method, ("auto", "bootstrap"))
+        cols = check_columns(per_item, "per_item")
         value = float(statistic(*cols))
         if not math.isfinite(value):
             raise ValueError(f"statistic is {value} on the full per_item data")
-        lo, hi = _percentile_interval(_boot_stats(cols, statistic, _check_boot(n_boot), seed),
+        lo, hi = percentile_interval(bootstrap_replicates(cols, statistic, check_n_boot(n_boot), seed),
                                       cols[0].size, "per_item")
         values = cols[0].tolist() if len(cols) == 1 else np.column_stack(cols).tolist()
         h = _with_range({"mean": value, "ci95": [lo, hi], "values": values,
-                         "n": int(cols[0].size), "ci_method": _label("bootstrap", items)},
+                         "n": int(cols[0].size), "ci_method": ci_label("bootstrap", items)},
                         None if bounds is None else check_bounds(bounds))
     if s is not None and not math.isclose(s[0], h["mean"], rel_tol=1e-6, abs_tol=1e-9):
         raise ValueError(f"per_seed=[{s[0]:g}] but per_item gives {h['mean']:g}: per_item must "
@@ -477,7 +481,7 @@ def bootstrap_test(per_item, statistic: Callable, null: float = 0.0, n_boot: int
     The interval is the expanded percentile bootstrap of :func:`headline` (``n`` for
     the expansion: the number of items, unpaired the smallest sample); the p-value is
     twice the share of resampled statistics on the far side of ``null`` (capped at 1),
-    as in :func:`paired_compare`.
+    as in :func:`kbnb.eval.comparisons.paired_compare`.
 
     too_few: ``"raise"`` (:class:`TooFewItems`) or ``"report"``: with fewer than two
     items in a column return ``(not_measurable(...), nan)``.
@@ -496,444 +500,28 @@ def bootstrap_test(per_item, statistic: Callable, null: float = 0.0, n_boot: int
             except (TypeError, ValueError, ZeroDivisionError, IndexError):
                 value = None
             return not_measurable(value, e.n, e.why(items), items), float("nan")
-    n_boot = _check_boot(n_boot)
+    n_boot = check_n_boot(n_boot)
     if not callable(statistic):
         raise ValueError("statistic must be a function of the per-item columns")
     if paired:
-        cols = _columns(per_item, "per_item")
+        cols = check_columns(per_item, "per_item")
     else:
-        cols = [_values(c, f"per_item[{i}]", min_n=2)
+        cols = [check_values(c, f"per_item[{i}]", min_n=2)
                 for i, c in enumerate(per_item if isinstance(per_item, tuple) else (per_item,))]
     value = float(statistic(*cols))
     if not math.isfinite(value):
         raise ValueError(f"statistic is {value} on the full per_item data")
     if paired:
-        reps = _boot_stats(cols, statistic, n_boot, seed)
+        reps = bootstrap_replicates(cols, statistic, n_boot, seed)
         n_tail = n = cols[0].size
         values = cols[0].tolist() if len(cols) == 1 else np.column_stack(cols).tolist()
     else:
         reps = _boot_stats_apart(cols, statistic, n_boot, seed)
         n_tail, n, values = min(c.size for c in cols), sum(c.size for c in cols), []
-    lo, hi = _percentile_interval(reps, n_tail, "per_item")
+    lo, hi = percentile_interval(reps, n_tail, "per_item")
     r = reps[np.isfinite(reps)]
     p = float(min(1.0, 2 * min((r <= null).mean(), (r >= null).mean())))
     return ({"mean": value, "ci95": [lo, hi], "values": values, "n": int(n),
-             "ci_method": _label("bootstrap", items)}, p)
+             "ci_method": ci_label("bootstrap", items)}, p)
 
 
-# ---- paired comparisons ---------------------------------------------------------------
-
-@dataclass
-class Comparison:
-    """Result of :func:`paired_compare`: the difference b − a with its 95% interval.
-
-    diff: mean (or statistic) of b minus that of a. ci95: [lo, hi] of the difference.
-    p_value: two-sided p of ``test``. n: number of pairs. shown: the interval excludes 0
-    and p < 0.05.
-    direction: ``"higher"`` (b > a), ``"lower"`` or ``"equal"``, of the point estimate.
-    ci_method: e.g. ``"paired bootstrap over questions"``. values: per-pair differences
-    (mean mode) or [] (statistic mode).
-    """
-    diff: float
-    ci95: list
-    p_value: float
-    test: str
-    n: int
-    shown: bool
-    direction: str
-    ci_method: str
-    values: list = field(default_factory=list, repr=False)
-
-    def as_dict(self) -> dict:
-        """A JSON-ready dict of all fields except the per-pair values."""
-        d = asdict(self)
-        d.pop("values")
-        return d
-
-    def as_headline(self) -> dict:
-        """The difference in headline shape (``mean`` = diff), for ``metrics.json``."""
-        if not self.values:
-            raise ValueError("a statistic comparison has no per-pair values to store")
-        return {"mean": self.diff, "ci95": list(self.ci95), "values": list(self.values),
-                "n": self.n, "ci_method": self.ci_method}
-
-
-_TEST_NAMES = {"sign": "sign test", "wilcoxon": "Wilcoxon signed-rank test",
-               "t": "paired t test", "bootstrap": "paired bootstrap test"}
-
-
-def _p_value(test: str, d: np.ndarray) -> float:
-    if test == "sign":
-        nz = d[d != 0]
-        if nz.size == 0:
-            return 1.0
-        return float(_st.binomtest(int((nz > 0).sum()), int(nz.size), 0.5).pvalue)
-    if test == "wilcoxon":
-        if not (d != 0).any():
-            return 1.0
-        return float(_st.wilcoxon(d).pvalue)
-    # paired t test
-    if float(d.std(ddof=1)) == 0.0:
-        return 1.0 if float(d.mean()) == 0.0 else 0.0
-    return float(_st.ttest_1samp(d, 0.0).pvalue)
-
-
-def paired_compare(a, b, statistic: Callable | None = None, method: str = "auto",
-                   test: str = "auto", n_boot: int = N_BOOT, seed: int = 0,
-                   over: str = "questions") -> Comparison:
-    """Compare two methods measured on the same items: the difference b − a.
-
-    a, b: per-item (or per-seed) values of the baseline and of the new method, same
-        length n, pair i measured on the same question (or seed). With ``statistic``,
-        each is one array or a tuple of arrays (e.g. ``(labels, scores)``) of length n.
-    statistic: None (compare means) or a function of the columns returning a float
-        (e.g. average precision); then the interval and p-value come from a paired
-        bootstrap of ``statistic(b) − statistic(a)`` over items.
-    method: interval of the mean difference, as in :func:`ci95` (``"auto"``: paired t
-        interval below :data:`AUTO_T_BELOW` pairs, paired bootstrap from there on).
-    test: ``"sign"`` (exact binomial test on the signs of the non-zero differences;
-        for 0/1 outcomes this is the exact McNemar test), ``"wilcoxon"`` (signed-rank,
-        zeros dropped), ``"t"`` (paired t test), ``"bootstrap"`` (statistic mode only:
-        twice the share of resampled differences on the far side of 0), or ``"auto"``:
-        the t test with the t interval (so p < 0.05 exactly when the interval excludes
-        0), else the sign test for 0/1 outcomes and Wilcoxon otherwise.
-    over: the name of the paired units, for the label (``"questions"``, ``"seeds"``).
-
-    ``shown`` is True when the interval excludes 0 *and* the test agrees (p < 0.05).
-    With the t interval and the t test, or a statistic's bootstrap, the two always
-    agree; with a percentile bootstrap and few discordant pairs they can differ (5
-    questions flipped one way and none the other: the bootstrap interval excludes 0,
-    the exact sign test gives p = 0.0625), and then nothing is claimed.
-    Returns a :class:`Comparison`.
-    """
-    _check_choice(test, "test", TESTS)
-    n_boot = _check_boot(n_boot)
-    if statistic is None:
-        xa, xb = _values(a, "a"), _values(b, "b")
-        if xa.size != xb.size:
-            raise ValueError(f"a has {xa.size} values but b has {xb.size}: a paired comparison "
-                             "needs one pair per item")
-        if test == "bootstrap":
-            raise ValueError("test='bootstrap' is for statistic comparisons; use 'sign', "
-                             "'wilcoxon', 't' or 'auto'")
-        d = xb - xa
-        h = ci95(d, method=method, n_boot=n_boot, seed=seed, over=over)
-        kind = "t" if h["ci_method"].startswith("t interval") else "bootstrap"
-        if test == "auto":
-            binary = np.isin(np.concatenate([xa, xb]), (0.0, 1.0)).all()
-            test = "t" if kind == "t" else ("sign" if binary else "wilcoxon")
-        diff, (lo, hi), p, values = h["mean"], h["ci95"], _p_value(test, d), h["values"]
-        n = int(d.size)
-    else:
-        _check_choice(method, "method", ("auto", "bootstrap"))
-        _check_choice(test, "test", ("auto", "bootstrap"))
-        test, kind = "bootstrap", "bootstrap"
-        ca, cb = _columns(a, "a"), _columns(b, "b")
-        if ca[0].size != cb[0].size:
-            raise ValueError(f"a has {ca[0].size} items but b has {cb[0].size}: a paired "
-                             "comparison needs one pair per item")
-        k = len(ca)
-
-        def delta(*cols):
-            return statistic(*cols[k:]) - statistic(*cols[:k])
-
-        diff = float(delta(*ca, *cb))
-        if not math.isfinite(diff):
-            raise ValueError(f"statistic is not finite on the full data (difference {diff})")
-        reps = _boot_stats(ca + cb, delta, n_boot, seed)
-        lo, hi = _percentile_interval(reps, ca[0].size, "a, b")
-        r = reps[np.isfinite(reps)]
-        p = float(min(1.0, 2 * min((r <= 0).mean(), (r >= 0).mean())))
-        values, n = [], int(ca[0].size)
-    shown = bool((lo > 0 or hi < 0) and p < ALPHA)
-    direction = "higher" if diff > 0 else "lower" if diff < 0 else "equal"
-    return Comparison(diff=float(diff), ci95=[float(lo), float(hi)], p_value=p,
-                      test=_TEST_NAMES[test], n=n, shown=shown, direction=direction,
-                      ci_method="paired " + _label(kind, over), values=values)
-
-
-# ---- sentences ------------------------------------------------------------------------
-
-def _num(x: float, digits: int, unit: str = "") -> str:
-    s = f"{x:.{digits}f}"
-    if s.startswith("-"):
-        s = "−" + s[1:] if float(s) != 0 else s[1:]
-    return s + unit
-
-
-def _p_text(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
-
-
-def _with_n(ci_method: str, n: int) -> str:
-    return ci_method.replace(" over ", f" over {n} ", 1)
-
-
-@dataclass
-class Verdict:
-    """``status``: ``"PASS"`` (the interval excludes 0 on the better side), ``"MISS"``
-    (it excludes 0 on the worse side) or ``"UNCLEAR"`` (it contains 0). ``sentence``:
-    the computed English sentence. ``result``: the :class:`Comparison` behind it."""
-    status: str
-    sentence: str
-    result: Comparison | None = field(default=None, repr=False)
-
-    def __str__(self) -> str:
-        return self.sentence
-
-
-def verdict(effect: str, result, better: str = "higher", unit: str = "", *,
-            subject: str | None = None, baseline: str | None = None,
-            digits: int = 3) -> Verdict:
-    """The sentence and status for a paired comparison.
-
-    effect: the quantity compared, e.g. ``"over-refusal"``. result: a
-    :class:`Comparison` (or its ``as_dict()``). better: ``"higher"`` or ``"lower"``:
-    which direction of b − a is the hoped-for effect. unit: appended to every number
-    (``"%"``, ``" pp"``). subject / baseline: the new method and what it is compared
-    with (optional), e.g. ``subject="CRaFT", baseline="Cor-RAIT"``.
-
-    Example: ``"CRaFT lowers over-refusal by 0.031 relative to Cor-RAIT (95% CI 0.010 to
-    0.052, paired bootstrap over 99 questions; sign test p = 0.004): the effect is
-    shown."`` The interval is given for the size of the change the sentence names
-    (for "lowers", the interval of a − b).
-    """
-    _check_choice(better, "better", ("higher", "lower"))
-    if not isinstance(effect, str) or not effect.strip():
-        raise ValueError(f"effect={effect!r}: name the quantity compared, e.g. 'over-refusal'")
-    r = result.as_dict() if isinstance(result, Comparison) else dict(result)
-    missing = [k for k in ("diff", "ci95", "p_value", "test", "n", "ci_method") if k not in r]
-    if missing:
-        raise ValueError(f"result is missing {missing}: pass the output of paired_compare")
-    diff, (lo, hi) = float(r["diff"]), map(float, r["ci95"])
-    if diff < 0:
-        mag, clo, chi = -diff, -hi, -lo
-    else:
-        mag, clo, chi = diff, lo, hi
-    m = _num(mag, digits, unit)
-    if subject:
-        verb = {1: "raises", -1: "lowers", 0: "leaves"}[int(np.sign(diff))]
-        head = (f"{subject} leaves {effect} unchanged" if diff == 0
-                else f"{subject} {verb} {effect} by {m}")
-        head += f" relative to {baseline}" if baseline else ""
-    else:
-        if diff == 0:
-            head = f"{effect} is unchanged" + (f" from {baseline}" if baseline else "")
-        else:
-            word = "higher" if diff > 0 else "lower"
-            head = f"{effect} is {m} {word}" + (f" than {baseline}" if baseline else "")
-    detail = (f"95% CI {_num(clo, digits, unit)} to {_num(chi, digits, unit)}, "
-              f"{_with_n(r['ci_method'], int(r['n']))}; {r['test']} {_p_text(float(r['p_value']))}")
-    p = float(r["p_value"])
-    if lo <= 0 <= hi:
-        status, tail = "UNCLEAR", "the data cannot tell whether there is an effect"
-    elif p >= ALPHA:
-        status, tail = "UNCLEAR", (f"the interval excludes 0 but the {r['test']} does not "
-                                   "reject no effect, so the data cannot tell for sure")
-    elif (lo > 0) == (better == "higher"):
-        status, tail = "PASS", "the effect is shown"
-    else:
-        status, tail = "MISS", f"the opposite of the expected effect is shown ({effect} is not {better})"
-    sentence = f"{head[0].upper()}{head[1:]} ({detail}): {tail}."
-    return Verdict(status, sentence, result if isinstance(result, Comparison) else None)
-
-
-def check(effect: str, new, baseline, better: str = "higher", unit: str = "", *,
-          subject: str | None = None, baseline_name: str | None = None, digits: int = 3,
-          **compare) -> Verdict:
-    """Turn a target into a paired comparison with its uncertainty, and its verdict.
-
-    effect: the quantity, e.g. ``"AP"``. new, baseline: per-item (or per-seed) values of
-    the new method and of the baseline, paired, as in :func:`paired_compare` (``a`` =
-    baseline, ``b`` = new). ``baseline`` may also be a single number, a fixed target:
-    "exact match above 0.9" is ``check("exact match", per_question_em, 0.9)``.
-    better: ``"higher"`` or ``"lower"``. ``**compare`` goes to :func:`paired_compare`
-    (``statistic``, ``method``, ``test``, ``n_boot``, ``seed``, ``over``).
-
-    Example: ``check("AP", tuned_cols, untuned_cols, statistic=ap, subject="R-Tuning",
-    baseline_name="the untuned model")``. Returns a :class:`Verdict` (``status``,
-    ``sentence``, ``result``).
-    """
-    _check_choice(better, "better", ("higher", "lower"))
-    if np.ndim(baseline) == 0 and not isinstance(baseline, tuple):
-        if compare.get("statistic") is not None:
-            raise ValueError("baseline is a single number: compare against a fixed target "
-                             "only without statistic=")
-        target = float(baseline)
-        if not math.isfinite(target):
-            raise ValueError(f"baseline={baseline!r} must be a finite number")
-        nv = _values(new, "new")
-        baseline = np.full(nv.size, target)
-        if baseline_name is None:
-            baseline_name = _num(target, digits, unit)
-        new = nv
-    res = paired_compare(baseline, new, **compare)
-    return verdict(effect, res, better=better, unit=unit, subject=subject,
-                   baseline=baseline_name, digits=digits)
-
-
-# ---- tables and metrics.json ---------------------------------------------------------
-
-def format_mean_ci(h: dict, digits: int = 3, style: str = "pm") -> str:
-    """A headline as table text. ``style="pm"``: ``"0.912 ± 0.014"``, ± half the width of
-    the interval (bootstrap intervals of a mean are nearly symmetric; the exact bounds
-    are in metrics.json); ``style="interval"``: ``"0.912 (0.898 to 0.926)"``. An interval
-    taken on the logit or log scale of a bounded metric is asymmetric, so ``"pm"`` shows it
-    in the interval style too (± half its width could read as reaching past the bound).
-    h: a headline dict (or a :class:`Comparison`, whose ``diff`` is shown)."""
-    _check_choice(style, "style", ("pm", "interval"))
-    if isinstance(h, dict) and " scale over " in str(h.get("ci_method", "")):
-        style = "interval"
-    if isinstance(h, Comparison):
-        h = {"mean": h.diff, "ci95": h.ci95}
-    if isinstance(h, dict) and not is_measurable(h):  # no interval: the value and why
-        m = h.get("mean")
-        n = h.get("n")
-        what = f"not measurable, n = {n}" if n is not None else "not measurable"
-        return f"{_num(float(m), digits)} ({what})" if m is not None else f"— ({what})"
-    if not isinstance(h, dict) or "mean" not in h or "ci95" not in h:
-        raise ValueError(f"h must be a headline dict with 'mean' and 'ci95'; got {h!r:.80}")
-    m, (lo, hi) = float(h["mean"]), map(float, h["ci95"])
-    if style == "interval":
-        return f"{_num(m, digits)} ({_num(lo, digits)} to {_num(hi, digits)})"
-    return f"{_num(m, digits)} ± {_num((hi - lo) / 2, digits)}"
-
-
-def _is_num(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) \
-        and math.isfinite(float(x))
-
-
-def _check_one(name: str, h) -> None:
-    where = f"headline[{name!r}]"
-    if not isinstance(h, dict):
-        raise ValueError(f"{where} must be a dict with keys {list(HEADLINE_KEYS)}; "
-                         f"got {type(h).__name__}")
-    missing = [k for k in HEADLINE_KEYS if k not in h]
-    if missing:
-        raise ValueError(f"{where} is missing {missing} (a headline is "
-                         "{'mean', 'ci95': [lo, hi], 'values', 'n', 'ci_method'})")
-    if h.get("measurable") is False or h["ci95"] is None:
-        _check_not_measurable(where, h)
-        return
-    if not _is_num(h["mean"]):
-        raise ValueError(f"{where}['mean'] must be a finite number; got {h['mean']!r}")
-    ci = h["ci95"]
-    if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(_is_num, ci))):
-        raise ValueError(f"{where}['ci95'] must be [lo, hi], two finite numbers; got {ci!r}")
-    if float(ci[0]) > float(ci[1]):
-        raise ValueError(f"{where}['ci95'] = {list(ci)} has lo > hi")
-    n = h["n"]
-    if not (isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 2):
-        raise ValueError(f"{where}['n'] must be an integer ≥ 2; got {n!r}")
-    v = h["values"]
-    if not isinstance(v, (list, tuple)) or len(v) != n:
-        raise ValueError(f"{where}['values'] must be a list of n={n} values; got "
-                         f"{type(v).__name__} of length {len(v) if hasattr(v, '__len__') else '?'}")
-    flat = [x for row in v for x in (row if isinstance(row, (list, tuple)) else [row])]
-    if not all(map(_is_num, flat)):
-        raise ValueError(f"{where}['values'] must hold finite numbers")
-    if "range" in h:
-        _check_in_range(where, h, [float(ci[0]), float(ci[1]), float(h["mean"])])
-    cm = h["ci_method"]
-    if not (isinstance(cm, str) and _CI_METHOD_RE.match(cm)):
-        raise ValueError(f"{where}['ci_method'] = {cm!r}: expected e.g. 't interval over seeds' "
-                         "or 'bootstrap over questions'")
-
-
-def _check_in_range(where: str, h: dict, numbers) -> None:
-    """The mean and the interval of a headline that declares its ``range`` lie in it."""
-    r = h["range"]
-    if not (isinstance(r, (list, tuple)) and len(r) == 2
-            and all(b is None or _is_num(b) for b in r)):
-        raise ValueError(f"{where}['range'] = {r!r}: expected [lo, hi] (None: an open side)")
-    lo, hi = r
-    tol = 1e-9 * max([1.0] + [abs(float(b)) for b in r if b is not None])
-    for x in numbers:
-        if (lo is not None and x < float(lo) - tol) or (hi is not None and x > float(hi) + tol):
-            raise ValueError(f"{where}: {x:g} (mean or interval bound) lies outside the "
-                             f"metric's range {list(r)}")
-
-
-def _check_not_measurable(where: str, h: dict) -> None:
-    """A :func:`not_measurable` headline: mean a finite number or None, ci95 None,
-    n ≥ 0, a reason, ci_method "not measurable: ..."."""
-    if h.get("measurable") is not False or h["ci95"] is not None:
-        raise ValueError(f"{where}: a headline without an interval needs ci95 None and "
-                         "measurable False (see kbnb.eval.stats.not_measurable)")
-    if h["mean"] is not None and not _is_num(h["mean"]):
-        raise ValueError(f"{where}['mean'] must be a finite number or None; got {h['mean']!r}")
-    if h["mean"] is not None and "range" in h:
-        _check_in_range(where, h, [float(h["mean"])])
-    n = h["n"]
-    if not (isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0):
-        raise ValueError(f"{where}['n'] must be an integer ≥ 0; got {n!r}")
-    if not (isinstance(h.get("reason"), str) and h["reason"]):
-        raise ValueError(f"{where}: a headline without an interval must say why ('reason')")
-    if not (isinstance(h["ci_method"], str) and h["ci_method"].startswith(NOT_MEASURABLE)):
-        raise ValueError(f"{where}['ci_method'] = {h['ci_method']!r}: expected "
-                         f"'{NOT_MEASURABLE}: <reason>'")
-    if not isinstance(h["values"], (list, tuple)):
-        raise ValueError(f"{where}['values'] must be a list")
-
-
-def check_headline_shape(doc: dict) -> dict:
-    """Validate the headline section of a metrics document; return the section.
-
-    doc: a whole ``metrics.json`` (``{"params", "metrics": {..., "headline": {...}}}``),
-    a metrics dict with a ``"headline"`` key, or the section itself
-    (``{name: headline}``). Every headline must be ``{"mean": number, "ci95": [lo, hi]
-    with lo ≤ hi, "values": list of n numbers (or rows), "n": int ≥ 2, "ci_method":
-    "<bootstrap|t interval> over <what>"}``, or a :func:`not_measurable` one (``ci95``
-    None, ``measurable`` False, a ``reason``, ``n`` ≥ 0). Raises ValueError naming the first bad
-    entry and field.
-    """
-    if not isinstance(doc, dict):
-        raise ValueError(f"expected a dict (metrics.json); got {type(doc).__name__}")
-    section = doc
-    if isinstance(section.get("metrics"), dict):
-        section = section["metrics"]
-    if "headline" in section:
-        section = section["headline"]
-    elif doc is not section or "params" in doc:
-        raise ValueError("metrics has no 'headline' section: write it with "
-                         "kbnb.eval.stats.headline_section({...})")
-    if not isinstance(section, dict) or not section:
-        raise ValueError("the headline section is empty: give at least one headline number")
-    for name, h in section.items():
-        _check_one(name, h)
-    return section
-
-
-def headline_section(headlines: dict) -> dict:
-    """``{name: headline}`` → a checked, JSON-ready section for ``metrics["headline"]``.
-
-    headlines: name → a headline dict (from :func:`headline` / :func:`ci95`) or a
-    :class:`Comparison` (stored with :meth:`Comparison.as_headline`). Numbers become
-    plain floats/ints; the result passes :func:`check_headline_shape`.
-    """
-    if not isinstance(headlines, dict) or not headlines:
-        raise ValueError("headlines must be a non-empty dict {name: headline}")
-    out = {}
-    for name, h in headlines.items():
-        if isinstance(h, Comparison):
-            h = h.as_headline()
-        if not isinstance(h, dict):
-            raise ValueError(f"headline[{name!r}] must be a headline dict or a Comparison; "
-                             f"got {type(h).__name__}")
-        _check_one(name, h)
-        if not is_measurable(h):
-            out[str(name)] = {
-                **{k: v for k, v in h.items() if k not in HEADLINE_KEYS},
-                "mean": None if h["mean"] is None else float(h["mean"]), "ci95": None,
-                "values": [[float(x) for x in r] if isinstance(r, (list, tuple)) else float(r)
-                           for r in h["values"]],
-                "n": int(h["n"]), "ci_method": str(h["ci_method"])}
-            continue
-        out[str(name)] = {
-            **{k: v for k, v in h.items() if k not in HEADLINE_KEYS},
-            "mean": float(h["mean"]), "ci95": [float(x) for x in h["ci95"]],
-            "values": [[float(x) for x in r] if isinstance(r, (list, tuple)) else float(r)
-                       for r in h["values"]],
-            "n": int(h["n"]), "ci_method": str(h["ci_method"])}
-    return out

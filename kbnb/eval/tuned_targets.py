@@ -17,14 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from kbnb.eval.metrics import is_refusal, normalize_answer
-from kbnb.eval.tofu import (
-    DEFAULT_MAX_NEW_TOKENS,
-    forget_quality_from_truth_ratios,
-    option_logprobs,
-    rouge_l_recall,
-    truth_ratio_from_logprobs,
-)
+from kbnb.eval.metrics import is_refusal, normalize_answer, rouge_recall
+from kbnb.eval.tofu import DEFAULT_MAX_NEW_TOKENS, forget_quality_from_truth_ratios, truth_ratio_from_logprobs
+from kbnb.eval.tofu_scoring import option_logprobs
 from kbnb.lm.generation import generate
 from kbnb.lm.models import format_prompt
 
@@ -73,8 +68,8 @@ def knowledge_report(model, tok, sets: dict, batch_size: int = 32, progress: boo
         out[f"new_tokens_{name}"] = n_new
         out[f"n_{name}"] = len(rows)
         if name in ("forget", "retain"):
-            out[f"{name}_rouge"] = float(np.mean(rouge_l_recall(texts,
-                                                                [r["answer"] for r in rows])))
+            out[f"{name}_rouge"] = float(np.mean(rouge_recall(texts, [r["answer"] for r in rows],
+                                                              "rougeL")))
         if name in ("world_facts", "real_authors"):
             out[f"{name}_accuracy"] = open_accuracy(texts, rows)
         out[f"{name}_refusal"] = refusal_rate(texts)

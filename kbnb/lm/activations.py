@@ -1,8 +1,10 @@
 """Reading and steering activations of any decoder-only transformer.
 
 ``capture`` records inputs or outputs of a named submodule in many layers in one
-forward pass per batch; ``steer`` adds a vector to a module's output at the prompt
-positions only. Layer containers and MLP names are found, not hard-coded.
+forward pass per batch (``record_output``: one module's output, gradients kept);
+``steer`` adds a vector to a module's output at the prompt positions only (all of them,
+or the last); ``skip`` removes an MLP or a whole block. Every hook is registered and
+removed by one helper. Layer containers and MLP names are found, not hard-coded.
 """
 from __future__ import annotations
 
@@ -132,16 +134,6 @@ def get_module(model, layer: int, module: str | None = None) -> torch.nn.Module:
     return m
 
 
-def block_device(model, layer: int) -> torch.device:
-    """The device of block ``layer``'s weights (blocks may sit on different devices
-    with ``device_map``)."""
-    block = get_layers(model)[check_layer(model, layer)]
-    for p in block.parameters():
-        if p.device.type != "meta":
-            return p.device
-    return next(model.parameters()).device
-
-
 def as_btd(x: torch.Tensor, shape) -> torch.Tensor:
     """``x`` as ``[B, T, d]``: OPT's MLP runs on flattened ``[B*T, d]`` tokens, which
     are viewed back with the block's input ``shape`` ``(B, T)``."""
@@ -210,10 +202,8 @@ def capture(model, tok, prompts, layers=None, module: str | None = None, kind: s
             store[i] = x.detach()
         return fn
 
-    handles = [get_module(model, l, module).register_forward_hook(hook(i))
-               for i, l in enumerate(layers)]
     results = []
-    try:
+    with _hooked([(get_module(model, l, module), hook(i)) for i, l in enumerate(layers)]):
         prompts = list(prompts)
         for s in tqdm(range(0, len(prompts), batch_size), disable=not progress, leave=False,
                       desc="activations"):
@@ -227,33 +217,84 @@ def capture(model, tok, prompts, layers=None, module: str | None = None, kind: s
                     results.append(stacked[:, b][:, mask[b].bool()])
             else:
                 results.append(stacked)
-    finally:
-        for h in handles:
-            h.remove()
     return results if position == "all" else torch.cat(results, 1)
 
 
 @contextmanager
 def steer(model, layer: int, vector: torch.Tensor, module: str | None = None,
-          prompt_only: bool = True):
+          prompt_only: bool = True, last_only: bool = False):
     """Add ``vector`` (``[d]``) to the output of ``module`` in ``layer``.
 
     With ``prompt_only`` the vector is added during the prefill pass (sequence
     length > 1) and not to tokens generated one at a time afterwards, as LUNAR's
-    layer selection does. A negative multiple of the vector reverses the direction."""
+    layer selection does. With ``last_only`` it is added at the last prompt position
+    only, during the prefill pass (left padding puts every prompt's last token at the
+    last position), as a LUNAR edit fitted on the last prompt token moves it. A
+    negative multiple of the vector reverses the direction."""
     mod = get_module(model, layer, module)
 
     def fn(m, args, out):
         x = out[0] if isinstance(out, tuple) else out
-        x3 = as_btd(x, state.get("shape"))
-        if prompt_only and x3.dim() == 3 and x3.shape[1] == 1:
-            return out
-        x = (x3 + vector.to(x.device, x.dtype)).view_as(x)
+        x3 = as_btd(x, state.get("shape"))  # OPT's MLP sees flattened [B*T, d] tokens
+        if last_only:
+            if x3.dim() != 3 or x3.shape[1] == 1:  # a generated token
+                return out
+            x3 = x3.clone()
+            x3[:, -1] += vector.to(x3.device, x3.dtype)
+            x = x3.view_as(x)
+        else:
+            if prompt_only and x3.dim() == 3 and x3.shape[1] == 1:
+                return out
+            x = (x3 + vector.to(x.device, x.dtype)).view_as(x)
         return (x,) + tuple(out[1:]) if isinstance(out, tuple) else x
 
-    with track_shape(model, layer) as state:
-        h = mod.register_forward_hook(fn)
-        try:
-            yield
-        finally:
+    with track_shape(model, layer) as state, _hooked([(mod, fn)]):
+        yield
+
+
+@contextmanager
+def skip(model, layers, module: str | None = None):
+    """Skip ``module`` in each of ``layers`` (an int or a list). ``None`` or ``""``: the
+    MLP output projection, whose output is replaced by zeros, so the residual stream
+    passes through the layer's MLP (identical to a zero down-projection weight and bias);
+    ``"block"``: the whole block, whose output is its input hidden states (``h_l =
+    h_{l-1}``, as if the block were deleted)."""
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    if module == "block":
+        def fn(m, args, kwargs, out):
+            h = args[0] if args else kwargs["hidden_states"]
+            return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
+    else:
+        def fn(m, args, out):
+            return torch.zeros_like(out)
+    with _hooked([(get_module(model, check_layer(model, int(l)), module), fn) for l in layers],
+                 with_kwargs=module == "block"):
+        yield
+
+
+@contextmanager
+def record_output(model, layer: int, module: str | None = "block"):
+    """Record the output of ``module`` (default ``"block"``, the residual stream after
+    block ``layer``; ``None``: the MLP output projection) at every forward pass inside
+    the block, in the yielded dict (``"output"``; a tuple's first element). Not detached:
+    with gradients enabled they flow through it (RMU's loss on block activations)."""
+    store = {}
+
+    def fn(m, args, out):
+        store["output"] = out[0] if isinstance(out, tuple) else out
+
+    with _hooked([(get_module(model, layer, module), fn)]):
+        yield store
+
+
+@contextmanager
+def _hooked(pairs, with_kwargs: bool = False):
+    """Forward hooks ``[(module, fn)]`` registered for the block, removed on exit."""
+    handles = []
+    try:
+        for mod, fn in pairs:
+            handles.append(mod.register_forward_hook(fn, with_kwargs=with_kwargs))
+        yield
+    finally:
+        for h in handles:
             h.remove()

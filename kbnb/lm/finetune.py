@@ -17,7 +17,10 @@ positions from the first completion token's predecessor on (``logits_to_keep``; 
 prompt's logits, ``[rows, T, vocab]``, are never made), and with
 ``gradient_checkpointing="auto"`` the layers' activations are recomputed in the
 backward pass. Steps within the budget (every step of the organism's short prompts)
-run exactly as before: one forward with the labels, the model's own loss."""
+run exactly as before: one forward with the labels, the model's own loss.
+
+Unlearning trains through its own loop (:func:`kbnb.unlearning.loop.train_copy`, whose
+docstring says why the two loops take different steps)."""
 from __future__ import annotations
 
 import copy

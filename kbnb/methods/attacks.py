@@ -10,10 +10,12 @@ LUNAR changes only the down-projection ``W`` of the edited layer(s) l, so that o
 forget prompts its output becomes ``W z + c · r_uv^(l)``. Each attack tries to undo or
 route around that change:
 
-* ``layer_skip`` — skip the edited layer's MLP: its output (the down-projection's
-  output) is replaced by zeros, so the residual stream passes through the layer's
-  MLP unchanged, ``h_{l} = h_{l-1} + attn_l(h_{l-1})`` (the seed's reading);
-* ``block_skip`` — skip the whole edited block: ``h_l = h_{l-1}`` (the official code's);
+* ``layer_skip`` — skip the edited layer's MLP (:func:`kbnb.lm.activations.skip`): its
+  output (the down-projection's output) is replaced by zeros, so the residual stream
+  passes through the layer's MLP unchanged, ``h_{l} = h_{l-1} + attn_l(h_{l-1})`` (the
+  seed's reading);
+* ``block_skip`` — skip the whole edited block (``skip(..., "block")``): ``h_l = h_{l-1}``
+  (the official code's);
 * ``reverse`` — subtract ``c · r_uv^(l)`` from the down-projection's output on the
   prompt (where the edit added it), ``W' z − c · r_uv``: a white-box attacker who
   knows the steering direction;
@@ -24,7 +26,7 @@ route around that change:
 * ``paraphrase`` — the forget questions rephrased (TOFU's ``paraphrased_question``;
   the organism's held-out question template).
 
-``evaluate_attacks`` measures LUNAR's metrics (``kbnb.unlearning.lunar.evaluate_edit``)
+``evaluate_attacks`` measures LUNAR's metrics (``kbnb.unlearning.lunar_eval.evaluate_edit``)
 for the vanilla model, the edited model and each attack; ``recovery`` says how much of
 the forgotten ROUGE-1 recall comes back. Nothing here assumes a layer count, tokenizer
 or chat template.
@@ -43,7 +45,8 @@ from kbnb.data.loaders import find_data_dir, read_jsonl
 from kbnb.data.splits import FORGET_SPLITS
 from kbnb.eval.metrics import contains_answer
 from kbnb.lm import activations as A
-from kbnb.unlearning.lunar import evaluate_edit, steer_like_edit
+from kbnb.unlearning.lunar_eval import evaluate_edit
+from kbnb.unlearning.lunar_pipeline import steer_like_edit
 
 ATTACKS = ("layer_skip", "block_skip", "reverse", "quantize", "paraphrase")
 QUANT_METHODS = ("auto", "nf4", "rtn")
@@ -66,49 +69,7 @@ def _as_layers(model, layers) -> list[int]:
     return [A.check_layer(model, int(l)) for l in layers]
 
 
-# ---- 1. layer skip --------------------------------------------------------------------
-
-@contextmanager
-def skip_mlp(model, layers):
-    """Skip the MLP of each of ``layers``: a forward hook replaces the output of its
-    down-projection (the MLP's output, ``[B, T, d_model]``) by zeros, so the residual
-    stream passes through, ``h = h_attn + 0``. Identical to a model whose
-    down-projection weight (and bias) are zero."""
-    handles = []
-
-    def fn(m, args, out):
-        return torch.zeros_like(out)
-
-    try:
-        for l in _as_layers(model, layers):
-            handles.append(A.get_module(model, l).register_forward_hook(fn))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@contextmanager
-def skip_block(model, layers):
-    """Skip each of ``layers`` entirely: the block's output is its input hidden
-    states (``[B, T, d_model]``), ``h_l = h_{l-1}``, as if the block were deleted."""
-    handles = []
-
-    def fn(m, args, kwargs, out):
-        h = args[0] if args else kwargs["hidden_states"]
-        return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
-
-    try:
-        for l in _as_layers(model, layers):
-            block = A.get_layers(model)[l]
-            handles.append(block.register_forward_hook(fn, with_kwargs=True))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-# ---- 2. reverse direction -------------------------------------------------------------
+# ---- 1. reverse direction -------------------------------------------------------------
 
 @contextmanager
 def reverse_direction(model, layers, vectors, coeff: float, rows: str = "prompt"):
@@ -116,14 +77,14 @@ def reverse_direction(model, layers, vectors, coeff: float, rows: str = "prompt"
     down-projection's output of each of ``layers`` on the prompt only (never on
     generated tokens), at the positions the edit moved: the last prompt token for an
     edit fitted with ``rows="last"``, every prompt token otherwise
-    (``kbnb.unlearning.lunar.steer_like_edit`` with ``-coeff * r_uv``)."""
+    (``kbnb.unlearning.lunar_pipeline.steer_like_edit`` with ``-coeff * r_uv``)."""
     with ExitStack() as stack:
         for l in _as_layers(model, layers):
             stack.enter_context(steer_like_edit(model, l, -float(coeff) * vectors[l], rows))
         yield
 
 
-# ---- 3. 4-bit quantisation ------------------------------------------------------------
+# ---- 2. 4-bit quantisation ------------------------------------------------------------
 
 def check_blocksize(blocksize) -> int:
     if not isinstance(blocksize, int) or isinstance(blocksize, bool) or blocksize < 1:
@@ -168,17 +129,6 @@ def quantize_nf4(W: torch.Tensor, blocksize: int = 64) -> torch.Tensor:
     return F.dequantize_4bit(q, state).view_as(W).to(dtype)
 
 
-def max_distinct_per_group(W: torch.Tensor, blocksize: int = 64) -> int:
-    """The largest number of distinct values in any group of ``blocksize``
-    consecutive weights of ``W`` (≤ 16 after 4-bit quantisation)."""
-    G, pad = _groups(W.detach().float(), blocksize)
-    if pad:  # the padding zeros are not weights
-        last = G[-1, :blocksize - pad]
-        body = max((len(torch.unique(g)) for g in G[:-1]), default=0)
-        return max(body, len(torch.unique(last)))
-    return max(len(torch.unique(g)) for g in G)
-
-
 def quantized_linears(model) -> list[tuple[str, torch.nn.Module]]:
     """The linear layers a 4-bit model quantises: every ``nn.Linear`` (or GPT-2
     ``Conv1D``) inside the transformer blocks (embeddings and the output head stay
@@ -219,7 +169,7 @@ def quantize_model(model, method: str = "auto", blocksize: int = 64, inplace: bo
     return target, {"method": label, "blocksize": blocksize, "n_weights": len(mods)}
 
 
-# ---- 4. paraphrase --------------------------------------------------------------------
+# ---- 3. paraphrase --------------------------------------------------------------------
 
 def paraphrase_rows(rows, lookup: dict | None = None) -> tuple[list[dict], int]:
     """Rows with ``question`` replaced by a paraphrase: the row's own
@@ -268,7 +218,7 @@ def evaluate_attacks(vanilla, edited, tok, sets: dict, attacks, layers, vectors,
                      quant_method: str = "auto", blocksize: int = 64,
                      max_new_tokens: int = 32, batch_size: int = 64, embedder="default",
                      progress: bool = True) -> dict:
-    """LUNAR's metrics (:func:`kbnb.unlearning.lunar.evaluate_edit` on ``sets["forget"]`` and
+    """LUNAR's metrics (:func:`kbnb.unlearning.lunar_eval.evaluate_edit` on ``sets["forget"]`` and
     ``sets["retain_eval"]``) for the vanilla model, the edited model and each attack.
 
     ``layers``: the edited layers; ``vectors``: ``[n_layers, d_model]`` steering
@@ -301,8 +251,8 @@ def evaluate_attacks(vanilla, edited, tok, sets: dict, attacks, layers, vectors,
     plan.append(("lunar", edited, base, None))
     order = [a for a in ATTACKS if a in attacks and a != "quantize"] + (
         ["quantize"] if "quantize" in attacks else [])
-    ctx = {"layer_skip": lambda: skip_mlp(edited, layers),
-           "block_skip": lambda: skip_block(edited, layers),
+    ctx = {"layer_skip": lambda: A.skip(edited, layers),
+           "block_skip": lambda: A.skip(edited, layers, "block"),
            "reverse": lambda: reverse_direction(edited, layers, vectors, coeff, rows)}
     for a in order:
         plan.append((a, edited, para if a == "paraphrase" else base, ctx.get(a)))

@@ -8,12 +8,14 @@ chapter ``notebooks/rait.ipynb`` runs them seed by seed through
 
 The pipeline, for any causal LM:
 
+0. *Questions* (:mod:`kbnb.methods.rait_questions`): the dataset as question rows, split
+   into source questions and held-out test sets (:func:`kbnb.methods.rait_questions.load_questions`).
 1. *Knowledge state* of each source question ``x`` from N sampled answers ``â_j``
    (:func:`knowledge_state`, one batched call): correctness
    ``Cor(M, x) = (1/N) Σ_j 1(â_j ≅ x.a)`` and certainty
    ``Cer(M, x) = 1/(N(N−1)) Σ_{j≠k} cos(E(â_j), E(â_k))`` (E = sentence embedding).
    Multiple choice: ``Cor = p(gold)``, ``Cer = −H(p)`` over the options.
-2. *Static conflict* (:func:`crss`, :func:`conflict_hits`): ``CRSS = |{x_i ∈ D_idk :
+2. *Static conflict* (:func:`conflict_hits`, :func:`crss_curve`): ``CRSS = |{x_i ∈ D_idk :
    max_{x_j ∈ D_van} cos(r_i, r_j) > τ}| / |D_idk|``, ``r`` the model's hidden
    representation of the question (:func:`representations`); no reference code
    computes it.
@@ -53,193 +55,29 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from kbnb.core.checks import check_choice
 from kbnb.core.seeds import seed_everything
-from kbnb.data.loaders import load_mmlu, load_tofu, load_tofu_choice
 from kbnb.data.prompts import LETTERS, mmlu_prompt
-from kbnb.eval.boundary import knowledge_level
-from kbnb.eval.metrics import contains_answer, is_refusal
+from kbnb.eval.metrics import contains_answer, is_refusal, rouge_recall
 from kbnb.lm.activations import capture, check_layer
 from kbnb.lm.embed import embed
 from kbnb.lm.encoding import completion_joiner
 from kbnb.lm.finetune import finetune
 from kbnb.lm.generation import generate, next_token_probs
 from kbnb.lm.models import format_prompt
-from kbnb.organism.model import OrganismConfig, world_of
+from kbnb.methods.rait_questions import MODES
 
 RAIT_INSTRUCTION = ("Answer the following question, and if you don't know the answer, "
                     "only reply with 'I don't know': ")
 IDK = "I don't know."
-MODES = ("open", "mc")
 VARIANTS = ("Cor-RAIT", "Cor-Cer-RAIT", "CRaFT")
 FLOW_RULES = ("rose", "not_fell")
 REHEARSAL_RULES = ("auto", "threshold", "quantile")
 COR_HI, COR_LO = 0.51, 0.49  # Cor-RAIT thresholds of the reference (van >= 0.51, idk <= 0.49)
-
-
-# ---------------------------------------------------------------- questions ----
-def tinyworld_questions(world, mode: str = "open") -> list[dict]:
-    """The organism's world as RAIT questions, one per (author, attribute).
-
-    Each row: ``id``, ``question``, ``gold`` (list of accepted strings: the fact's
-    value; for ``mc`` the gold letter), ``answer`` (the training target for D_van:
-    the canonical answer sentence, or the letter), ``key`` (the author: splits keep
-    an author's questions together), ``level`` (``organism.knowledge_level``),
-    ``stratum`` (the author's group: known | partial | unseen), plus
-    the source fields (``choices``, ``subject``, ``answer_idx`` for ``mc``)."""
-    check_choice("mode", mode, MODES)
-    out = []
-    if mode == "open":
-        for i, r in enumerate(world.rows()):
-            out.append(dict(id=i, question=r["question"], gold=[r["value"]], answer=r["answer"],
-                            key=r["author"], level=knowledge_level(r), stratum=r["group"],
-                            attribute=r["attribute"]))
-    else:
-        for i, r in enumerate(world.mmlu_rows()):
-            out.append(dict(id=i, question=r["question"], gold=[LETTERS[r["answer"]]],
-                            answer=LETTERS[r["answer"]], key=r["author"],
-                            level=knowledge_level(r), stratum=r["group"], attribute=r["subject"],
-                            subject=r["subject"], choices=r["choices"], answer_idx=r["answer"]))
-    return out
-
-
-def tofu_questions(data_dir=None, split: str = "full") -> list[dict]:
-    """TOFU rows as open-ended RAIT questions (gold = the whole answer, judged by
-    ROUGE-L recall, see ``is_correct``); key = the author (20 questions each)."""
-    return [dict(id=i, question=r["question"], gold=[r["answer"]], answer=r["answer"],
-                 key=r["author"], level="tofu", stratum="tofu", judge="rouge")
-            for i, r in enumerate(load_tofu(split, data_dir))]
-
-
-def choice_open_questions(rows) -> list[dict]:
-    """Four-option rows (e.g. :func:`kbnb.data.loaders.load_tofu_choice`) asked open-ended:
-    ``gold`` = the correct option's text, judged by containment (``is_correct``), also the
-    D_van training target; key = level = stratum = the subject, as in
-    :func:`mmlu_questions`. A model that reads no letters (SmolLM2 is at chance on these
-    sets as multiple choice) can still answer them in its own words."""
-    return [dict(id=i, question=r["question"], gold=[r["choices"][r["answer"]]],
-                 answer=r["choices"][r["answer"]], key=r["subject"], level=r["subject"],
-                 stratum=r["subject"], subject=r["subject"])
-            for i, r in enumerate(rows)]
-
-
-def mmlu_questions(data_dir=None, split: str = "test", rows=None) -> list[dict]:
-    """MMLU rows (or other MMLU-style ``rows``, e.g.
-    :func:`kbnb.data.loaders.load_tofu_choice`) as multiple-choice RAIT questions; key =
-    level = the subject."""
-    rows = load_mmlu(split, data_dir) if rows is None else rows
-    return [dict(id=i, question=r["question"], gold=[LETTERS[r["answer"]]],
-                 answer=LETTERS[r["answer"]], key=r["subject"], level=r["subject"],
-                 stratum=r["subject"],
-                 subject=r["subject"], choices=r["choices"], answer_idx=r["answer"])
-            for i, r in enumerate(rows)]
-
-
-def _stratified_sample(rows, n, rng, by="stratum"):
-    """Up to ``n`` rows with (as nearly as possible) equal counts per ``by`` value."""
-    if n is None or n >= len(rows):
-        return list(rows)
-    groups = {}
-    for r in rows:
-        groups.setdefault(r[by], []).append(r)
-    for g in groups.values():
-        rng.shuffle(g)
-    out, names = [], sorted(groups)
-    while len(out) < n:
-        for name in names:
-            if groups[name] and len(out) < n:
-                out.append(groups[name].pop())
-    return sorted(out, key=lambda r: r["id"])
-
-
-def split_questions(rows, test_frac: float = 0.25, max_questions: int | None = None,
-                    max_test: int | None = None, seed: int = 0, by_key: bool = True,
-                    balance_levels: bool = True, ood_keys=()) -> tuple[list, dict]:
-    """Source questions (for the knowledge query and the training sets) and held-out
-    test sets that share no ``key`` with them (``by_key``: e.g. no author in both).
-
-    ``test_frac`` of the keys (or of the rows when not ``by_key``) are held out;
-    rows whose key is in ``ood_keys`` form the ``out-of-domain`` test set and are
-    never used for training. Both sets are then subsampled to ``max_questions`` /
-    ``max_test`` rows, with equal counts per ``stratum`` when ``balance_levels`` (on
-    tinyworld: a third each of known, partial and unseen authors' facts).
-    Returns ``(source, {"in-domain": rows, ["out-of-domain": rows]})``."""
-    if not 0 < test_frac < 1:
-        raise ValueError(f"test_frac={test_frac}: must lie in (0, 1)")
-    rng = random.Random(seed)
-    ood_keys = set(ood_keys)
-    ood = [r for r in rows if r["key"] in ood_keys]
-    rows = [r for r in rows if r["key"] not in ood_keys]
-    if by_key:
-        keys = sorted({r["key"] for r in rows})
-        rng.shuffle(keys)
-        held = set(keys[:max(1, round(len(keys) * test_frac))])
-        test = [r for r in rows if r["key"] in held]
-        source = [r for r in rows if r["key"] not in held]
-    else:
-        idx = list(range(len(rows)))
-        rng.shuffle(idx)
-        cut = max(1, round(len(rows) * test_frac))
-        test = [rows[i] for i in sorted(idx[:cut])]
-        source = [rows[i] for i in sorted(idx[cut:])]
-    pick = (lambda rs, n: _stratified_sample(rs, n, rng)) if balance_levels else \
-        (lambda rs, n: sorted(rng.sample(rs, min(n, len(rs))), key=lambda r: r["id"])
-         if n is not None else rs)
-    tests = {"in-domain": pick(test, max_test)}
-    if ood:
-        tests["out-of-domain"] = pick(ood, max_test)
-    return pick(source, max_questions), tests
-
-
-DATASET_MODES = {"tinyworld": ("open", "mc"), "tofu": ("open",), "mmlu": ("mc",),
-                 "tofu_choice": ("open", "mc")}
-
-
-def resolve_mode(dataset: str, mode: str = "auto") -> str:
-    """``auto`` → ``open`` for tinyworld, TOFU and ``tofu_choice``, ``mc`` for MMLU; else
-    checked."""
-    check_choice("dataset", dataset, tuple(DATASET_MODES))
-    allowed = DATASET_MODES[dataset]
-    if mode == "auto":
-        return allowed[0]
-    return check_choice("mode", mode, ("auto",) + allowed)
-
-
-def load_questions(dataset: str = "tinyworld", mode: str = "auto", data_dir=None, world=None,
-                   test_frac: float = 0.25, max_questions: int | None = None,
-                   max_test: int | None = None, seed: int = 0):
-    """Source questions and held-out test sets for ``dataset`` (see ``split_questions``).
-
-    tinyworld: the organism's world (``world``, default the organism's), held out by
-    author, a third each of known / partial / unseen authors' facts. TOFU: the
-    ``full`` split, held out by author. MMLU and ``tofu_choice`` (TOFU's real-authors and
-    world-facts four-option sets): the first half of the subjects (sorted,
-    as the R-Tuning split) is in-domain, held out by question; the other half is the
-    ``out-of-domain`` test set; ``tofu_choice`` in ``open`` mode asks its questions without
-    the options (:func:`choice_open_questions`). Returns ``(mode, source, tests)``."""
-    mode = resolve_mode(dataset, mode)
-    if dataset == "tinyworld":
-        if world is None:
-            world = world_of(OrganismConfig())
-        rows, kw = tinyworld_questions(world, mode), dict(by_key=True, balance_levels=True)
-    elif dataset == "tofu":
-        rows, kw = tofu_questions(data_dir), dict(by_key=True, balance_levels=False)
-    else:  # mmlu, tofu_choice: the first half of the subjects in-domain
-        if dataset == "mmlu":
-            rows = mmlu_questions(data_dir)
-        elif mode == "open":
-            rows = choice_open_questions(load_tofu_choice(data_dir))
-        else:
-            rows = mmlu_questions(rows=load_tofu_choice(data_dir))
-        subjects = sorted({r["subject"] for r in rows})
-        kw = dict(by_key=False, balance_levels=False, ood_keys=subjects[len(subjects) // 2:])
-    source, tests = split_questions(rows, test_frac, max_questions, max_test, seed, **kw)
-    return mode, source, tests
 
 
 # ---------------------------------------------------------------- prompts ------
@@ -273,29 +111,20 @@ def completion(tok, text: str, mode: str = "open") -> str:
 
 
 # ---------------------------------------------------------------- judging -----
-@lru_cache(maxsize=1)
-def _rouge_l():
-    from rouge_score import rouge_scorer
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-
-
-def rouge_recall(prediction: str, gold: str) -> float:
-    """ROUGE-L recall of ``gold`` in ``prediction`` (rouge-score, stemmed)."""
-    return _rouge_l().score(gold, prediction)["rougeL"].recall
-
-
 def is_correct(text: str, row: dict, mode: str = "open", rouge_threshold: float = 0.5) -> bool:
     """Does an answer match the row's gold?
 
     ``open``: normalised containment of any gold string (the reference's rule for
     TriviaQA aliases); rows with ``judge == "rouge"`` (TOFU, whose gold is a whole
-    sentence) use ROUGE-L recall >= ``rouge_threshold``. ``mc``: the first
+    sentence) use ROUGE-L recall >= ``rouge_threshold`` (:func:`kbnb.eval.metrics.rouge_recall`
+    with ``rouge_type="rougeL"``). ``mc``: the first
     non-blank character is the gold letter."""
     if mode == "mc":
         t = text.strip()
         return bool(t) and t[0].upper() == row["gold"][0]
     if row.get("judge") == "rouge":
-        return max(rouge_recall(text, g) for g in row["gold"]) >= rouge_threshold
+        golds = row["gold"]
+        return max(rouge_recall([text] * len(golds), golds, "rougeL")) >= rouge_threshold
     return contains_answer(text, row["gold"])
 
 
@@ -420,13 +249,6 @@ def nearest_neighbours(reps_idk, reps_van) -> tuple[np.ndarray, np.ndarray]:
     s = a @ b.T
     v, i = s.max(1)
     return v.numpy().astype(float), i.numpy()
-
-
-def crss(reps_idk, reps_van, tau: float) -> float:
-    """Certainty-free static-conflict score of a RAIT set:
-    CRSS = |{x_i ∈ D_idk : max_{x_j ∈ D_van} cos(r_i, r_j) > τ}| / |D_idk|."""
-    sim, _ = nearest_neighbours(reps_idk, reps_van)
-    return float((sim > tau).mean()) if len(sim) else float("nan")
 
 
 def crss_curve(max_sims, taus) -> np.ndarray:
@@ -762,20 +584,6 @@ def score_labels(labels, base_labels) -> dict:
     r, r0 = rates(labels), rates(base_labels)
     return dict(labels=labels, **r, THS=ths(r["Pc"], r["Pw"], r0["Pc"], r0["Pw"]),
                 over_refusal=over_refusal(labels, base_labels))
-
-
-def paired_difference(labels_a, labels_b, base_labels, what: str = "refused") -> dict:
-    """McNemar-style comparison of two variants on the questions the untuned model
-    answered correctly: ``b`` = questions where only A's label is ``what``, ``c`` =
-    only B's; ``z = (b − c) / sqrt(b + c)`` (0 when no question differs). |z| < 2 means
-    the difference is within chance."""
-    b = c = 0
-    for la, lb, l0 in zip(labels_a, labels_b, base_labels):
-        if l0 != "correct":
-            continue
-        b += la == what and lb != what
-        c += lb == what and la != what
-    return dict(only_a=b, only_b=c, z=(b - c) / np.sqrt(b + c) if b + c else 0.0)
 
 
 def evaluate_rait(model, tok, rows, base_labels, mode: str = "open", prompt: str = "rait",

@@ -54,26 +54,17 @@ from tqdm.auto import tqdm
 from kbnb.core.checks import check_choice
 from kbnb.data.prompts import LETTERS, mmlu_prompt, mmlu_question
 from kbnb.lm.batching import SCORE_MAX_TOKENS, TRAIN_MAX_TOKENS, token_batches
-from kbnb.lm.encoding import (
-    accepts_position_ids,
-    cache_argument,
-    completion_sep,
-    encode_batch,
-    encode_prompt,
-    encode_text,
-    input_device,
-    last_logits_only,
-    model_inputs,
-)
+from kbnb.lm.encoding import completion_sep, encode_text
 from kbnb.lm.finetune import finetune
 from kbnb.lm.generation import candidate_token_ids
 from kbnb.lm.models import format_prompt
+from kbnb.lm.scoring import continuation_logprobs, last_token_logits, prompt_lengths
 from kbnb.organism.world import ATTRIBUTE_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
 
-METHODS = ("unsure", "unknown", "uncertain")
+REFUSAL_DATA_METHODS = ("unsure", "unknown", "uncertain")  # how refusal-aware data is labelled
 HEADERS = ("kbnb", "reference")
 SCORINGS = ("auto", "letter", "cloze")
 SURE_QUESTION = "Are you sure you accurately answered the question based on your internal knowledge?"
@@ -245,105 +236,6 @@ def split_tinyworld(rows, n_in_domain: int = TINYWORLD_IN_DOMAIN, max_questions:
     return out
 
 
-# ---- scoring ---------------------------------------------------------------------------
-def _prompt_lengths(tok, prompts) -> list[int]:
-    return [len(encode_prompt(tok, p)) for p in prompts]
-
-
-def last_token_logits(model, tok, prompts) -> torch.Tensor:
-    """Next-token logits after each prompt of one left-padded batch, ``[B, V]`` (float32,
-    CPU), the head run on the last position only (:func:`kbnb.lm.encoding.last_logits_only`) and no
-    key/value cache kept: the same numbers as
-    :func:`kbnb.lm.generation.next_token_logits`, without its ``[B, T, V]`` logits."""
-    enc = model_inputs(model, encode_batch(tok, prompts))
-    with torch.no_grad():
-        return model(**enc, use_cache=False, **last_logits_only(model)).logits[:, -1].float().cpu()
-
-
-@torch.no_grad()
-def continuation_logprobs(model, tok, contexts, continuations, batch_size: int = 32,
-                          progress: bool = False, desc: str = "scoring",
-                          max_tokens: int = SCORE_MAX_TOKENS) -> torch.Tensor:
-    """``log π(c_ij | context_i)``, ``[N, C]`` (float32, CPU): the sum over the tokens of
-    each continuation, tokenized apart from its context (the same numbers as
-    :func:`kbnb.lm.generation.response_logprobs` on every pair).
-
-    ``continuations`` is either one list of C strings shared by all contexts or one
-    list of C strings per context. Each context is run once per batch; its key/value
-    cache is repeated C times and only the continuation tokens are run again, so
-    scoring C continuations costs about one forward pass instead of C. Batches hold at
-    most ``batch_size`` contexts and about ``max_tokens`` padded positions
-    (:func:`kbnb.lm.batching.token_batches`; the repeated cache counts C times when a continuation has
-    more than one token); the head runs on the context's last position only."""
-    per_context = bool(continuations) and not isinstance(continuations[0], str)
-    if per_context and len(continuations) != len(contexts):
-        raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuation lists")
-    cache_ids = {}
-
-    def ids_of(c):
-        if c not in cache_ids:
-            cache_ids[c] = encode_text(tok, c)
-            if not cache_ids[c]:
-                raise ValueError(f"continuation {c!r} has no tokens")
-        return cache_ids[c]
-
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}: must be an integer >= 1")
-    C = len(continuations[0]) if per_context else len(continuations)
-    if C == 0:
-        raise ValueError("no continuations")
-    if not isinstance(max_tokens, int) or max_tokens < 1:
-        raise ValueError(f"max_tokens={max_tokens!r}: must be an integer >= 1")
-    dev = input_device(model)
-    with_pos = accepts_position_ids(model)
-    keep = last_logits_only(model)
-    all_conts = [continuations[i] if per_context else continuations for i in range(len(contexts))]
-    for cs in all_conts:
-        if len(cs) != C:
-            raise ValueError(f"every context needs the same number of continuations ({C})")
-    multi = any(len(ids_of(c)) > 1 for cs in all_conts for c in cs)
-    groups = token_batches(_prompt_lengths(tok, contexts), batch_size, max_tokens,
-                           per_row=C if multi else 1)
-    out = []
-    for g in tqdm(groups, disable=not progress, desc=desc, leave=False):
-        chunk = [contexts[i] for i in g]
-        conts = [all_conts[i] for i in g]
-        toks = [[ids_of(c) for c in cs] for cs in conts]  # [B][C] token lists
-        L = max(len(t) for ts in toks for t in ts)
-        batch = encode_batch(tok, chunk)
-        enc = model_inputs(model, batch)
-        o = model(**enc, use_cache=L > 1, **keep)
-        first = torch.log_softmax(o.logits[:, -1].float(), -1).cpu()  # [B, V]
-        B = len(chunk)
-        lp = torch.tensor([[first[b, t[0]].item() for t in toks[b]] for b in range(B)])
-        if L > 1:
-            cache = o.past_key_values
-            cache.batch_repeat_interleave(C)  # row b*C + j = context b, continuation j
-            ids = torch.full((B * C, L - 1), tok.pad_token_id, dtype=torch.long)
-            tgt = torch.zeros((B * C, L - 1), dtype=torch.long)
-            mask = torch.zeros((B * C, L - 1), dtype=enc["attention_mask"].dtype)
-            for b in range(B):
-                for j, t in enumerate(toks[b]):
-                    ids[b * C + j, :len(t) - 1] = torch.tensor(t[:-1])
-                    tgt[b * C + j, :len(t) - 1] = torch.tensor(t[1:])
-                    mask[b * C + j, :len(t) - 1] = 1
-            mask = mask.to(dev)
-            full_mask = torch.cat([enc["attention_mask"].repeat_interleave(C, 0), mask], 1)
-            kw = {}
-            if with_pos:  # continue each context's positions after its last real token
-                start = batch["attention_mask"].sum(-1).repeat_interleave(C, 0)  # [B*C]
-                kw["position_ids"] = (start[:, None] + torch.arange(L - 1)).to(dev)
-            kw[cache_argument(model)] = cache
-            logits = model(input_ids=ids.to(dev), attention_mask=full_mask,
-                           **kw).logits.float()  # [B*C, L-1, V]
-            mask = mask.to(logits.device)
-            tgt = tgt.to(logits.device)
-            tok_lp = logits.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
-            lp += (tok_lp * mask).sum(-1).view(B, C).cpu()
-        out.append(lp)
-    return torch.cat(out) if out else torch.zeros(0, C)
-
-
 def _sample(logits, n_samples, temperature, top_k, gen):
     """``n_samples`` column indices per row of ``logits`` ``[B, K]`` drawn (with
     replacement) from ``softmax(logits / temperature)`` restricted to the ``top_k``
@@ -414,7 +306,7 @@ def query(model, tok, prompts, rows=None, scoring: str = "letter", n_samples: in
     flat = sorted({i for group in ids for i in group})
     probs, mass, samples = [], [], []
     vocab_text = {}
-    groups = token_batches(_prompt_lengths(tok, prompts), batch_size, max_tokens)
+    groups = token_batches(prompt_lengths(tok, prompts), batch_size, max_tokens)
     for g in tqdm(groups, disable=not progress, desc=desc, leave=False):
         z = last_token_logits(model, tok, [prompts[i] for i in g])
         letters = torch.stack([torch.logsumexp(z[:, i], -1) for i in ids], -1)  # [B, 4]
@@ -455,7 +347,7 @@ def sure_probability(model, tok, prompts, answers, batch_size: int = 32,
     """``P(sure) / (P(sure) + P(unsure))`` after :func:`sure_context`, ``[N]``.
 
     ``P(x) = π(x | context)`` is the probability of the whole continuation ``" sure"`` or
-    ``" unsure"`` (product over its tokens, :func:`continuation_logprobs`), so the ratio
+    ``" unsure"`` (product over its tokens, :func:`kbnb.lm.scoring.continuation_logprobs`), so the ratio
     is ``sigmoid(log P(sure) − log P(unsure))``; it is right for any tokenizer, however
     the two words split (the reference's first-token lookup is not)."""
     ctx = [sure_context(p, a) for p, a in zip(prompts, answers)]
@@ -496,7 +388,7 @@ def build_training_data(method: str, prompts, answers, correct=None, entropies=N
     - ``uncertain``: needs ``entropies``; examples sorted by entropy (stable: ties keep
       their order, as Python's sort in the reference), the lower ``floor(n/2)`` get
       ``" I am sure."``, the rest ``" I am unsure."``, all with the gold answer."""
-    check_choice("method", method, METHODS)
+    check_choice("method", method, REFUSAL_DATA_METHODS)
     n = len(prompts)
     if len(answers) != n:
         raise ValueError(f"{n} prompts but {len(answers)} answers")
@@ -630,7 +522,7 @@ def score_questions(model, tok, rows, prompts, method: str, scoring: str = "lett
     answer); for ``unknown``, ``answer_mass`` of :func:`query` (the probability of
     answering rather than starting a refusal). ``answered`` = ``willing > 0.5``;
     ``score = 0.5 * conf + 0.5 * willing`` (the reference's AP score)."""
-    check_choice("method", method, METHODS)
+    check_choice("method", method, REFUSAL_DATA_METHODS)
     q = query(model, tok, prompts, rows, scoring=scoring, refusals=method == "unknown",
               batch_size=batch_size, progress=progress, desc=desc, max_tokens=max_tokens)
     df = questions_frame(rows, q)

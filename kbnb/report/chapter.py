@@ -14,11 +14,11 @@ bookkeeping to a :class:`Chapter`::
     ch.save(metrics, device=model.device)                # metrics.json: headline + checks
     ch.glue_all()                                        # numbers and sentences for the text
 
-Intervals and verdicts come from :mod:`kbnb.eval.stats`: with several seeds the interval is
-a t interval over seeds and a comparison is paired over seeds; with one seed the
-chapter passes per-question values and the interval is a bootstrap over questions.
-An effect counts as shown only when its 95% interval excludes no effect; otherwise the
-sentence says that the data cannot tell.
+Intervals come from :mod:`kbnb.eval.stats` and verdicts from :mod:`kbnb.eval.verdicts`: with
+several seeds the interval is a t interval over seeds and a comparison is paired over
+seeds; with one seed the chapter passes per-question values and the interval is a
+bootstrap over questions. An effect counts as shown only when its 95% interval excludes
+no effect; otherwise the sentence says that the data cannot tell.
 
 A headline or check with too few items for an interval (one seed and a single
 per-item value, e.g. over-refusal on a test set where the untuned model knew one
@@ -40,7 +40,7 @@ import numpy as np
 
 from kbnb.core.seeds import check_seeds  # noqa: F401  (kbnb.report.chapter.check_seeds)
 from kbnb.core.version import __version__
-from kbnb.eval import stats
+from kbnb.eval import metrics_file, stats, verdicts
 from kbnb.report import recorded, runs
 from kbnb.report.params import ChapterParams
 
@@ -91,7 +91,7 @@ class Chapter:
         self.real_example = real_example
         self._per_seed: dict[str, dict[int, float]] = {}
         self.headlines: dict[str, dict] = {}
-        self.verdicts: dict[str, stats.Verdict] = {}
+        self.verdicts: dict[str, verdicts.Verdict] = {}
         self.seconds: dict[str, float] = {}
         self._check_data: dict[str, dict] = {}
         self.figures: dict[str, Path] = {}
@@ -204,8 +204,8 @@ class Chapter:
 
     def check(self, name: str, effect: str, new, baseline, better: str = "higher", *,
               subject: str | None = None, baseline_name: str | None = None, unit: str = "",
-              digits: int = 3, **compare) -> stats.Verdict:
-        """A claim as a paired comparison with its verdict (:func:`kbnb.eval.stats.check`).
+              digits: int = 3, **compare) -> verdicts.Verdict:
+        """A claim as a paired comparison with its verdict (:func:`kbnb.eval.verdicts.check`).
 
         new, baseline: paired values (one per seed, or per question for one seed), or
         a fixed target number as ``baseline``. ``over`` defaults to ``"seeds"`` when
@@ -217,8 +217,8 @@ class Chapter:
             n = len(new[0]) if isinstance(new, tuple) else np.size(new)
             compare["over"] = "seeds" if n == len(self.seeds) else "questions"
         try:
-            v = stats.check(effect, new, baseline, better=better, unit=unit, subject=subject,
-                            baseline_name=baseline_name, digits=digits, **compare)
+            v = verdicts.check(effect, new, baseline, better=better, unit=unit, subject=subject,
+                               baseline_name=baseline_name, digits=digits, **compare)
         except stats.TooFewItems as e:  # e.g. one question: said, not a crash
             return self._not_measurable_check(name, effect, e.n, e.why(compare["over"]),
                                               compare["over"], subject, baseline_name)
@@ -231,7 +231,7 @@ class Chapter:
 
     def check_interval(self, name: str, effect: str, h: dict, p_value: float, test: str,
                        better: str = "higher", null: float = 0.0, digits: int = 3,
-                       subject: str | None = None, headline: str | None = None) -> stats.Verdict:
+                       subject: str | None = None, headline: str | None = None) -> verdicts.Verdict:
         """A claim about one headline (e.g. a correlation) against ``null``: shown when its
         95% interval excludes ``null`` on the ``better`` side and ``p_value`` < 0.05.
 
@@ -247,21 +247,21 @@ class Chapter:
         res = {"diff": h["mean"] - null, "ci95": [h["ci95"][0] - null, h["ci95"][1] - null],
                "p_value": float(p_value), "test": test, "n": h["n"], "ci_method": h["ci_method"]}
         base = None if null == 0 else f"{null:.{digits}f}"
-        v = stats.verdict(effect, res, better=better, subject=subject, baseline=base,
-                          digits=digits)
+        v = verdicts.verdict(effect, res, better=better, subject=subject, baseline=base,
+                             digits=digits)
         self.verdicts[name] = v
         self._check_data[name] = res
         return v
 
     def _not_measurable_check(self, name: str, effect: str, n: int, reason: str, over: str,
-                              subject: str | None, baseline_name: str | None) -> stats.Verdict:
+                              subject: str | None, baseline_name: str | None) -> verdicts.Verdict:
         """A check that has too few items for an interval: UNCLEAR, with a sentence that
         says so, stored as ``{"measurable": False, "reason", "n"}`` in metrics.json."""
         who = f"{subject}'s effect on {effect}" if subject else effect
         vs = f" relative to {baseline_name}" if baseline_name else ""
         sentence = (f"{who[0].upper()}{who[1:]}{vs} is not measurable here ({reason}): "
                     "the data cannot tell.")
-        v = stats.Verdict("UNCLEAR", sentence)
+        v = verdicts.Verdict("UNCLEAR", sentence)
         self.verdicts[name] = v
         self._check_data[name] = {"measurable": False, "reason": reason, "n": int(n),
                                   "over": over}
@@ -309,14 +309,14 @@ class Chapter:
 
     def table(self, names=None, digits: int = 3):
         """Headlines as a table: the mean with its 95% interval (± half its width, or the
-        bounds when the interval is asymmetric, :func:`kbnb.eval.stats.format_mean_ci`), n and
+        bounds when the interval is asymmetric, :func:`kbnb.eval.metrics_file.format_mean_ci`), n and
         how the interval was made (exact bounds are in metrics.json)."""
         import pandas as pd
         names = list(self.headlines) if names is None else list(names)
         rows = []
         for k in names:
             h = self.headlines[k]
-            rows.append({"metric": h.get("label", k), "mean, 95% CI": stats.format_mean_ci(h, digits),
+            rows.append({"metric": h.get("label", k), "mean, 95% CI": metrics_file.format_mean_ci(h, digits),
                          "n": h["n"], "interval": h["ci_method"]})  # or "not measurable: why"
         return pd.DataFrame(rows).set_index("metric")
 
@@ -333,7 +333,7 @@ class Chapter:
         difference and interval of each claim), ``per_seed``, ``seeds`` and ``seconds``."""
         m = dict(metrics or {})
         if self.headlines:
-            m["headline"] = stats.headline_section(self.headlines)
+            m["headline"] = metrics_file.headline_section(self.headlines)
         m["checks"] = {k: {"status": v.status, "sentence": v.sentence,
                            **(v.result.as_dict() if v.result is not None
                               else self._check_data.get(k, {}))}
@@ -357,12 +357,12 @@ class Chapter:
             if not stats.is_measurable(h):  # the value if any, and the text says why
                 glue(k, "n/a" if h["mean"] is None else _round(h["mean"], digits),
                      display=False)
-                glue(k + "_ci", stats.format_mean_ci(h, digits), display=False)
+                glue(k + "_ci", metrics_file.format_mean_ci(h, digits), display=False)
                 glue(k + "_lo", "n/a", display=False)
                 glue(k + "_hi", "n/a", display=False)
                 continue
             glue(k, _round(h["mean"], digits), display=False)
-            glue(k + "_ci", stats.format_mean_ci(h, digits), display=False)
+            glue(k + "_ci", metrics_file.format_mean_ci(h, digits), display=False)
             glue(k + "_lo", _round(h["ci95"][0], digits), display=False)
             glue(k + "_hi", _round(h["ci95"][1], digits), display=False)
         for k, v in self.verdicts.items():

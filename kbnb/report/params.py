@@ -8,86 +8,29 @@ its globals after papermill injected the run's values::
     p = chapter.Params.from_namespace(globals())   # ValueError names a bad parameter
     ch = Chapter("rait", p)                          # hashes p.run_params()
 
-Field helpers say what is allowed: :func:`choice` (one of a tuple), :func:`integer`,
-:func:`number`, or :func:`param` with any check ``f(name, value)``. Rules that tie
-several parameters together go in ``Params.validate``.
+The field helpers (:func:`choice`, :func:`integer`, :func:`number`, :func:`flag`,
+:func:`seeds_param`, or :func:`param` with any check ``f(name, value)``) are those of
+:mod:`kbnb.core.fields`, which an unlearning method's parameters use too; they are
+importable from here. Rules that tie several parameters together go in
+``Params.validate``.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import MISSING, field, fields
+from dataclasses import fields
 
-from kbnb.core.checks import check_choice, check_int, check_number
-from kbnb.core.seeds import check_seeds
+from kbnb.core.fields import Checked, choice, flag, integer, number, param, seeds_param
 from kbnb.lm.models import DTYPES, check_device_map, resolve_device
 
-
-def param(default, check=None, *, run: bool = True):
-    """A parameter with ``default`` (a list is copied per instance) and an optional
-    ``check(name, value)``. ``run=False``: not part of the run's identity (e.g. the
-    output folder), so not hashed."""
-    meta = {"check": check, "run": run}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def choice(default, allowed):
-    """A parameter that must be one of ``allowed``."""
-    allowed = tuple(allowed)
-    return param(default, lambda name, v: check_choice(name, v, allowed))
-
-
-def integer(default, lo=None, hi=None, *, none: bool = False):
-    """An integer parameter in ``[lo, hi]`` (``none=True``: None also allowed)."""
-    def check(name, v):
-        if not (none and v is None):
-            check_int(name, v, lo, hi)
-    return param(default, check)
-
-
-def number(default, lo=None, hi=None, *, lo_open: bool = False, none: bool = False):
-    """A finite number parameter in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
-    def check(name, v):
-        if not (none and v is None):
-            check_number(name, v, lo, hi, lo_open)
-    return param(default, check)
-
-
-def flag(default: bool):
-    """A True/False parameter."""
-    return choice(default, (True, False))
-
-
-def seeds_param(default=(0, 1, 2)):
-    """The ``seeds`` of a chapter's stochastic parts: a list of distinct non-negative ints."""
-    return param(list(default), lambda name, v: check_seeds(v))
+__all__ = ["ChapterParams", "ModelParams", "choice", "flag", "integer", "number", "param",
+           "seeds_param"]
 
 
 @dataclasses.dataclass(frozen=True)
-class ChapterParams:
-    """Base of every chapter's ``Params``. Validates each field on construction."""
-
-    def __post_init__(self):
-        for f in fields(self):
-            check = f.metadata.get("check")
-            if check is not None:
-                check(f.name, getattr(self, f.name))
-        self.validate()
-
-    def validate(self) -> None:
-        """Rules that tie several parameters together (override; raise ValueError)."""
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    @classmethod
-    def defaults(cls) -> dict:
-        out = {}
-        for f in fields(cls):
-            out[f.name] = f.default_factory() if f.default is MISSING else f.default
-        return out
+class ChapterParams(Checked):
+    """Base of every chapter's ``Params``. Validates each field on construction
+    (:class:`kbnb.core.fields.Checked`: ``names``, ``defaults``, ``as_dict``,
+    ``replace``, ``validate``)."""
 
     @classmethod
     def from_namespace(cls, namespace: dict):
@@ -104,17 +47,11 @@ class ChapterParams:
                              f"{', '.join(cls.names())}")
         return cls(**{k: v for k, v in values.items() if k in cls.names()})
 
-    def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
     def run_params(self) -> dict:
         """What identifies the run: hashed into its folder name and saved as params.json
         (every parameter but those declared ``run=False``)."""
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if f.metadata.get("run", True)}
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
 
 
 def _check_device(name, value):

@@ -2,18 +2,29 @@
 
 Modelled on locuslab/open-unlearning (``src/trainer/__init__.py``: a trainer class is
 registered by name; ``src/trainer/unlearn/*.py``: each method is one small class on a
-shared base). Here a method is one subclass of :class:`UnlearningMethod`, registered in
-:data:`METHODS` with :func:`register`, holding in one place its ``name``, its
-``display_name``, its ``defaults`` and the ``checks`` of each parameter, and its loss
-(:meth:`UnlearningMethod.loss`, run by :func:`kbnb.unlearning.loop.train_copy`) or, for a
-closed-form method, its own :meth:`UnlearningMethod.run`. The methods themselves are in
-:mod:`kbnb.unlearning.methods`.
+shared base). Here a method is one class, and nothing about it lives elsewhere: its
+``name`` (the registry key), its ``display_name`` (tables and figures), its parameters as
+typed fields declared with the helpers of :mod:`kbnb.core.fields` (the same as a
+chapter's ``Params``: default, check, and the values a tuning search tries as
+``grid=(...)``), and what it does, by one of two interfaces:
+
+* :class:`GradientMethod`: a :meth:`~GradientMethod.loss` (optionally
+  :meth:`~GradientMethod.prepare`, :meth:`~GradientMethod.trainable` and a typed per-run
+  ``State``) that :func:`kbnb.unlearning.loop.train_copy` minimises for ``steps`` steps
+  at ``lr``;
+* :class:`ClosedFormMethod`: an :meth:`~ClosedFormMethod.edit` of the model, with no
+  steps and no learning rate (the tuning grid sweeps only its knobs).
+
+:func:`register` makes the class a frozen dataclass, checks its fields and adds it to
+:data:`METHODS`. The methods themselves are in :mod:`kbnb.unlearning.methods`.
 """
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+import dataclasses
+from typing import ClassVar
 
-from kbnb.core.checks import check_choice, check_int, check_number
+from kbnb.core.checks import check_choice, check_number
+from kbnb.core.fields import Checked
 from kbnb.lm import activations as A
 from kbnb.lm.generation import pack_prompt_response, response_logprobs, sequence_logprobs
 from kbnb.lm.models import format_example
@@ -22,15 +33,87 @@ from kbnb.unlearning.loop import Objective, train_copy
 METHODS: dict[str, type["UnlearningMethod"]] = {}
 
 
+# ---- the base classes ----------------------------------------------------------------------
+
+class UnlearningMethod(Checked):
+    """One unlearning method with its parameters checked (its dataclass fields).
+
+    Class attributes: ``name`` (the registry key), ``display_name`` (tables and figures),
+    ``needs_retain`` (whether it uses retain rows), ``source`` and ``summary``.
+    ``Method.from_dict(params)`` resolves ``params`` over the defaults; an unknown
+    parameter or a bad value is a ValueError naming it and what is allowed. Subclass
+    :class:`GradientMethod` or :class:`ClosedFormMethod`, not this."""
+
+    name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    needs_retain: ClassVar[bool] = True
+    source: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    @classmethod
+    def from_dict(cls, params: dict):
+        """The method with ``params`` over its defaults; an unknown name is a ValueError
+        listing the known ones."""
+        unknown = set(params) - set(cls.names())
+        if unknown:
+            allowed = ", ".join(cls.names()) or "none"
+            raise ValueError(f"method={cls.name!r} has no parameter(s) "
+                             f"{', '.join(sorted(unknown))}; allowed: {allowed}")
+        return cls(**params)
+
+    def check_model(self, model) -> None:
+        """Checks that need the model (a ``layer`` against its number of blocks)."""
+        if getattr(self, "layer", None) is not None:
+            A.check_layer(model, self.layer)
+
+    def shown_params(self) -> dict:
+        """The parameters as the training log shows them (JSON-friendly)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.as_dict().items()}
+
+
+class GradientMethod(UnlearningMethod, Objective):
+    """A method trained by :func:`kbnb.unlearning.loop.train_copy`: implement
+    :meth:`loss`; optionally :meth:`prepare` (once before the first step, keeping what it
+    computes on ``state``, an instance of the class's ``State``), :meth:`trainable`."""
+
+    def train(self, model, tok, forget_rows, retain_rows, *, steps: int, lr: float, seed: int,
+              batch_size: int, max_grad_norm, progress: bool):
+        """``(new_model, log)``: a trained copy of ``model`` (which stays untouched)."""
+        fp = [format_example(tok, r["question"], r["answer"]) for r in forget_rows]
+        rp = [format_example(tok, r["question"], r["answer"])
+              for r in ((retain_rows or []) if self.needs_retain else [])]
+        return train_copy(model, tok, self, fp, rp, steps=steps, lr=lr, seed=seed,
+                          batch_size=batch_size, max_grad_norm=max_grad_norm,
+                          progress=progress, desc=f"{self.name} unlearning")
+
+
+class ClosedFormMethod(UnlearningMethod):
+    """A method that edits the model in closed form: no optimiser, so no ``steps`` and no
+    ``lr``. Implement :meth:`edit`."""
+
+    def edit(self, model, tok, forget_rows, retain_rows, seed: int, batch_size: int,
+             progress: bool):
+        """``(new_model, entries)``: an edited copy of ``model`` (which stays untouched) and
+        the method's entries for the log."""
+        raise NotImplementedError
+
+
+# ---- the registry ----------------------------------------------------------------------------
+
 def register(cls):
-    """Class decorator: add ``cls`` to :data:`METHODS` under ``cls.name`` (registration
-    order is the order the chapter lists the methods in)."""
+    """Class decorator: make ``cls`` a frozen dataclass (its fields are its parameters),
+    check that every field has a default and a check and that every grid value passes it,
+    and add ``cls`` to :data:`METHODS` under ``cls.name`` (registration order is the order
+    the chapter lists the methods in)."""
+    if not (issubclass(cls, GradientMethod) or issubclass(cls, ClosedFormMethod)):
+        raise ValueError(f"method {cls.name!r}: subclass GradientMethod or ClosedFormMethod")
+    if not cls.name or not cls.display_name:
+        raise ValueError(f"{cls.__qualname__}: a method needs a name and a display_name")
     if cls.name in METHODS:
         raise ValueError(f"method {cls.name!r} is registered twice")
-    missing = sorted(set(cls.defaults) ^ set(cls.checks))
-    if missing:
-        raise ValueError(f"method {cls.name!r}: parameter(s) {', '.join(missing)} need both a "
-                         "default and a check")
+    if "__dataclass_fields__" not in cls.__dict__:
+        cls = dataclasses.dataclass(frozen=True)(cls)
+    cls.check_fields(f"method {cls.name!r}")
     METHODS[cls.name] = cls
     return cls
 
@@ -51,41 +134,12 @@ def check_methods(methods) -> list[str]:
     return methods
 
 
-def method_class(name: str) -> type["UnlearningMethod"]:
+def method_class(name: str) -> type[UnlearningMethod]:
     """The registered class of ``name``, or a ValueError listing the registered names."""
     return METHODS[check_choice("method", name, tuple(METHODS))]
 
 
-# ---- parameter checks: f(name, value), raising a ValueError that names both --------------
-
-def positive(name, v):
-    return check_number(name, v, 0, lo_open=True)
-
-
-def non_negative(name, v):
-    return check_number(name, v, 0)
-
-
-def finite(name, v):
-    return check_number(name, v)
-
-
-def fraction(name, v):
-    return check_number(name, v, 0, 1)
-
-
-def layer_or_none(name, v):
-    """None (use ``layer_frac``) or a block index (checked against the model at run time;
-    negative counts from the end)."""
-    return v if v is None else check_int(name, v)
-
-
-def optional(check: Callable) -> Callable:
-    """``check``, with None also allowed."""
-    return lambda name, v: v if v is None else check(name, v)
-
-
-# ---- the forward passes of the registered methods --------------------------------------
+# ---- the forward passes of the methods ------------------------------------------------------
 
 def completion_logprobs(model, tok, pairs):
     """Summed completion log-probabilities ``[B]`` (differentiable) and completion token
@@ -110,63 +164,5 @@ def select(pairs, idx):
 def layer_of(model, layer, layer_frac) -> int:
     """``layer`` checked against the model, or ``round(layer_frac·(n_layers − 1))``."""
     if layer is None:
-        return round(fraction("layer_frac", layer_frac) * (A.n_layers(model) - 1))
+        return round(check_number("layer_frac", layer_frac, 0, 1) * (A.n_layers(model) - 1))
     return A.check_layer(model, layer)
-
-
-# ---- the base class ----------------------------------------------------------------------
-
-class UnlearningMethod(Objective):
-    """One unlearning method with its parameters resolved and checked.
-
-    Class attributes: ``name`` (the registry key), ``display_name`` (tables and figures),
-    ``defaults`` (``{parameter: default}``), ``checks`` (``{parameter: f(name, value)}``,
-    one per default), ``needs_retain`` (whether it trains on retain rows), ``source`` and
-    ``summary``. ``Method(**params)`` resolves ``params`` over the defaults; an unknown
-    parameter or a bad value is a ValueError naming it and what is allowed.
-
-    A gradient method implements :meth:`loss` (and optionally :meth:`prepare`,
-    :meth:`trainable`): :meth:`run` trains it with :func:`kbnb.unlearning.loop.train_copy`.
-    A closed-form method overrides :meth:`run`."""
-
-    name: ClassVar[str] = ""
-    display_name: ClassVar[str] = ""
-    defaults: ClassVar[dict] = {}
-    checks: ClassVar[dict] = {}
-    needs_retain: ClassVar[bool] = True
-    source: ClassVar[str] = ""
-    summary: ClassVar[str] = ""
-
-    def __init__(self, **params):
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            allowed = ", ".join(self.defaults) or "none"
-            raise ValueError(f"method={self.name!r} has no parameter(s) "
-                             f"{', '.join(sorted(unknown))}; allowed: {allowed}")
-        self.params = {**self.defaults, **params}
-        self.check(self.params)
-
-    def check(self, p: dict) -> None:
-        """Check every parameter (``checks``); override for rules across parameters."""
-        for k, check in self.checks.items():
-            check(k, p[k])
-
-    def check_model(self, model) -> None:
-        """Checks that need the model (a ``layer`` against its number of blocks)."""
-        if self.params.get("layer") is not None:
-            A.check_layer(model, self.params["layer"])
-
-    def shown_params(self) -> dict:
-        """The parameters as the training log shows them (JSON-friendly)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.params.items()}
-
-    def run(self, model, tok, forget_rows, retain_rows, steps: int, lr: float, seed: int,
-            batch_size: int, max_grad_norm, progress: bool):
-        """``(new_model, log)``: a trained copy of ``model`` (which stays untouched)."""
-        fp = [format_example(tok, r["question"], r["answer"]) for r in forget_rows]
-        rp = [format_example(tok, r["question"], r["answer"])
-              for r in ((retain_rows or []) if self.needs_retain else [])]
-        new, log = train_copy(model, tok, self, fp, rp, steps=steps, lr=lr, seed=seed,
-                              batch_size=batch_size, max_grad_norm=max_grad_norm,
-                              progress=progress, desc=f"{self.name} unlearning")
-        return new, log

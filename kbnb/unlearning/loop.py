@@ -1,4 +1,4 @@
-"""The one training loop of kbnb's gradient unlearning: every registered gradient method
+"""The one training loop of kbnb's gradient unlearning: every gradient method
 (:mod:`kbnb.unlearning.methods`) and the NPO toy (:mod:`kbnb.unlearning.tracking`) train
 through :func:`train_copy`.
 
@@ -6,9 +6,22 @@ The loop follows open-unlearning's ``finetune.yaml`` trainer settings: AdamW (we
 0) at a constant learning rate, gradients clipped to ``max_grad_norm``. Each step takes
 ``batch_size`` forget rows (:func:`cycle_batches`: a shuffled cycle through them, all of
 them when there are fewer) and, when there are retain rows, ``batch_size`` retain rows
-drawn uniformly with replacement. What is minimised is the :class:`Objective`'s business.
-The given model is never changed: it is the frozen reference π_ref, and a trained deep
-copy (the policy π_θ) is returned. Deterministic given ``seed`` on CPU.
+drawn uniformly with replacement. What is minimised is the :class:`Objective`'s business;
+what it computes once before the first step it keeps on its :attr:`Objective.State` (a
+:class:`TrainState` with the objective's own typed fields). The given model is never
+changed: it is the frozen reference π_ref, and a trained deep copy (the policy π_θ) is
+returned. Deterministic given ``seed`` on CPU.
+
+Why this is not :func:`kbnb.lm.finetune.finetune`, the supervised loop of the TOFU-tuned
+models, RAIT and R-Tuning: the two take different steps, so one loop for both would
+change the numbers of one of them. ``finetune`` minimises the model's own token-mean
+cross-entropy in epochs of a seeded ``DataLoader`` shuffle (micro-batched when long),
+through ``accelerate``, with a linear warm-up and decay of the learning rate, a weight
+decay, ``zero_grad`` after the step and clipping always at norm 1. This loop minimises an
+arbitrary objective against a frozen reference model, at a constant rate, on an endless
+forget cycle whose order shares one ``random.Random`` with the retain draws (and
+IdkDPO's refusal draws, in ``prepare``), trains a chosen subset of the parameters (RMU),
+clips only when ``max_grad_norm`` is set and calls a hook between steps (the NPO toy).
 """
 from __future__ import annotations
 
@@ -42,8 +55,10 @@ class TrainState:
     """What an :class:`Objective` sees: the policy being trained, the frozen reference,
     the tokenizer, the forget and retain ``(prompt, completion)`` pairs, the loop's
     ``random.Random`` (shared with the batch order, so draw from it only in
-    :meth:`Objective.prepare`), the run's ``seed`` and ``batch_size``, and ``data``, where
-    :meth:`Objective.prepare` keeps what it computes once (e.g. π_ref's log-probabilities)."""
+    :meth:`Objective.prepare`), the run's ``seed`` and ``batch_size``, and ``data``, an
+    untyped place for what :meth:`Objective.prepare` computes once. An objective that keeps
+    typed per-run values declares a subclass with those fields (defaulted) as its
+    :attr:`Objective.State`."""
 
     policy: torch.nn.Module
     ref: torch.nn.Module
@@ -57,8 +72,10 @@ class TrainState:
 
 
 class Objective:
-    """What :func:`train_copy` minimises. Override :meth:`loss`; :meth:`prepare` and
-    :meth:`trainable` are optional."""
+    """What :func:`train_copy` minimises. Override :meth:`loss`; :meth:`prepare`,
+    :meth:`trainable` and :attr:`State` are optional."""
+
+    State = TrainState  # the class of the per-run state train_copy builds (a TrainState)
 
     def trainable(self, policy) -> list | None:
         """The parameters to train (None: all of them)."""
@@ -66,7 +83,8 @@ class Objective:
 
     def prepare(self, state: TrainState) -> dict:
         """Called once before the first step (after the optimizer is built): compute what
-        every step needs into ``state.data``; returns entries for the training log."""
+        every step needs into ``state`` (its :attr:`State` fields, or ``state.data``);
+        returns entries for the training log."""
         return {}
 
     def loss(self, state: TrainState, idx: list[int], ridx: list[int]):
@@ -101,8 +119,8 @@ def train_copy(model, tok, objective: Objective, forget_pairs, retain_pairs=(), 
         p.requires_grad_(chosen is None or id(p) in chosen)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    state = TrainState(policy, ref, tok, list(forget_pairs), list(retain_pairs or []), rng, seed,
-                       batch_size)
+    state = objective.State(policy, ref, tok, list(forget_pairs), list(retain_pairs or []), rng,
+                            seed, batch_size)
     log = {"losses": [], **objective.prepare(state)}
     batches = cycle_batches(len(state.forget), batch_size, rng)
     if on_step is not None:

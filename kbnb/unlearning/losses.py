@@ -1,21 +1,17 @@
-"""The unlearning losses as tensor functions: every registered method and the NPO toy
-compute their losses here.
+"""The unlearning losses as tensor functions: every unlearning method
+(:mod:`kbnb.unlearning.methods`) and the NPO toy compute their losses here, and each
+formula is written once, in its function's docstring.
 
 Conventions follow locuslab/open-unlearning (``src/trainer/utils.py: compute_dpo_loss``,
 ``compute_batch_nll``, ``compute_activation_loss``; ``src/trainer/unlearn/*.py``). A
 sequence's ``logp`` is the *summed* log-probability of its answer tokens (differentiable,
-``[B]``), ``n_tokens`` its number of answer tokens (``[B]``):
-
-* :func:`npo_loss` (Zhang et al. 2024, "Negative Preference Optimization"):
-  ``−(2/β)·mean log σ(−β·(logp − ref_logp))``; its gradient is gradient ascent's,
-  per sequence, scaled by :func:`npo_weight` ``2σ(β·Δ)``.
-* :func:`ga_loss`: ``Σ logp / Σ n_tokens``, the negative of the model's usual token-mean
-  NLL over the batch (open-unlearning's ``-outputs.loss``); :func:`nll_loss` its negative.
-* :func:`simnpo_loss` (Fan et al. 2024, SimNPO): ``−(2/β)·mean log σ(β·(−logp/|y| − δ))``.
-* :func:`dpo_loss` (Rafailov et al. 2023, DPO): ``−(2/β)·mean log σ(β·((logp_w − ref_w) −
-  (logp_l − ref_l)))``, the winner ``w`` preferred over the loser ``l``.
-* :func:`retain_kl`: KL(π_ref ‖ π_θ) of the next-token distributions over answer tokens.
-* :func:`activation_mse`: RMU's squared error of activations (Li et al. 2024, WMDP).
+``[B]``), ``n_tokens`` its number of answer tokens (``[B]``). The functions:
+:func:`ga_loss` (gradient ascent) and :func:`nll_loss` (the model's usual loss, the retain
+term); :func:`npo_loss` (Zhang et al. 2024, "Negative Preference Optimization") and
+:func:`npo_weight`, the factor by which its gradient scales gradient ascent's;
+:func:`simnpo_loss` (Fan et al. 2024, SimNPO); :func:`dpo_loss` (Rafailov et al. 2023,
+DPO); :func:`retain_kl` (the NPO toy's KL retain term); :func:`activation_mse` (RMU, Li et
+al. 2024, WMDP).
 """
 from __future__ import annotations
 

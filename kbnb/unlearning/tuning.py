@@ -4,9 +4,10 @@ unlearning methods compares methods, not one shared learning rate.
 open-unlearning and the method papers sweep each method's learning rate and its own
 knobs (NPO's β, SimNPO's γ, RMU's steering scale, ...) and report the chosen setting.
 Here every method gets the same step budget and a small grid (:func:`grid`: the
-learning rates :data:`GRID_LRS` times the method's knobs :data:`KNOBS`), each grid point
+learning rates :data:`GRID_LRS` times the method's knobs, the values its class declares
+as ``grid=(...)`` on its parameters, the default first), each grid point
 is trained once with a tuning seed that no reported run uses, and scored on
-*validation questions* that no evaluation asks (``kbnb.eval.tofu.organism_validation_sets``:
+*validation questions* that no evaluation asks (``kbnb.eval.tofu_sets.organism_validation_sets``:
 the forget facts asked with their paraphrased question, retain rows after the
 evaluation's). The forget facts are the evaluation's own, in other words: unlearning
 is about those facts, so a validation split cannot be about other ones. The choice
@@ -26,35 +27,27 @@ import time
 
 from tqdm.auto import tqdm
 
-from kbnb.eval.tofu import evaluate_validation
-from kbnb.unlearning.methods import check_methods, unlearn
+from kbnb.eval.tofu_scoring import evaluate_validation
+from kbnb.unlearning.base import ClosedFormMethod
+from kbnb.unlearning.methods import METHODS, check_methods, unlearn
 
 GRID_LRS = (3e-4, 1e-3, 3e-3)  # constant AdamW rates tried for every trained method
-KNOBS = {  # each method's own hyperparameters tried (defaults first, as in open-unlearning)
-    "ga": {},
-    "graddiff": {"alpha": (1.0, 5.0)},        # weight of the retain NLL
-    "npo": {"beta": (0.1, 0.5)},              # NPO's inverse temperature
-    "simnpo": {"gamma": (0.125, 1.0)},        # weight of SimNPO's forget term
-    "idkdpo": {"beta": (0.1, 0.5)},           # DPO's inverse temperature
-    "rmu": {"steering_scale": (2.0, 8.0)},    # |c·u| in units of the activation norm
-    "lunar": {"coeff": (1.0, 2.0, 4.0)},      # multiple of r_uv (closed form: no lr)
-}
 KEEP = 0.9  # share of the untouched model's validation utility a chosen setting keeps
-CLOSED_FORM = ("lunar",)  # no optimiser: the learning rate is not swept
 
 
 def grid(method: str, lrs=GRID_LRS, knobs: bool = True) -> list[dict]:
     """The settings tried for ``method``: ``{"lr": lr, **knob values}`` for every learning
-    rate in ``lrs`` and (with ``knobs``) every combination of :data:`KNOBS`;
-    closed-form methods get ``lr`` None and only their knobs."""
-    check_methods([method])
+    rate in ``lrs`` and (with ``knobs``) every combination of the method's grid fields
+    (``Method.tuning_grid()``, in field order); a closed-form method gets ``lr`` None and
+    only its knobs."""
+    cls = METHODS[check_methods([method])[0]]
     lrs = list(lrs)
     if not lrs or any(isinstance(x, bool) or not (isinstance(x, (int, float)) and x > 0)
                       for x in lrs):
         raise ValueError(f"lrs={lrs!r}: give one or more positive learning rates")
-    own = KNOBS.get(method, {}) if knobs else {}
+    own = cls.tuning_grid() if knobs else {}
     combos = [dict(zip(own, vals)) for vals in itertools.product(*own.values())] or [{}]
-    rates = [None] if method in CLOSED_FORM else lrs
+    rates = [None] if issubclass(cls, ClosedFormMethod) else lrs
     return [{"lr": lr, **c} for lr in rates for c in combos]
 
 
@@ -87,7 +80,7 @@ def tune(method: str, model, tok, forget_rows, retain_rows, val_sets: dict, val_
          knobs: bool = True, keep: float = KEEP, extra: dict | None = None,
          eval_batch_size: int = 64, progress: bool = False) -> dict:
     """Train ``method`` once per :func:`grid` setting (``steps`` steps, ``seed``), score each
-    result with ``kbnb.eval.tofu.evaluate_validation`` on ``val_sets`` against the retain
+    result with ``kbnb.eval.tofu_scoring.evaluate_validation`` on ``val_sets`` against the retain
     model's ``val_reference``, and :func:`choose` one.
 
     extra: keyword arguments every run gets (e.g. LUNAR's ``ref_rows``). Returns

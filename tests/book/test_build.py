@@ -42,7 +42,7 @@ def test_book_builds_strictly(tmp_path, organism, repo_root, executed_notebooks)
     import nbformat
 
     from kbnb.book import runner as book
-    from kbnb.eval import stats
+    from kbnb.eval import metrics_file
     EXECUTED, FAST, executed_key = executed_notebooks
     ROOT = repo_root
     root = tmp_path / "book-root"
@@ -90,9 +90,9 @@ def test_book_builds_strictly(tmp_path, organism, repo_root, executed_notebooks)
     for r in rows:
         if r["mean"] is None:
             continue
-        h = stats.check_headline_shape(json.loads(Path(r["source"]).read_text()))[r["metric"]]
+        h = metrics_file.check_headline_shape(json.loads(Path(r["source"]).read_text()))[r["metric"]]
         assert (r["mean"], r["ci95"], r["n"]) == (h["mean"], h["ci95"], h["n"]), r["metric"]
-        assert stats.format_mean_ci(h) in page, r["metric"]
+        assert metrics_file.format_mean_ci(h) in page, r["metric"]
 
     # every headline of every chapter declares its metric's range, and its mean and
     # interval lie inside it (issue 23: a t interval put an AUC at [-0.78, 1.56])
@@ -101,7 +101,7 @@ def test_book_builds_strictly(tmp_path, organism, repo_root, executed_notebooks)
     for f, doc in docs.items():
         if "headline" not in doc.get("metrics", {}):
             continue
-        for metric, h in stats.check_headline_shape(doc).items():  # checks the range too
+        for metric, h in metrics_file.check_headline_shape(doc).items():  # checks the range too
             assert "range" in h, f"{f.parent.name}: headline {metric!r} declares no range"
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

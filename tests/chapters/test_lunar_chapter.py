@@ -6,7 +6,9 @@ from types import SimpleNamespace
 import pytest
 
 from kbnb.chapters import lunar as chapter
+from kbnb.chapters import lunar_present as present
 from kbnb.report.chapter import Chapter
+from kbnb.unlearning import lunar_store
 
 
 def _vanilla(rates, n=10):
@@ -75,11 +77,38 @@ def test_headlines_are_marked_when_the_precondition_fails(tmp_path):
 
 def test_the_edits_index_keeps_the_precondition(tmp_path, monkeypatch):
     saved = {}
-    monkeypatch.setattr(chapter, "save_lunar",
+    monkeypatch.setattr(lunar_store, "save_lunar",
                         lambda path, model, e, extra=None: saved.setdefault(str(path), extra))
     pre = chapter.ref_refusal_precondition(_vanilla({0: 0.1}))
-    path = chapter.save_edits(tmp_path, None, {"lunar": {0: object()}}, sets={"a": 1},
+    path = lunar_store.save_edits(tmp_path, None, {"lunar": {0: object()}}, sets={"a": 1},
                               precondition=pre)
     index = json.loads(path.read_text())
     assert index["precondition"]["met"] is False and index["precondition"]["rate"] == 0.1
     assert all(e["precondition"]["met"] is False for e in saved.values())
+
+
+def test_a_given_layer_is_reported_as_given_not_selected(tmp_path):
+    """papermill ... -p layer 21: the layer was not selected, so it has no selection
+    interval and is not compared with itself; the selection table is skipped with a
+    sentence saying so."""
+    runs, van, lun, tk = _results(21)
+    runs[0]["layer_given"] = True
+    p = chapter.Params(layer=21, seeds=[0])
+    assert chapter.evaluate_other(None, None, {}, runs, lun, [], p) is None
+    ch = Chapter("lunar", {"seeds": [0]}, tmp_path)
+    chapter.record_and_check(ch, runs, van, lun, tk, None, None)
+    assert "selected_layer" not in ch.headlines and not ch.has("selected_layer")
+    assert not [k for k in list(ch.headlines) + list(ch.verdicts) if k.endswith("_other")
+                or k == "selection_ds"]
+    assert present.selection_table(runs, lun, None, p) is None
+    assert present.selection_sentence(ch, p, runs, None) == (
+        "The layer was given as a parameter, so neither selection was used.")
+    assert present.layer_how(ch, p, runs) == "was given as a parameter"
+    assert "(given)" in present.layers_summary({**runs[0], "topk_layers": [21, 3]}, 0, True)
+    chosen = Chapter("lunar", {"seeds": [0]}, tmp_path)  # selected: the headline is there
+    chapter.record_and_check(chosen, *_results(21))
+    assert chosen.headlines["selected_layer"]["mean"] == 21
+    q = chapter.Params(seeds=[0], selection="steering")
+    assert present.layer_how(chosen, q, _results(21)[0]).startswith(
+        "was chosen by refusal-likeness under steering (official) for every seed (selected "
+        "layer over seeds: 21")

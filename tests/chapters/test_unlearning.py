@@ -1,5 +1,5 @@
 """The unlearning chapter's results table with one seed (no model)."""
-from kbnb.chapters.unlearning import TABLE_METRICS, results_table
+from kbnb.chapters.unlearning_figures import TABLE_METRICS, results_table
 from kbnb.eval import stats
 
 

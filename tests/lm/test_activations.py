@@ -2,7 +2,17 @@ import pytest
 import torch
 
 from kbnb import format_prompt
-from kbnb.lm.activations import capture, check_layer, get_module, mlp_out_name, n_layers, steer
+from kbnb.lm.activations import (
+    capture,
+    check_layer,
+    get_layers,
+    get_module,
+    mlp_out_name,
+    n_layers,
+    record_output,
+    skip,
+    steer,
+)
 
 
 def test_capture_all_layers_in_one_pass_matches_hidden_states_path(organism, world):
@@ -63,3 +73,61 @@ def test_layer_errors_name_the_range(organism):
     with pytest.raises(ValueError, match=rf"layer=40 but the model has {L} layers \(0–{L - 1}\)"):
         check_layer(model, 40)
     assert mlp_out_name(model) == "mlp.down_proj"
+
+
+def test_steer_last_only_changes_only_the_last_prompt_position(organism):
+    model, tok = organism
+    layer, v = 5, torch.randn(model.config.hidden_size)
+    seen = []
+    h = get_module(model, layer + 1, "block").register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].detach().clone()))
+    enc = tok([format_prompt(tok, "Where was Ama Lorven born?")], return_tensors="pt",
+              add_special_tokens=False)
+    try:
+        with torch.no_grad():
+            model(**enc)
+            with steer(model, layer, v, last_only=True):
+                model(**enc)
+                model(input_ids=enc["input_ids"][:, -1:])  # a generated token: untouched
+            model(input_ids=enc["input_ids"][:, -1:])
+    finally:
+        h.remove()
+    diff = seen[1] - seen[0]
+    assert torch.allclose(diff[0, -1], v, atol=1e-4)
+    assert diff[0, :-1].abs().max() < 1e-6
+    assert torch.equal(seen[2], seen[3])
+
+
+def test_record_output_keeps_the_gradient_and_equals_capture(organism, world):
+    model, tok = organism
+    qs = [format_prompt(tok, r["question"]) for r in world.rows()[:2]]
+    enc = tok(qs, return_tensors="pt", padding=True, add_special_tokens=False)
+    hooks = dict(get_layers(model)[3]._forward_hooks)  # transformers' own, if any
+    with record_output(model, 3) as rec:
+        model(**enc)
+    x = rec["output"]
+    assert x.requires_grad and x.shape[:2] == enc["input_ids"].shape
+    with torch.no_grad(), record_output(model, 3) as rec:
+        model(**enc)
+    assert not rec["output"].requires_grad
+    ref = capture(model, tok, qs, layers=[3], module="block", position="last")
+    assert torch.allclose(x.detach()[:, -1].float(), ref[0], atol=1e-5)
+    assert dict(get_layers(model)[3]._forward_hooks) == hooks  # ours removed on exit
+
+
+def test_skip_removes_the_mlp_or_the_block_and_its_hooks(organism, world):
+    model, tok = organism
+    qs = [format_prompt(tok, world.rows()[0]["question"])]
+    out = lambda: capture(model, tok, qs, layers=[4], module="block", position="all")[0]
+    inp = lambda: capture(model, tok, qs, layers=[4], module="block", kind="input",
+                          position="all")[0]
+    mlp = lambda: capture(model, tok, qs, layers=[4], position="all")[0]
+    own = lambda: (dict(get_module(model, 4)._forward_hooks),
+                   dict(get_layers(model)[4]._forward_hooks))  # transformers' own, if any
+    before = own()
+    with skip(model, 4):
+        assert mlp().abs().max() == 0
+    with skip(model, [4], "block"):
+        torch.testing.assert_close(out(), inp())
+    assert mlp().abs().max() > 0 and (out() - inp()).abs().max() > 0
+    assert own() == before  # ours removed on exit

@@ -289,11 +289,11 @@ def test_batched_equals_one_by_one(saved, arch):
 
 @pytest.mark.parametrize("arch", ["gpt2", "opt", "llama"])
 def test_continuations_with_cache_equal_separate_scoring(saved, arch):
-    from kbnb.methods import rtuning
+    from kbnb.lm import scoring
     model, tok = load(saved, arch)
     prompts = _prompts(tok)
     conts = [" I am sure.", " I am unsure.", " no"]
-    lp = rtuning.continuation_logprobs(model, tok, prompts, conts, batch_size=4)
+    lp = scoring.continuation_logprobs(model, tok, prompts, conts, batch_size=4)
     for j, c in enumerate(conts):
         ref = G.response_logprobs(model, tok, prompts, [c] * len(prompts), batch_size=1)
         torch.testing.assert_close(lp[:, j], ref, atol=1e-4, rtol=1e-4)
@@ -303,15 +303,16 @@ def test_mia_token_stats_batched_equal_one_by_one_on_gpt2(saved):
     """Issue 23: Min-K, Min-K++ and LOSS scores (``answer_token_stats``) go through the
     shared encoding with position ids, so a row's score does not move with the batch
     (GPT-2 has absolute positions: left padding without them shifted Min-K by up to 1.4)."""
-    from kbnb.eval import tofu
+    from kbnb.eval import tofu, tofu_scoring
     model, tok = load(saved, "gpt2")
     rows = [{"question": q, "answer": a} for q, a in zip(
         QUESTIONS, ["In a small town by the sea.", "A baker.", "Yes.", "Eve wrote three long novels."])]
-    batched = tofu.answer_token_stats(model, tok, rows, batch_size=4)
-    alone = [tofu.answer_token_stats(model, tok, [r], batch_size=1)[0] for r in rows]
+    batched = tofu_scoring.answer_token_stats(model, tok, rows, batch_size=4)
+    alone = [tofu_scoring.answer_token_stats(model, tok, [r], batch_size=1)[0] for r in rows]
     for attack in tofu.MIA_ATTACKS:
-        np.testing.assert_allclose(tofu.mia_scores(batched, attack), tofu.mia_scores(alone, attack),
-                                   atol=1e-4, rtol=1e-4, err_msg=attack)
+        np.testing.assert_allclose(tofu_scoring.mia_scores(batched, attack),
+                                   tofu_scoring.mia_scores(alone, attack), atol=1e-4, rtol=1e-4,
+                                   err_msg=attack)
     lengths = {len(s["logprobs"]) for s in batched}
     assert len(lengths) > 1  # rows of different lengths: the batch was padded
 
@@ -439,7 +440,7 @@ def test_data_errors_keep_their_cause(monkeypatch):
 def test_zero_valued_parameters_are_rejected(saved):
     from kbnb.lm.finetune import finetune
     from kbnb.methods import attacks, rait
-    from kbnb.unlearning import lunar, tracking
+    from kbnb.unlearning import lunar, lunar_sets, tracking
     model, tok = load(saved, "gpt2")
     p = _prompts(tok)
     with pytest.raises(ValueError, match="n_select=0"):
@@ -463,7 +464,7 @@ def test_zero_valued_parameters_are_rejected(saved):
     with pytest.raises(ValueError, match="batch_size=0"):
         tracking.unlearn_and_track(model, tok, [{"question": "q", "answer": "a"}], "q", ["a"], batch_size=0)
     with pytest.raises(ValueError, match="n_retain=0"):
-        lunar.load_sets("tinyworld", n_retain=0)
+        lunar_sets.load_sets("tinyworld", n_retain=0)
     with pytest.raises(ValueError, match="epochs=0"):
         lunar.solve_sgd(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(2, 2), epochs=0)
     with pytest.raises(ValueError, match="temperature=0"):
@@ -579,7 +580,7 @@ def test_device_map_and_8bit_loading(saved):
                                  device_map="auto")
     torch.testing.assert_close(G.response_logprobs(model, tok, prompts, answers), ref,
                                atol=1e-4, rtol=1e-4)
-    assert A.block_device(model, 1).type == "cpu"
+    assert next(A.get_layers(model)[1].parameters()).device.type == "cpu"
     with pytest.raises(ValueError, match="load_in_4bit=True and load_in_8bit=True"):
         kbnb.load_model(str(saved["llama"]), load_in_4bit=True, load_in_8bit=True)
     try:

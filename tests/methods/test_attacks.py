@@ -6,13 +6,24 @@ import math
 import pytest
 import torch
 
-from kbnb.chapters import lunar as lunar_chapter
 from kbnb.chapters import lunar_attacks as chapter
 from kbnb.lm import activations as A
 from kbnb.methods import attacks as AT
 from kbnb.unlearning import lunar as LU
+from kbnb.unlearning import lunar_sets, lunar_store
 
 LAYER = 5
+
+
+def max_distinct_per_group(W: torch.Tensor, blocksize: int = 64) -> int:
+    """The largest number of distinct values in any group of ``blocksize``
+    consecutive weights of ``W`` (≤ 16 after 4-bit quantisation)."""
+    G, pad = AT._groups(W.detach().float(), blocksize)
+    if pad:  # the padding zeros are not weights
+        last = G[-1, :blocksize - pad]
+        body = max((len(torch.unique(g)) for g in G[:-1]), default=0)
+        return max(body, len(torch.unique(last)))
+    return max(len(torch.unique(g)) for g in G)
 
 
 def _logits(model, tok, prompts):
@@ -31,7 +42,7 @@ def prompts(organism, world):
 def small_edit(organism):
     """A real LUNAR edit fitted here on forget01, and its sets."""
     model, tok = organism
-    sets = LU.load_sets("tinyworld", "forget01", n_retain=20)
+    sets = lunar_sets.load_sets("tinyworld", "forget01", n_retain=20)
     edited, info = chapter.lunar_edit(model, tok, sets, layer=LAYER, coeff=2.0)
     return edited, info, sets
 
@@ -48,7 +59,7 @@ def test_skip_mlp_equals_a_model_without_that_mlp(organism, prompts):
     with torch.no_grad():
         A.get_module(ref, LAYER).weight.zero_()
     base = _logits(model, tok, prompts)
-    with AT.skip_mlp(model, LAYER):
+    with A.skip(model, LAYER):
         skipped = _logits(model, tok, prompts)
     torch.testing.assert_close(skipped, _logits(ref, tok, prompts))
     assert (skipped - base).abs().max() > 1e-4  # the MLP mattered
@@ -61,7 +72,7 @@ def test_skip_block_equals_a_model_without_that_block(organism, prompts):
     del A.get_layers(ref)[LAYER]
     ref.config.num_hidden_layers -= 1
     base = _logits(model, tok, prompts)
-    with AT.skip_block(model, [LAYER]):
+    with A.skip(model, [LAYER], "block"):
         skipped = _logits(model, tok, prompts)
     torch.testing.assert_close(skipped, _logits(ref, tok, prompts))
     assert (skipped - base).abs().max() > 1e-4
@@ -73,7 +84,7 @@ def test_layer_skip_removes_the_edit(organism, small_edit, prompts):
     model, tok = organism
     edited, info, _ = small_edit
     assert (_logits(edited, tok, prompts) - _logits(model, tok, prompts)).abs().max() > 1e-3
-    with AT.skip_mlp(edited, info["layers"]), AT.skip_mlp(model, info["layers"]):
+    with A.skip(edited, info["layers"]), A.skip(model, info["layers"]):
         torch.testing.assert_close(_logits(edited, tok, prompts), _logits(model, tok, prompts))
 
 
@@ -133,8 +144,8 @@ def test_quantized_weights_take_at_most_16_values_per_group(organism, method):
     assert info["n_weights"] == len(mods) > 0
     orig = dict(AT.quantized_linears(model))
     for name, m in mods:
-        assert AT.max_distinct_per_group(m.weight, 64) <= 16
-        assert AT.max_distinct_per_group(orig[name].weight, 64) > 16  # the original was not
+        assert max_distinct_per_group(m.weight, 64) <= 16
+        assert max_distinct_per_group(orig[name].weight, 64) > 16  # the original was not
         err = (m.weight - orig[name].weight).abs().max() / orig[name].weight.abs().max()
         assert 0 < err < 0.2
     torch.testing.assert_close(q.get_input_embeddings().weight, model.get_input_embeddings().weight)
@@ -149,7 +160,7 @@ def test_quantize_falls_back_and_says_so(organism, monkeypatch):
     monkeypatch.setattr(AT, "quantize_nf4", broken)
     q, info = AT.quantize_model(model, method="auto")
     assert info["method"].startswith("rtn-int4 (fallback: RuntimeError: no backend")
-    assert all(AT.max_distinct_per_group(m.weight, 64) <= 16 for _, m in AT.quantized_linears(q))
+    assert all(max_distinct_per_group(m.weight, 64) <= 16 for _, m in AT.quantized_linears(q))
     with pytest.raises(ValueError, match="method='int3'"):
         AT.quantize_model(model, method="int3")
 
@@ -240,17 +251,17 @@ def test_lunar_edit_picks_the_main_edit_of_a_lunar_run(organism, small_edit, tmp
              for s, l in ((0, LAYER), (1, LAYER + 1))}
     top = {0: LU.fit_lunar(model, tok, fp, rp, e0["vectors"], [LAYER, 2], coeff=2.0,
                            compare=False)}
-    lunar_chapter.save_edits(tmp_path, model, {"lunar": edits, "lunar_topk": top},
+    lunar_store.save_edits(tmp_path, model, {"lunar": edits, "lunar_topk": top},
                              sets={"dataset": "tinyworld", "forget_split": "forget01"})
     assert chapter.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), seed=1)[1]["layers"] == [LAYER + 1]
     info = chapter.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), edit="lunar_topk", seed=0)[1]
     assert info["layers"] == [LAYER, 2]
     with pytest.raises(ValueError, match="seeds 0 only"):
         chapter.lunar_edit(model, tok, sets, lunar_dir=str(tmp_path), edit="lunar_topk", seed=1)
-    args = chapter.set_args(lunar_chapter.edit_index(tmp_path), "tinyworld", "forget05", 300)
+    args = chapter.set_args(lunar_store.edit_index(tmp_path), "tinyworld", "forget05", 300)
     assert args == {"dataset": "tinyworld", "forget_split": "forget01"}
     with pytest.raises(ValueError, match="fitted on 'tinyworld'"):
-        chapter.set_args(lunar_chapter.edit_index(tmp_path), "tofu", "forget05", 300)
+        chapter.set_args(lunar_store.edit_index(tmp_path), "tofu", "forget05", 300)
 
 
 def test_set_args_without_a_lunar_run_take_the_lunar_chapter_defaults():
@@ -273,7 +284,8 @@ def test_the_attacks_module_imports_no_chapter_code(repo_root):
     mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not [m for m in mods if m.startswith(("kbnb.report", "kbnb.chapters", "kbnb.book"))]
-    for name in ("lunar_edit", "record_and_check", "conclusion", "set_args", "plot_attacks"):
+    for name in ("lunar_edit", "record_and_check", "conclusion", "set_args", "plot_attacks",
+                 "skip_mlp", "skip_block", "max_distinct_per_group"):
         assert not hasattr(AT, name), name
 
 

@@ -7,7 +7,7 @@ import torch
 
 from kbnb.chapters import rait as chapter
 from kbnb.eval import stats
-from kbnb.methods import rait
+from kbnb.methods import rait, rait_questions
 
 # ---------------------------------------------------------------- Cor and Cer --
 
@@ -89,9 +89,12 @@ def test_crss_on_hand_vectors():
     assert sim[0] == pytest.approx(1 / math.sqrt(1.01))
     assert sim[1] == pytest.approx(0.1 / math.sqrt(1.01))
     assert j.tolist() == [0, 0, 0]
-    assert rait.crss(idk, van, 0.9) == pytest.approx(1 / 3)  # only the first exceeds 0.9
-    assert rait.crss(idk, van, 0.5) == pytest.approx(2 / 3)  # (1,1) has cos 0.77
-    assert rait.crss(idk, van, 0.999) == 0.0
+    # CRSS of a set = the mean of its conflict hits (rows 0-2 idk, rows 3-4 van)
+    sets = {"s": (np.array([3, 4]), np.array([0, 1, 2]))}
+    crss = lambda tau: rait.conflict_hits(torch.cat([idk, van]), sets, tau)["s"].mean()  # noqa: E731
+    assert crss(0.9) == pytest.approx(1 / 3)  # only the first exceeds 0.9
+    assert crss(0.5) == pytest.approx(2 / 3)  # (1,1) has cos 0.77
+    assert crss(0.999) == 0.0
     assert rait.crss_curve(sim, [0.0, 0.5, 0.9, 1.0]).tolist() == pytest.approx([1, 2 / 3, 1 / 3, 0])
 
 
@@ -116,16 +119,6 @@ def test_rates_and_over_refusal():
     assert rait.rates(tuned) == dict(Pc=0.2, Pw=0.2, Pr=0.6)
     assert rait.over_refusal(tuned, base) == pytest.approx(1 / 3)
     assert math.isnan(rait.over_refusal(tuned, ["wrong"] * 5))
-
-
-def test_paired_difference_counts_discordant_questions():
-    base = ["correct", "correct", "correct", "wrong", "correct"]
-    a = ["refused", "refused", "correct", "refused", "refused"]
-    b = ["refused", "correct", "correct", "correct", "wrong"]
-    d = rait.paired_difference(a, b, base)
-    assert (d["only_a"], d["only_b"]) == (2, 0)  # question 3 is not counted (base wrong)
-    assert d["z"] == pytest.approx(2 / math.sqrt(2))
-    assert rait.paired_difference(a, a, base)["z"] == 0.0
 
 
 # ---------------------------------------------------------------- selection ---
@@ -229,8 +222,8 @@ def test_flow_noise_sd():
 
 
 def test_split_keeps_authors_apart_and_balances_groups(world):
-    rows = rait.tinyworld_questions(world)
-    source, tests = rait.split_questions(rows, 0.25, max_questions=60, max_test=30, seed=0)
+    rows = rait_questions.tinyworld_questions(world)
+    source, tests = rait_questions.split_questions(rows, 0.25, max_questions=60, max_test=30, seed=0)
     test = tests["in-domain"]
     assert len(source) == 60 and len(test) == 30
     assert not {r["key"] for r in source} & {r["key"] for r in test}
@@ -240,26 +233,27 @@ def test_split_keeps_authors_apart_and_balances_groups(world):
 
 
 def test_resolve_mode_errors():
-    assert rait.resolve_mode("tinyworld") == "open"
-    assert rait.resolve_mode("mmlu") == "mc"
+    assert rait_questions.resolve_mode("tinyworld") == "open"
+    assert rait_questions.resolve_mode("mmlu") == "mc"
     with pytest.raises(ValueError, match="mode='mc': allowed 'auto', 'open'"):
-        rait.resolve_mode("tofu", "mc")
+        rait_questions.resolve_mode("tofu", "mc")
     with pytest.raises(ValueError, match="dataset='trivia'"):
-        rait.resolve_mode("trivia")
+        rait_questions.resolve_mode("trivia")
 
 
 def test_mmlu_split_has_an_out_of_domain_set(data_dir):
-    mode, source, tests = rait.load_questions("mmlu", data_dir=data_dir, max_questions=50,
-                                              max_test=20)
+    mode, source, tests = rait_questions.load_questions("mmlu", data_dir=data_dir, max_questions=50,
+                                                        max_test=20)
     assert mode == "mc" and len(source) == 50
     ood = {r["subject"] for r in tests["out-of-domain"]}
     assert not ood & {r["subject"] for r in source}
-    _, tsource, ttests = rait.load_questions("tofu", data_dir=data_dir, max_questions=30, max_test=10)
+    _, tsource, ttests = rait_questions.load_questions("tofu", data_dir=data_dir, max_questions=30,
+                                                       max_test=10)
     assert not {r["key"] for r in tsource} & {r["key"] for r in ttests["in-domain"]}
 
 
 def test_tofu_choice_open_asks_without_options_and_judges_the_option_text(data_dir):
-    mode, source, tests = rait.load_questions("tofu_choice", data_dir=data_dir)
+    mode, source, tests = rait_questions.load_questions("tofu_choice", data_dir=data_dir)
     assert mode == "open"
     assert {r["subject"] for r in source} == {"real_authors"}
     assert {r["subject"] for r in tests["out-of-domain"]} == {"world_facts"}
@@ -268,7 +262,7 @@ def test_tofu_choice_open_asks_without_options_and_judges_the_option_text(data_d
     assert row["gold"] == ["Paris"] and row["answer"] == "Paris" and "choices" not in row
     assert rait.is_correct("It is in Paris, France.", row)
     assert not rait.is_correct("It is in Rome.", row)
-    mc_mode, _, mc_tests = rait.load_questions("tofu_choice", "mc", data_dir=data_dir)
+    mc_mode, _, mc_tests = rait_questions.load_questions("tofu_choice", "mc", data_dir=data_dir)
     assert mc_mode == "mc" and mc_tests["out-of-domain"][0]["gold"][0] in "ABCD"
 
 
@@ -277,8 +271,8 @@ def test_tofu_choice_open_asks_without_options_and_judges_the_option_text(data_d
 
 @pytest.fixture(scope="module")
 def few(world):
-    rows = rait.tinyworld_questions(world)
-    source, _ = rait.split_questions(rows, 0.25, max_questions=9, seed=0)
+    rows = rait_questions.tinyworld_questions(world)
+    source, _ = rait_questions.split_questions(rows, 0.25, max_questions=9, seed=0)
     return source
 
 
@@ -321,8 +315,8 @@ def test_knowledge_states_are_a_function_of_each_seed(organism, few):
 
 def test_multiple_choice_state_on_the_organism(organism, world):
     model, tok = organism
-    rows = rait.tinyworld_questions(world, "mc")
-    source, _ = rait.split_questions(rows, 0.25, max_questions=12, seed=0)
+    rows = rait_questions.tinyworld_questions(world, "mc")
+    source, _ = rait_questions.split_questions(rows, 0.25, max_questions=12, seed=0)
     st = rait.knowledge_state(model, tok, source, "mc", progress=False)
     assert np.allclose(st["probs"].sum(1), 1, atol=1e-5)
     assert (st["cer"] <= 1e-6).all() and (st["cer"] >= -math.log(4) - 1e-6).all()

@@ -8,6 +8,7 @@ import torch
 
 from kbnb.chapters import rtuning as chapter
 from kbnb.lm.batching import SCORE_MAX_TOKENS, token_batches
+from kbnb.lm.scoring import continuation_logprobs, last_token_logits
 from kbnb.methods import rtuning as rt
 
 ROW = {"question": "What is 2 + 2?", "subject": "high_school_mathematics",
@@ -199,7 +200,7 @@ def test_continuation_logprobs_equal_separate_scoring(organism, world):
     model, tok = organism
     rows, _ = rt.tinyworld_questions_and_shots(world)
     ctx = [rt.sure_context(p, "B.") for p in rt.build_prompts(rows[:6])]
-    lp = rt.continuation_logprobs(model, tok, ctx, [" sure", " unsure"], batch_size=4)
+    lp = continuation_logprobs(model, tok, ctx, [" sure", " unsure"], batch_size=4)
     ref = response_logprobs(model, tok, ctx * 2, [" sure"] * 6 + [" unsure"] * 6)
     assert lp.shape == (6, 2)
     assert torch.allclose(lp, torch.stack([ref[:6], ref[6:]], -1), atol=1e-4)
@@ -214,7 +215,7 @@ def test_per_context_continuations_equal_separate_scoring(organism, world):
     rows = rows[:5]
     prompts = rt.make_prompts(tok, rows, "cloze")
     conts = [[" " + t for t in rt.option_texts(r)] + [" I don't know."] for r in rows]
-    lp = rt.continuation_logprobs(model, tok, prompts, conts, batch_size=2)
+    lp = continuation_logprobs(model, tok, prompts, conts, batch_size=2)
     ref = response_logprobs(model, tok, [p for p in prompts for _ in range(5)],
                             [c for cs in conts for c in cs])
     assert torch.allclose(lp, ref.view(5, 5), atol=1e-4)
@@ -473,7 +474,7 @@ def test_last_token_logits_equal_the_full_logits(organism, world):
     assert last_logits_only(model) == {"logits_to_keep": 1}
     with torch.no_grad():
         full = model(**model_inputs(model, encode_batch(tok, prompts))).logits[:, -1].float()
-    assert torch.equal(rt.last_token_logits(model, tok, prompts), full)
+    assert torch.equal(last_token_logits(model, tok, prompts), full)
     assert torch.equal(next_token_logits(model, tok, prompts, batch_size=16), full)
 
 

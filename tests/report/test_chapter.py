@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from kbnb.eval import stats
+from kbnb.eval import metrics_file, stats
 from kbnb.report import chapter
 from kbnb.report.chapter import Chapter, check_seeds
 
@@ -37,7 +37,7 @@ def test_headline_over_seeds_and_check(tmp_path):
     assert ch.summary() == "1 of 2 expected effects is shown; for 1 the data cannot tell."
     path = ch.save({"other": 1})
     doc = json.loads(path.read_text())
-    stats.check_headline_shape(doc)
+    metrics_file.check_headline_shape(doc)
     assert doc["metrics"]["checks"]["noisy"]["status"] == "UNCLEAR"
     assert doc["metrics"]["per_seed"]["new"] == [0.10, 0.12, 0.08]
     assert doc["params"]["seeds"] == [0, 1, 2]
@@ -64,7 +64,7 @@ def test_bounded_headlines_stay_in_their_range_and_declare_it(tmp_path):
     ch.headline("share", bounds=stats.UNIT)
     doc = json.loads(ch.save({}).read_text())
     assert all(0 <= x <= 1 for k in ("auc", "share") for x in doc["metrics"]["headline"][k]["ci95"])
-    assert stats.format_mean_ci(h).startswith("0.390 (0.")  # asymmetric: shown as an interval
+    assert metrics_file.format_mean_ci(h).startswith("0.390 (0.")  # asymmetric: shown as an interval
 
 
 def test_one_seed_needs_per_item(tmp_path):
@@ -148,7 +148,7 @@ def test_a_headline_with_one_item_is_not_measurable_and_saved(tmp_path):
     note = ch.not_measurable_note()
     assert "over-refusal" in note and "selected layer" in note and "acc" not in note
     doc = json.loads(ch.save().read_text())
-    section = stats.check_headline_shape(doc)
+    section = metrics_file.check_headline_shape(doc)
     assert section["over_refusal"]["ci95"] is None and section["acc"]["ci95"] is not None
     assert set(doc["metrics"]["not_measurable"]) == {"note", "over_refusal", "layer"}
 

@@ -71,6 +71,35 @@ def test_range_checks():
         check_number("x", 0, 0, lo_open=True)
 
 
+def test_the_field_helpers_live_in_core_and_carry_a_tuning_grid():
+    """One parameter system: a chapter's Params and an unlearning method share the helpers
+    of kbnb.core.fields (report re-exports them); ``grid=`` declares what a search tries."""
+    from kbnb.core import fields as F
+    from kbnb.report import params as P
+
+    assert all(getattr(P, n) is getattr(F, n) for n in ("param", "choice", "integer", "number",
+                                                         "flag", "seeds_param"))
+    assert issubclass(ChapterParams, F.Checked)
+
+    @dataclass(frozen=True)
+    class Knobs(F.Checked):
+        beta: float = number(0.1, 0, lo_open=True, grid=(0.1, 0.5))
+        mode: str = choice("a", ("a", "b"), grid=["a", "b"])
+        n: int = integer(2, 1)
+
+    assert Knobs.tuning_grid() == {"beta": (0.1, 0.5), "mode": ("a", "b")}
+    assert Knobs.defaults() == {"beta": 0.1, "mode": "a", "n": 2}
+    Knobs.check_fields("Knobs")
+    assert Toy.tuning_grid() == {}
+
+    @dataclass(frozen=True)
+    class Bad(F.Checked):
+        beta: float = number(0.1, 0, lo_open=True, grid=(0.1, 0.0))
+
+    with pytest.raises(ValueError, match=r"beta=0.0: allowed a finite number in \(0, inf\]"):
+        Bad.check_fields("Bad")
+
+
 @pytest.mark.parametrize("name", toc_chapters())
 def test_every_chapter_declares_valid_defaults(name):
     spec = spec_of(name)

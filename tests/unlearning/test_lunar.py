@@ -8,10 +8,11 @@ import torch
 
 from kbnb import format_prompt
 from kbnb.chapters import lunar as chapter
+from kbnb.chapters import lunar_present as present
 from kbnb.eval.metrics import deviation_score, mrr, refusal_quality, rouge1_recall, thr
 from kbnb.lm import activations as A
 from kbnb.organism.world import REFUSALS
-from kbnb.unlearning import lunar
+from kbnb.unlearning import lunar, lunar_eval, lunar_pipeline, lunar_sets, lunar_store
 
 # ---- the closed form ----------------------------------------------------------------
 
@@ -99,14 +100,14 @@ def test_gold_token_ranks_teacher_forced(organism, world):
     model, tok = organism
     rows = [r for r in world.splits()["forget01"]][:4]
     prompts = [format_prompt(tok, r["question"]) for r in rows]
-    ranks = lunar.gold_token_ranks(model, tok, prompts, [r["answer"] for r in rows], batch_size=3)
+    ranks = lunar_eval.gold_token_ranks(model, tok, prompts, [r["answer"] for r in rows], batch_size=3)
     assert len(ranks) == 4
     assert all(len(r) == len(tok(" " + x["answer"], add_special_tokens=False)["input_ids"])
                for r, x in zip(ranks, rows))
     assert mrr(ranks) > 0.9  # the organism knows these facts by heart
-    wrong = lunar.gold_token_ranks(model, tok, prompts, [r["perturbed_answer"][0] for r in rows])
+    wrong = lunar_eval.gold_token_ranks(model, tok, prompts, [r["perturbed_answer"][0] for r in rows])
     assert mrr(wrong) < mrr(ranks)
-    alone = lunar.gold_token_ranks(model, tok, prompts[:1], [rows[0]["answer"]])
+    alone = lunar_eval.gold_token_ranks(model, tok, prompts[:1], [rows[0]["answer"]])
     assert torch.equal(alone[0], ranks[0])  # left padding does not change ranks
 
 
@@ -120,32 +121,9 @@ def test_shared_prefix_lengths(organism):
     assert 1 <= k < len(ids) and ids[:k] == common[:k]
 
 
-def test_steer_last_changes_only_the_last_prompt_position(organism):
-    model, tok = organism
-    layer, v = 5, torch.randn(model.config.hidden_size)
-    seen = []
-    h = A.get_module(model, layer + 1, "block").register_forward_pre_hook(
-        lambda m, args: seen.append(args[0].detach().clone()))
-    enc = tok([format_prompt(tok, "Where was Ama Lorven born?")], return_tensors="pt",
-              add_special_tokens=False)
-    try:
-        with torch.no_grad():
-            model(**enc)
-            with lunar.steer_last(model, layer, v):
-                model(**enc)
-                model(input_ids=enc["input_ids"][:, -1:])  # a generated token: untouched
-            model(input_ids=enc["input_ids"][:, -1:])
-    finally:
-        h.remove()
-    diff = seen[1] - seen[0]
-    assert torch.allclose(diff[0, -1], v, atol=1e-4)
-    assert diff[0, :-1].abs().max() < 1e-6
-    assert torch.equal(seen[2], seen[3])
-
-
 def test_fit_apply_save_load_roundtrip(organism, tmp_path):
     model, tok = organism
-    sets = lunar.load_sets("tinyworld", "forget01", n_retain=12, n_eval=6, n_ref=12)
+    sets = lunar_sets.load_sets("tinyworld", "forget01", n_retain=12, n_eval=6, n_ref=12)
     fp = lunar.prompts_of(tok, sets["forget"])
     rp = lunar.prompts_of(tok, sets["retain"])
     V = lunar.steering_vectors(model, tok, lunar.prompts_of(tok, sets["ref"]), fp,
@@ -159,8 +137,8 @@ def test_fit_apply_save_load_roundtrip(organism, tmp_path):
     assert rep["mse_closed_form"] < rep["mse_before"]
     edited = lunar.apply_edit(model, edit.weights)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # a copy
-    path = lunar.save_lunar(tmp_path / "edit", model, edit, extra={"note": "test"})
-    loaded, info = lunar.load_lunar(model, path, inplace=False)
+    path = lunar_store.save_lunar(tmp_path / "edit", model, edit, extra={"note": "test"})
+    loaded, info = lunar_store.load_lunar(model, path, inplace=False)
     changed = [k for k, v in loaded.state_dict().items() if not torch.equal(v, before[k])]
     assert sorted(changed) == sorted(json.loads((path / "lunar.json").read_text())["param_names"].values())
     assert len(changed) == 2
@@ -174,18 +152,18 @@ def test_bad_parameters_speak_clearly(organism):
     model, tok = organism
     V = torch.zeros(A.n_layers(model), model.config.hidden_size)
     with pytest.raises(ValueError, match=r"layer=40 but the model has 24 layers \(0–23\)"):
-        lunar.score_layers(model, tok, ["x"], V, [40], REFUSALS, progress=False)
+        lunar_pipeline.score_layers(model, tok, ["x"], V, [40], REFUSALS, progress=False)
     with pytest.raises(ValueError, match="position='first'"):
         lunar.mean_activations(model, tok, ["x"], position="first")
     with pytest.raises(ValueError, match="forget_split='forget20'"):
-        lunar.load_sets("tinyworld", "forget20")
+        lunar_sets.load_sets("tinyworld", "forget20")
     with pytest.raises(ValueError, match="top_k=3 but only 2"):
-        lunar.select_layers([{"layer": 1, "score": 0.1}, {"layer": 2, "score": 0.2}], 3)
-    assert lunar.select_layers([{"layer": 1, "score": 0.1}, {"layer": 2, "score": 0.2}], 1) == [2]
+        lunar_pipeline.select_layers([{"layer": 1, "score": 0.1}, {"layer": 2, "score": 0.2}], 3)
+    assert lunar_pipeline.select_layers([{"layer": 1, "score": 0.1}, {"layer": 2, "score": 0.2}], 1) == [2]
 
 
 def test_tofu_sets_from_real_data(data_dir):
-    sets = lunar.load_sets("tofu", "forget01", n_retain=10, n_eval=10, n_ref=5, data_dir=data_dir)
+    sets = lunar_sets.load_sets("tofu", "forget01", n_retain=10, n_eval=10, n_ref=5, data_dir=data_dir)
     assert len(sets["forget"]) == 40 and len(sets["retain"]) == 10 == len(sets["retain_eval"])
     assert len(sets["ref"]) == 5 and all(r["question"] for r in sets["ref"])
     qs = {r["question"] for r in sets["retain"]}
@@ -215,19 +193,19 @@ def test_lunar_notebook_fast(tmp_path, organism, run_notebook):
     assert pre["met"] is True and pre["rate"] >= chapter.REF_REFUSAL_MIN
     assert not any(h.get("meaningful") is False for h in m["headline"].values())
     run = next((tmp_path / "runs").glob("lunar-*"))
-    index = json.loads((run / chapter.INDEX).read_text())
+    index = json.loads((run / lunar_store.INDEX).read_text())
     assert index["main"] == "lunar" and set(index["edits"]) == {"lunar", "lunar_topk"}
     assert index["precondition"]["met"] is True
     assert set(index["edits"]["lunar"]) == set(map(str, seeds))
     assert index["sets"]["forget_split"] == "forget01"
-    main = chapter.find_edit(run, seed=seeds[1])
+    main = lunar_store.find_edit(run, seed=seeds[1])
     assert (main / "lunar_weights.safetensors").exists() and main.name == f"lunar-seed{seeds[1]}"
     assert (main / "steering_vectors.safetensors").exists()
-    assert chapter.find_edit(run, "lunar_topk", seeds[0]).name == f"lunar_topk-seed{seeds[0]}"
+    assert lunar_store.find_edit(run, "lunar_topk", seeds[0]).name == f"lunar_topk-seed{seeds[0]}"
     with pytest.raises(ValueError, match="edit='nope'"):
-        chapter.find_edit(run, "nope")
+        lunar_store.find_edit(run, "nope")
     with pytest.raises(ValueError, match="seed 7"):
-        chapter.find_edit(run, seed=7)
+        lunar_store.find_edit(run, seed=7)
 
 
 @pytest.mark.slow
@@ -260,16 +238,40 @@ def test_run_params_keep_the_old_run_folder():
         chapter.Params(solver="adam")
 
 
-def test_the_method_module_imports_no_chapter_code(repo_root):
-    """kbnb.unlearning.lunar is the method: it imports only from its own layer and below."""
-    tree = ast.parse((repo_root / "kbnb" / "unlearning" / "lunar.py").read_text())
-    mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    above = ("kbnb.methods", "kbnb.report", "kbnb.chapters", "kbnb.book")
-    assert not [m for m in mods if m.startswith(above)]
-    for name in ("run_lunar", "save_edits", "find_edit", "record_and_check", "evaluate",
-                 "CHAPTER_DEFAULTS", "tofu_sentence"):
+def test_the_method_modules_import_no_chapter_code(repo_root):
+    """kbnb.unlearning.lunar* is the method: it imports only from its own layer and below."""
+    for f in sorted((repo_root / "kbnb" / "unlearning").glob("lunar*.py")):
+        tree = ast.parse(f.read_text())
+        mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        above = ("kbnb.methods", "kbnb.report", "kbnb.chapters", "kbnb.book")
+        assert not [m for m in mods if m.startswith(above)], f.name
+    for name in ("run_lunar", "record_and_check", "evaluate", "CHAPTER_DEFAULTS", "tofu_sentence",
+                 "default_candidates", "steer_last", "load_sets", "save_lunar"):
         assert not hasattr(lunar, name), name
+
+
+def test_edit_model_at_a_given_layer_is_the_plain_fit(organism):
+    """The one pipeline with a given layer: steering vectors then the fit, as the LUNAR
+    method class and the attacks chapter called them (bit for bit), the edit applied to a
+    copy; with retain_answers=False the retain rows are the prompts only."""
+    model, tok = organism
+    sets = lunar_sets.load_sets("tinyworld", "forget01", n_retain=12, n_eval=6, n_ref=12)
+    fp, rp = lunar.prompts_of(tok, sets["forget"]), lunar.prompts_of(tok, sets["retain"])
+    V = lunar.steering_vectors(model, tok, lunar.prompts_of(tok, sets["ref"]), fp, batch_size=8)
+    for answers in (True, False):
+        e = lunar.fit_lunar(model, tok, fp, rp, V, [5], coeff=1.5, rows="last", compare=False,
+                            batch_size=8, retain_answers=[r["answer"] for r in sets["retain"]]
+                            if answers else None)
+        edited, run = lunar_pipeline.edit_model(model, tok, sets, 5, coeff=1.5, batch_size=8,
+                                                retain_answers=answers)
+        assert run["main_layers"] == [5] and run["layer_given"] and run["scores"] is None
+        assert run["edit_topk"] is None and run["other_layer"] is None
+        assert torch.equal(run["vectors"], V.float()) and torch.equal(run["edit"].weights[5],
+                                                                      e.weights[5])
+        assert torch.equal(A.get_module(edited, 5).weight, A.get_module(
+            lunar.apply_edit(model, e.weights), 5).weight)
+    assert lunar_pipeline.edit_model(model, tok, sets, 5, apply=False, batch_size=8)[0] is None
 
 
 @pytest.mark.slow
@@ -280,11 +282,11 @@ def test_lunar_notebook_rejects_a_layer_out_of_range(tmp_path, run_notebook):
 
 
 def test_tofu_sentence_says_why_when_not_computed():
-    assert "forget_quality True" in chapter.tofu_sentence(None, "forget05")
+    assert "forget_quality True" in present.tofu_sentence(None, "forget05")
     t = {"untouched": {"forget_quality": 1e-30, "model_utility": 0.38},
          0: {"forget_quality": 0.2, "model_utility": 0.3},
          1: {"forget_quality": 0.4, "model_utility": 0.34}}
-    s = chapter.tofu_sentence(t, "forget10")
+    s = present.tofu_sentence(t, "forget10")
     assert "forget quality 0.3" in s and "model utility 0.320" in s and "2 seeds" in s
 
 
@@ -312,7 +314,7 @@ def test_evaluate_seeds_generates_a_shared_set_once(monkeypatch):
 
 def test_tofu_sets_with_invented_references_and_the_trained_retain_authors(data_dir):
     from kbnb.data import invented
-    from kbnb.unlearning.lunar import load_sets
+    from kbnb.unlearning.lunar_sets import load_sets
     sets = load_sets("tofu", "forget01", n_retain=150, n_eval=40, data_dir=data_dir,
                      ref_set="invented", retain_authors=10)
     held = invented.invented_questions(invented.N_TRAIN, invented.N_HELDOUT)["heldout"]
@@ -333,7 +335,7 @@ def test_validation_rows_are_read_by_no_evaluation():
     """Issue 23: LUNAR's layer is chosen on rows no evaluation reads: the forget facts
     asked with their paraphrased question, retain rows outside the fitting and the
     evaluation samples; the other sets are the same draws as before."""
-    sets = lunar.load_sets("tinyworld", "forget05", n_retain=300, n_eval=90)
+    sets = lunar_sets.load_sets("tinyworld", "forget05", n_retain=300, n_eval=90)
     asked = {r["question"] for k in ("forget", "retain", "retain_eval") for r in sets[k]}
     assert len(sets["forget_val"]) == 45 and len(sets["retain_val"]) == 45
     assert not {r["question"] for k in ("forget_val", "retain_val") for r in sets[k]} & asked
@@ -342,19 +344,19 @@ def test_validation_rows_are_read_by_no_evaluation():
     attacked = {r["paraphrased_question"] for r in sets["forget"]}  # the paraphrase attack's
     assert not {r["question"] for r in sets["forget_val"]} & attacked
     assert sets["retain_val_source"] == "held-out retain rows"
-    again = lunar.load_sets("tinyworld", "forget05", n_retain=300, n_eval=90, n_val=5)
+    again = lunar_sets.load_sets("tinyworld", "forget05", n_retain=300, n_eval=90, n_val=5)
     assert again["retain"] == sets["retain"] and again["ref_eval"] == sets["ref_eval"]
-    small = lunar.load_sets("tinyworld", "forget01", n_retain=1200, n_eval=90, n_val=10)
+    small = lunar_sets.load_sets("tinyworld", "forget01", n_retain=1200, n_eval=90, n_val=10)
     assert "topped up" in small["retain_val_source"] and len(small["retain_val"]) == 10
 
 
 def test_edit_selection_scores_each_layer_and_leaves_the_model_alone(organism):
     model, tok = organism
-    sets = lunar.load_sets("tinyworld", "forget01", n_retain=20, n_eval=6, n_ref=12, n_val=6)
+    sets = lunar_sets.load_sets("tinyworld", "forget01", n_retain=20, n_eval=6, n_ref=12, n_val=6)
     V = lunar.steering_vectors(model, tok, lunar.prompts_of(tok, sets["ref"]),
                                lunar.prompts_of(tok, sets["forget"]))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    sc = lunar.score_edit_layers(model, tok, sets, V, [4, 16], coeff=2.0, max_new_tokens=8,
+    sc = lunar_pipeline.score_edit_layers(model, tok, sets, V, [4, 16], coeff=2.0, max_new_tokens=8,
                                  progress=False)
     assert [x["layer"] for x in sc] == [4, 16]
     for x in sc:
@@ -363,4 +365,4 @@ def test_edit_selection_scores_each_layer_and_leaves_the_model_alone(organism):
         assert x["score"] == -x["ds_val"] and 0 <= x["rouge1_forget_val"] <= 1
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     with pytest.raises(ValueError, match="validation rows"):
-        lunar.score_edit_layers(model, tok, {**sets, "forget_val": []}, V, [4])
+        lunar_pipeline.score_edit_layers(model, tok, {**sets, "forget_val": []}, V, [4])

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from kbnb.eval import tofu as M
+from kbnb.eval import tofu_scoring as S
+from kbnb.eval import tofu_sets
 from kbnb.lm.generation import response_logprobs
 from kbnb.lm.models import format_example
 from kbnb.unlearning import methods as U
@@ -139,6 +141,16 @@ def test_model_utility_is_the_harmonic_mean():
         M.model_utility_from_parts([0.5, -0.1])
 
 
+def vocab_moments(vocab_logprobs) -> tuple[np.ndarray, np.ndarray]:
+    """``(μ, σ²)`` per position of a ``[T, V]`` matrix of next-token log-probabilities:
+    ``μ = Σ_v p_v log p_v``, ``σ² = Σ_v p_v (log p_v)² − μ²`` (Min-K%++'s moments)."""
+    lp = torch.as_tensor(np.asarray(vocab_logprobs), dtype=torch.float64)
+    p = lp.exp()
+    mu = (p * lp).sum(-1)
+    var = (p * lp.square()).sum(-1) - mu.square()
+    return mu.numpy(), var.numpy()
+
+
 def test_min_k_and_min_k_plus_plus_by_hand():
     lp = [-1.0, -5.0, -2.0, -0.5, -3.0]
     assert M.min_k(lp, 0.4) == pytest.approx(4.0)  # int(5·0.4) = 2 lowest: -5, -3
@@ -147,7 +159,7 @@ def test_min_k_and_min_k_plus_plus_by_hand():
     # two positions over a 3-word vocabulary
     probs = [[0.7, 0.2, 0.1], [0.4, 0.4, 0.2]]
     vocab_lp = np.log(probs)
-    mu, var = M.vocab_moments(vocab_lp)
+    mu, var = vocab_moments(vocab_lp)
     for t, row in enumerate(probs):
         m = sum(p * math.log(p) for p in row)
         assert mu[t] == pytest.approx(m)
@@ -184,18 +196,18 @@ def test_mia_auc_convention_and_privleak():
 
 def test_mia_scores_use_all_tokens_for_loss_and_drop_the_last_for_min_k():
     st = [{"logprobs": np.array([-1.0, -4.0, -2.0, -9.0]), "mu": np.zeros(4), "var": np.ones(4)}]
-    assert M.mia_scores(st, "loss") == pytest.approx([4.0])
-    assert M.mia_scores(st, "min_k", k=0.4) == pytest.approx([4.0])  # of -1,-4,-2: int(1.2)=1
-    assert M.mia_scores(st, "min_k_plus_plus", k=1.0) == pytest.approx([7 / 3])
+    assert S.mia_scores(st, "loss") == pytest.approx([4.0])
+    assert S.mia_scores(st, "min_k", k=0.4) == pytest.approx([4.0])  # of -1,-4,-2: int(1.2)=1
+    assert S.mia_scores(st, "min_k_plus_plus", k=1.0) == pytest.approx([7 / 3])
     with pytest.raises(ValueError, match="attack"):
-        M.mia_scores(st, "zlib")
+        S.mia_scores(st, "zlib")
 
 
 # ---- the whole evaluation on a tiny random model -------------------------------------------
 
 def test_evaluate_unlearning_on_a_tiny_model(tiny):
     model, tok = tiny
-    res = M.evaluate_unlearning(model, tok, SETS, max_new_tokens=6, batch_size=8)
+    res = S.evaluate_unlearning(model, tok, SETS, max_new_tokens=6, batch_size=8)
     for key in ("model_utility", "forget_truth_ratio", "forget_rouge", "forget_prob", "privleak",
                 "mia_auc", "mia_loss_auc", "mia_min_k_plus_plus_auc"):
         assert isinstance(res[key], float) and math.isfinite(res[key]), key
@@ -220,7 +232,7 @@ def test_evaluate_unlearning_on_a_tiny_model(tiny):
     assert res["forget_prob"] == pytest.approx(float(lp.double().exp().mean()), rel=1e-4)
 
     # against itself as the retain model: identical truth ratios, same AUC
-    again = M.evaluate_unlearning(model, tok, SETS, M.retain_reference_from(res),
+    again = S.evaluate_unlearning(model, tok, SETS, S.retain_reference_from(res),
                                   max_new_tokens=6, batch_size=3)
     assert again["forget_quality"] == pytest.approx(1.0)
     assert again["privleak"] == pytest.approx(0.0, abs=1e-6)
@@ -230,14 +242,14 @@ def test_evaluate_unlearning_on_a_tiny_model(tiny):
 def test_evaluate_unlearning_checks_its_sets(tiny):
     model, tok = tiny
     with pytest.raises(ValueError, match="required"):
-        M.evaluate_unlearning(model, tok, {"forget": SETS["forget"]})
+        S.evaluate_unlearning(model, tok, {"forget": SETS["forget"]})
     with pytest.raises(ValueError, match="unknown sets"):
-        M.evaluate_unlearning(model, tok, {**SETS, "extra": []})
+        S.evaluate_unlearning(model, tok, {**SETS, "extra": []})
     bad = [dict(SETS["forget"][0], perturbed_answer=[])]
     with pytest.raises(ValueError, match="perturbed_answer"):
-        M.evaluate_unlearning(model, tok, {"forget": bad, "retain": SETS["retain"]})
+        S.evaluate_unlearning(model, tok, {"forget": bad, "retain": SETS["retain"]})
     # optional sets left out: utility over retain only, no MIA
-    res = M.evaluate_unlearning(model, tok, {"forget": SETS["forget"], "retain": SETS["retain"]},
+    res = S.evaluate_unlearning(model, tok, {"forget": SETS["forget"], "retain": SETS["retain"]},
                                 max_new_tokens=4)
     assert res["model_utility_parts"] == ["retain_prob", "retain_rouge", "retain_truth_ratio"]
     assert res["mia_auc"] is None and res["privleak"] is None
@@ -246,7 +258,7 @@ def test_evaluate_unlearning_checks_its_sets(tiny):
 def test_answer_token_stats_agree_with_response_logprobs(tiny):
     model, tok = tiny
     rows = SETS["forget"] + SETS["holdout"]
-    st = M.answer_token_stats(model, tok, rows, batch_size=3)
+    st = S.answer_token_stats(model, tok, rows, batch_size=3)
     pairs = [format_example(tok, r["question"], r["answer"]) for r in rows]
     lp = response_logprobs(model, tok, [p for p, _ in pairs], [c for _, c in pairs], reduce="sum")
     for s, want, (_, c) in zip(st, lp.tolist(), pairs):
@@ -261,18 +273,41 @@ ALL = ("ga", "graddiff", "npo", "simnpo", "idkdpo", "rmu", "lunar")
 
 
 def test_every_registered_method_is_one_complete_class():
-    from kbnb.unlearning.base import UnlearningMethod
+    from dataclasses import fields
+
+    from kbnb.unlearning.base import ClosedFormMethod, GradientMethod, UnlearningMethod
     assert tuple(U.METHODS) == ALL  # registration order: the chapter's order
     for name, cls in U.METHODS.items():
         assert issubclass(cls, UnlearningMethod) and cls.name == name
         assert cls.display_name and cls.source and cls.summary
-        assert set(cls.checks) == set(cls.defaults)  # every parameter has a check
+        for f in fields(cls):  # every parameter has a check
+            assert f.metadata["check"] is not None, (name, f.name)
         m = cls()  # the defaults pass their own checks
-        assert m.params == cls.defaults
-        # a loss (gradient methods) or a run of its own (closed form)
-        assert cls.loss is not UnlearningMethod.loss or cls.run is not UnlearningMethod.run
-    assert U.METHODS["lunar"].run is not UnlearningMethod.run
+        assert m.as_dict() == cls.defaults()
+        with pytest.raises(AttributeError):  # parameters are frozen
+            m.name_of_nothing = 1
+        # a loss (gradient methods) or an edit of its own (closed form)
+        if issubclass(cls, GradientMethod):
+            assert cls.loss is not GradientMethod.loss
+        else:
+            assert issubclass(cls, ClosedFormMethod) and cls.edit is not ClosedFormMethod.edit
+    assert issubclass(U.METHODS["lunar"], ClosedFormMethod)
     assert not U.METHODS["ga"].needs_retain and U.METHODS["npo"].needs_retain
+    assert U.METHODS["npo"].names() == ["beta", "gamma", "alpha"]
+    assert U.METHODS["npo"]().shown_params() == {"beta": 0.1, "gamma": 1.0, "alpha": 1.0}
+    assert U.METHODS["idkdpo"]().shown_params()["idk_answers"] == list(U.IDK_ANSWERS)
+    assert U.METHODS["lunar"](ref_rows=[{"question": "q"}]).shown_params() == {
+        "layer": None, "layer_frac": 0.7, "coeff": 1.0, "ridge": 1e-6, "rows": "last",
+        "n_ref_rows": 1}
+
+
+def test_each_method_declares_its_tuning_grid_on_its_fields():
+    grids = {name: cls.tuning_grid() for name, cls in U.METHODS.items()}
+    assert grids == {"ga": {}, "graddiff": {"alpha": (1.0, 5.0)}, "npo": {"beta": (0.1, 0.5)},
+                     "simnpo": {"gamma": (0.125, 1.0)}, "idkdpo": {"beta": (0.1, 0.5)},
+                     "rmu": {"steering_scale": (2.0, 8.0)}, "lunar": {"coeff": (1.0, 2.0, 4.0)}}
+    for name, cls in U.METHODS.items():  # the grid starts at the default
+        assert all(cls.defaults()[k] == v[0] for k, v in grids[name].items())
 
 
 def test_a_bad_parameter_names_itself_and_the_allowed_values():
@@ -288,11 +323,12 @@ def test_a_bad_parameter_names_itself_and_the_allowed_values():
     for method, k, v, msg in cases:
         with pytest.raises(ValueError, match=re.escape(msg)):
             U.METHODS[method](**{k: v})
-    assert U.METHODS["rmu"](steering_coeff=None).params["steering_coeff"] is None
+    assert U.METHODS["rmu"](steering_coeff=None).steering_coeff is None
     with pytest.raises(ValueError, match="method='npo' has no parameter.s. bet; allowed: beta, gamma, alpha"):
-        U.METHODS["npo"](bet=0.1)
+        U.METHODS["npo"].from_dict({"bet": 0.1})
     with pytest.raises(ValueError, match="method='ga' has no parameter.s. beta; allowed: none"):
-        U.METHODS["ga"](beta=0.1)
+        U.METHODS["ga"].from_dict({"beta": 0.1})
+    assert U.METHODS["npo"].from_dict({"beta": 0.5}).beta == 0.5
 
 
 def test_an_unknown_method_lists_the_registered_ones():
@@ -303,20 +339,77 @@ def test_an_unknown_method_lists_the_registered_ones():
 
 
 def test_register_refuses_duplicates_and_unchecked_parameters():
-    from kbnb.unlearning.base import UnlearningMethod, register
+    from kbnb.core.fields import number
+    from kbnb.unlearning.base import GradientMethod, UnlearningMethod, register
 
-    class Again(UnlearningMethod):
-        name = "npo"
+    class Again(GradientMethod):
+        name, display_name = "npo", "NPO again"
 
     with pytest.raises(ValueError, match="registered twice"):
         register(Again)
 
-    class Unchecked(UnlearningMethod):
-        name, defaults = "unchecked", {"beta": 0.1}
+    class Unchecked(GradientMethod):
+        name, display_name = "unchecked", "Unchecked"
+        beta: float = 0.1
 
-    with pytest.raises(ValueError, match="beta need both a default and a check"):
+    with pytest.raises(ValueError, match="parameter beta needs a check"):
         register(Unchecked)
-    assert "unchecked" not in U.METHODS
+
+    class OffGrid(GradientMethod):
+        name, display_name = "offgrid", "OffGrid"
+        beta: float = number(0.1, 0, lo_open=True, grid=(0.5, 0.1))
+
+    with pytest.raises(ValueError, match="grid of beta.*must start at its default 0.1"):
+        register(OffGrid)
+
+    class BadGrid(GradientMethod):
+        name, display_name = "badgrid", "BadGrid"
+        beta: float = number(0.1, 0, lo_open=True, grid=(0.1, -1.0))
+
+    with pytest.raises(ValueError, match="beta=-1.0: allowed a finite number in .0, inf]"):
+        register(BadGrid)
+
+    class Neither(UnlearningMethod):
+        name, display_name = "neither", "Neither"
+
+    with pytest.raises(ValueError, match="subclass GradientMethod or ClosedFormMethod"):
+        register(Neither)
+    assert not {"unchecked", "offgrid", "badgrid", "neither"} & set(U.METHODS)
+
+
+def test_a_new_method_is_one_class(tiny):
+    """A toy method: its class is all it takes to train it, show it and tune it."""
+    from kbnb.core.fields import number
+    from kbnb.unlearning.base import GradientMethod, register
+    from kbnb.unlearning.losses import ga_loss
+
+    try:
+        @register
+        class ScaledAscent(GradientMethod):
+            """``scale`` × :func:`~kbnb.unlearning.losses.ga_loss` on the forget rows."""
+
+            name, display_name, needs_retain = "scaled_ga", "ScaledGA", False
+            source, summary = "a test", "gradient ascent, scaled"
+
+            scale: float = number(1.0, 0, lo_open=True, grid=(1.0, 2.0))
+
+            def loss(self, state, idx, ridx):
+                lp, n = U.completion_logprobs(state.policy, state.tok, U.select(state.forget, idx))
+                f = self.scale * ga_loss(lp, n)
+                return f, {"forget_losses": f.item(), "retain_losses": 0.0}
+
+        model, tok = tiny
+        assert T.grid("scaled_ga", lrs=[1e-3]) == [{"lr": 1e-3, "scale": 1.0},
+                                                    {"lr": 1e-3, "scale": 2.0}]
+        new, log = U.unlearn("scaled_ga", model, tok, SETS["forget"], steps=2, lr=1e-2,
+                             batch_size=2, scale=2.0)
+        assert log["params"] == {"scale": 2.0} and len(log["losses"]) == 2
+        _, ga = U.unlearn("ga", model, tok, SETS["forget"], steps=1, lr=1e-2, batch_size=2)
+        assert log["forget_losses"][0] == pytest.approx(2 * ga["forget_losses"][0])
+        with pytest.raises(ValueError, match="scale=0: allowed a finite number in .0, inf]"):
+            U.unlearn("scaled_ga", model, tok, SETS["forget"], scale=0)
+    finally:
+        U.METHODS.pop("scaled_ga", None)
 
 
 # ---- the shared loop and its per-step hook -------------------------------------------------------
@@ -471,7 +564,7 @@ def test_forget_quality_from_log_probabilities_against_ks_2samp():
     retain_tr = np.array([0.9, 1.1, 0.8, 1.3, 1.0, 0.7])
     assert M.forget_quality_from_truth_ratios(tr, retain_tr) == ks_2samp(tr, retain_tr).pvalue
     assert M.forget_quality_from_truth_ratios(retain_tr, retain_tr) == 1.0
-    got = M.evaluate_against({"forget_truth_ratios": tr, "mia_auc": 0.8, "mia_attack": "min_k"},
+    got = S.evaluate_against({"forget_truth_ratios": tr, "mia_auc": 0.8, "mia_attack": "min_k"},
                              {"forget_truth_ratios": retain_tr, "mia_min_k_auc": 0.6})
     assert got["forget_quality"] == ks_2samp(tr, retain_tr).pvalue
     assert got["privleak"] == pytest.approx((0.6 - 0.8) / 0.4 * 100)
@@ -488,7 +581,7 @@ def test_chapter_refuses_unknown_methods_with_the_list():
 def test_organism_sets_keep_their_roles_apart():
     from kbnb.organism.world import make_world
     w = make_world(0)
-    s = M.organism_sets(w, "forget10", n_retain=90)
+    s = tofu_sets.organism_sets(w, "forget10", n_retain=90)
     authors = {k: {r["author"] for r in v} for k, v in s.items()}
     assert len(s["forget"]) == 20 * 9 and len(s["retain"]) == 90
     assert len(s["holdout"]) == len(s["forget"])
@@ -497,10 +590,10 @@ def test_organism_sets_keep_their_roles_apart():
         assert not authors[a] & authors[b], (a, b)
     assert all(r["group"] == "known" for r in s["retain"] + s["forget"])
     assert all(r["group"] == "unseen" for r in s["holdout"])
-    train = M.organism_retain_rows(w, "forget10")
+    train = tofu_sets.organism_retain_rows(w, "forget10")
     assert not {r["author"] for r in train} & authors["forget"]
     with pytest.raises(ValueError, match="forget_split"):
-        M.organism_sets(w, "forget20")
+        tofu_sets.organism_sets(w, "forget20")
 
 
 def test_reference_numbers_are_sourced():
@@ -555,9 +648,9 @@ def test_tune_trains_every_setting_and_reads_only_validation_rows(tiny):
     model, tok = tiny
     val = {"forget": [dict(r, question=r["question"].replace("Where", "In which town"))
                       for r in SETS["forget"]], "retain": SETS["retain"]}
-    ref = M.evaluate_validation(model, tok, val)  # the untouched model as a stand-in retain model
+    ref = S.evaluate_validation(model, tok, val)  # the untouched model as a stand-in retain model
     assert ref["forget_quality"] is None and 0 < ref["utility"] <= 1
-    base = M.evaluate_validation(model, tok, val, ref)
+    base = S.evaluate_validation(model, tok, val, ref)
     assert base["forget_quality"] == pytest.approx(1.0)  # the same truth ratios
     res = T.tune("npo", model, tok, SETS["forget"], SETS["retain"], val, ref, base["utility"],
                  steps=2, batch_size=2, lrs=[1e-4, 1e-2], knobs=False)
@@ -569,11 +662,11 @@ def test_tune_trains_every_setting_and_reads_only_validation_rows(tiny):
 
 
 def test_organism_validation_rows_are_disjoint_from_the_evaluation(world):
-    ev = M.organism_sets(world, "forget10", 90)
-    val = M.organism_validation_sets(world, "forget10", 90)
+    ev = tofu_sets.organism_sets(world, "forget10", 90)
+    val = tofu_sets.organism_validation_sets(world, "forget10", 90)
     assert len(val["forget"]) == len(ev["forget"]) and len(val["retain"]) == 90
     assert not {r["question"] for r in val["forget"]} & {r["question"] for r in ev["forget"]}
     assert [r["answer"] for r in val["forget"]] == [r["answer"] for r in ev["forget"]]
     assert not {r["question"] for r in val["retain"]} & {r["question"] for r in ev["retain"]}
     with pytest.raises(ValueError, match="n_retain"):
-        M.organism_validation_sets(world, "forget10", 600)
+        tofu_sets.organism_validation_sets(world, "forget10", 600)

@@ -1,0 +1,131 @@
+"""Verdicts: a paired comparison said in one computed sentence, with a status.
+
+:func:`check` turns a target ("AP is higher than the untuned model's", "exact match
+above 0.9") into a paired comparison (:func:`kbnb.eval.comparisons.paired_compare`) and
+:func:`verdict` says what its interval shows: ``PASS`` (the effect is shown), ``MISS``
+(the opposite is shown) or ``UNCLEAR`` (the data cannot tell). The sentence, with its
+interval, its test and p-value, reaches the page and ``metrics.json`` as computed here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kbnb.core.checks import check_choice
+from kbnb.eval.comparisons import ALPHA, Comparison, paired_compare
+from kbnb.eval.metrics_file import format_number
+from kbnb.eval.stats import check_values
+
+
+def _p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
+
+
+def _with_n(ci_method: str, n: int) -> str:
+    return ci_method.replace(" over ", f" over {n} ", 1)
+
+
+@dataclass
+class Verdict:
+    """``status``: ``"PASS"`` (the interval excludes 0 on the better side), ``"MISS"``
+    (it excludes 0 on the worse side) or ``"UNCLEAR"`` (it contains 0). ``sentence``:
+    the computed English sentence. ``result``: the :class:`Comparison` behind it."""
+    status: str
+    sentence: str
+    result: Comparison | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return self.sentence
+
+
+def verdict(effect: str, result, better: str = "higher", unit: str = "", *,
+            subject: str | None = None, baseline: str | None = None,
+            digits: int = 3) -> Verdict:
+    """The sentence and status for a paired comparison.
+
+    effect: the quantity compared, e.g. ``"over-refusal"``. result: a
+    :class:`Comparison` (or its ``as_dict()``). better: ``"higher"`` or ``"lower"``:
+    which direction of b − a is the hoped-for effect. unit: appended to every number
+    (``"%"``, ``" pp"``). subject / baseline: the new method and what it is compared
+    with (optional), e.g. ``subject="CRaFT", baseline="Cor-RAIT"``.
+
+    Example: ``"CRaFT lowers over-refusal by 0.031 relative to Cor-RAIT (95% CI 0.010 to
+    0.052, paired bootstrap over 99 questions; sign test p = 0.004): the effect is
+    shown."`` The interval is given for the size of the change the sentence names
+    (for "lowers", the interval of a − b).
+    """
+    check_choice("better", better, ("higher", "lower"))
+    if not isinstance(effect, str) or not effect.strip():
+        raise ValueError(f"effect={effect!r}: name the quantity compared, e.g. 'over-refusal'")
+    r = result.as_dict() if isinstance(result, Comparison) else dict(result)
+    missing = [k for k in ("diff", "ci95", "p_value", "test", "n", "ci_method") if k not in r]
+    if missing:
+        raise ValueError(f"result is missing {missing}: pass the output of paired_compare")
+    diff, (lo, hi) = float(r["diff"]), map(float, r["ci95"])
+    if diff < 0:
+        mag, clo, chi = -diff, -hi, -lo
+    else:
+        mag, clo, chi = diff, lo, hi
+    m = format_number(mag, digits, unit)
+    if subject:
+        verb = {1: "raises", -1: "lowers", 0: "leaves"}[int(np.sign(diff))]
+        head = (f"{subject} leaves {effect} unchanged" if diff == 0
+                else f"{subject} {verb} {effect} by {m}")
+        head += f" relative to {baseline}" if baseline else ""
+    else:
+        if diff == 0:
+            head = f"{effect} is unchanged" + (f" from {baseline}" if baseline else "")
+        else:
+            word = "higher" if diff > 0 else "lower"
+            head = f"{effect} is {m} {word}" + (f" than {baseline}" if baseline else "")
+    detail = (f"95% CI {format_number(clo, digits, unit)} to {format_number(chi, digits, unit)}, "
+              f"{_with_n(r['ci_method'], int(r['n']))}; {r['test']} {_p_text(float(r['p_value']))}")
+    p = float(r["p_value"])
+    if lo <= 0 <= hi:
+        status, tail = "UNCLEAR", "the data cannot tell whether there is an effect"
+    elif p >= ALPHA:
+        status, tail = "UNCLEAR", (f"the interval excludes 0 but the {r['test']} does not "
+                                   "reject no effect, so the data cannot tell for sure")
+    elif (lo > 0) == (better == "higher"):
+        status, tail = "PASS", "the effect is shown"
+    else:
+        status, tail = "MISS", f"the opposite of the expected effect is shown ({effect} is not {better})"
+    sentence = f"{head[0].upper()}{head[1:]} ({detail}): {tail}."
+    return Verdict(status, sentence, result if isinstance(result, Comparison) else None)
+
+
+def check(effect: str, new, baseline, better: str = "higher", unit: str = "", *,
+          subject: str | None = None, baseline_name: str | None = None, digits: int = 3,
+          **compare) -> Verdict:
+    """Turn a target into a paired comparison with its uncertainty, and its verdict.
+
+    effect: the quantity, e.g. ``"AP"``. new, baseline: per-item (or per-seed) values of
+    the new method and of the baseline, paired, as in :func:`paired_compare` (``a`` =
+    baseline, ``b`` = new). ``baseline`` may also be a single number, a fixed target:
+    "exact match above 0.9" is ``check("exact match", per_question_em, 0.9)``.
+    better: ``"higher"`` or ``"lower"``. ``**compare`` goes to :func:`paired_compare`
+    (``statistic``, ``method``, ``test``, ``n_boot``, ``seed``, ``over``).
+
+    Example: ``check("AP", tuned_cols, untuned_cols, statistic=ap, subject="R-Tuning",
+    baseline_name="the untuned model")``. Returns a :class:`Verdict` (``status``,
+    ``sentence``, ``result``).
+    """
+    check_choice("better", better, ("higher", "lower"))
+    if np.ndim(baseline) == 0 and not isinstance(baseline, tuple):
+        if compare.get("statistic") is not None:
+            raise ValueError("baseline is a single number: compare against a fixed target "
+                             "only without statistic=")
+        target = float(baseline)
+        if not math.isfinite(target):
+            raise ValueError(f"baseline={baseline!r} must be a finite number")
+        nv = check_values(new, "new")
+        baseline = np.full(nv.size, target)
+        if baseline_name is None:
+            baseline_name = format_number(target, digits, unit)
+        new = nv
+    res = paired_compare(baseline, new, **compare)
+    return verdict(effect, res, better=better, unit=unit, subject=subject,
+                   baseline=baseline_name, digits=digits)
+
