@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 # keys whose values say how long, when, where or on what a run went, not what it found
-IGNORED = re.compile(r"(seconds|_s$|^s$|time|elapsed|duration|date|commit|version|threads|"
-                     r"^device$|dir$|path$|folder$|^output_dir$|hostname|cpu)", re.I)
+IGNORED = re.compile(r"(^|_)(seconds|time|elapsed|duration|date|commit|version|threads|device|"
+                     r"dir|path|folder|hostname)(_|$)", re.I)
 
 
 def chapter_metrics(runs: Path) -> dict[str, dict]:
