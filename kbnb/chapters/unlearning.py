@@ -41,7 +41,7 @@ from kbnb.lm.models import load_model, resolve_device
 from kbnb.organism.model import parse_organism_name
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
-from kbnb.unlearning.methods import METHODS, check_methods
+from kbnb.unlearning.methods import UNLEARNING_METHODS, check_methods
 from kbnb.unlearning.tuning import GRID_LRS, KEEP, grid, tune
 
 OPEN_UNLEARNING = "open-unlearning, Llama-3.2-1B on TOFU forget10 (not this run)"
@@ -76,7 +76,7 @@ class Params(ModelParams):
     dataset: str = choice("tinyworld", ("tinyworld", "tofu"))  # tinyworld (the organism's world) | tofu (real TOFU from data_dir)
     data_dir: str = param("")  # folder with tofu/*.jsonl (empty: $KBNB_DATA_DIR or the hub)
     forget_split: str = choice("forget10", FORGET_SPLITS)  # forget01 | forget05 | forget10
-    methods: list = param(list(METHODS), lambda n, v: check_methods(v))  # registry names
+    methods: list = param(list(UNLEARNING_METHODS), lambda n, v: check_methods(v))  # registry names
     steps: int = integer(20, 1)  # optimizer steps per method (lunar: closed form, unused)
     tune: bool = flag(True)  # choose each method's lr and knobs on validation rows (False: all at lr)
     tune_lrs: list = param(list(GRID_LRS), lambda n, v: grid("ga", v))  # learning rates tried per method
@@ -156,7 +156,7 @@ def unlearn_kwargs(method: str, settings: dict | None, lr: float, ref_rows=None)
     defaults), and LUNAR's reference prompts ``ref_rows`` for a method that takes them."""
     setting = dict((settings or {}).get(method) or {})
     m_lr = setting.pop("lr", None) or lr
-    kw = {"ref_rows": ref_rows} if "ref_rows" in METHODS[method].names() else {}
+    kw = {"ref_rows": ref_rows} if "ref_rows" in UNLEARNING_METHODS[method].names() else {}
     return {"lr": m_lr, **kw, **setting}
 
 
@@ -209,7 +209,7 @@ def tune_methods(p: Params, model, tok, forget_rows, retain_rows, validation: di
     rows, one chosen)."""
     out = {}
     for m in p.method_list:
-        extra = {"ref_rows": ref_rows} if "ref_rows" in METHODS[m].names() else {}
+        extra = {"ref_rows": ref_rows} if "ref_rows" in UNLEARNING_METHODS[m].names() else {}
         out[m] = tune(m, model, tok, forget_rows, retain_rows, validation["sets"],
                       validation["reference"], validation["untouched"]["utility"],
                       steps=p.steps, batch_size=p.batch_size, seed=p.tune_seed,

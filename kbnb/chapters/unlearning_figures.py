@@ -6,13 +6,13 @@ open-unlearning's reproduced numbers. Its glue and sentences are
 from __future__ import annotations
 
 from kbnb.eval.metrics_file import format_mean_ci
-from kbnb.unlearning.methods import METHODS
+from kbnb.unlearning.methods import UNLEARNING_METHODS
 from kbnb.unlearning.tuning import KEEP, shown
 
 
 def display_name(method: str) -> str:
     """The method's name in tables and figures (its class's ``display_name``)."""
-    return METHODS[method].display_name if method in METHODS else method
+    return UNLEARNING_METHODS[method].display_name if method in UNLEARNING_METHODS else method
 
 
 REPORTED = ("forget_quality", "model_utility", "forget_truth_ratio", "forget_rouge", "privleak")
@@ -138,8 +138,8 @@ def fq_mu_figure(points: dict, per_seed: dict, base: dict, retain: dict, referen
     for i, (m, (fq, mu, _)) in enumerate(reference.items()):
         marker = {"finetuned": "s", "retain": "*"}.get(m, "o")
         ax2.scatter([mu], [clip(fq)], marker=marker, s=70 if marker == "o" else 140,
-                    color="k" if marker != "o" else colors[(list(METHODS).index(m)
-                                                              if m in METHODS else i)
+                    color="k" if marker != "o" else colors[(list(UNLEARNING_METHODS).index(m)
+                                                              if m in UNLEARNING_METHODS else i)
                                                              % len(colors)],
                     facecolor="none" if marker == "s" else None,
                     label={"finetuned": "finetuned", "retain": "retain"}.get(

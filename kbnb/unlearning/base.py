@@ -16,7 +16,7 @@ chapter's ``Params``: default, check, and the values a tuning search tries as
   steps and no learning rate (the tuning grid sweeps only its knobs).
 
 :func:`register` makes the class a frozen dataclass, checks its fields and adds it to
-:data:`METHODS`. The methods themselves are in :mod:`kbnb.unlearning.methods`.
+:data:`UNLEARNING_METHODS`. The methods themselves are in :mod:`kbnb.unlearning.methods`.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from kbnb.lm.generation import pack_prompt_response, response_logprobs, sequence
 from kbnb.lm.models import format_example
 from kbnb.unlearning.loop import Objective, train_copy
 
-METHODS: dict[str, type["UnlearningMethod"]] = {}
+UNLEARNING_METHODS: dict[str, type["UnlearningMethod"]] = {}
 
 
 # ---- the base classes ----------------------------------------------------------------------
@@ -103,18 +103,18 @@ class ClosedFormMethod(UnlearningMethod):
 def register(cls):
     """Class decorator: make ``cls`` a frozen dataclass (its fields are its parameters),
     check that every field has a default and a check and that every grid value passes it,
-    and add ``cls`` to :data:`METHODS` under ``cls.name`` (registration order is the order
+    and add ``cls`` to :data:`UNLEARNING_METHODS` under ``cls.name`` (registration order is the order
     the chapter lists the methods in)."""
     if not (issubclass(cls, GradientMethod) or issubclass(cls, ClosedFormMethod)):
         raise ValueError(f"method {cls.name!r}: subclass GradientMethod or ClosedFormMethod")
     if not cls.name or not cls.display_name:
         raise ValueError(f"{cls.__qualname__}: a method needs a name and a display_name")
-    if cls.name in METHODS:
+    if cls.name in UNLEARNING_METHODS:
         raise ValueError(f"method {cls.name!r} is registered twice")
     if "__dataclass_fields__" not in cls.__dict__:
         cls = dataclasses.dataclass(frozen=True)(cls)
     cls.check_fields(f"method {cls.name!r}")
-    METHODS[cls.name] = cls
+    UNLEARNING_METHODS[cls.name] = cls
     return cls
 
 
@@ -124,11 +124,11 @@ def check_methods(methods) -> list[str]:
         methods = [methods]
     methods = list(methods)
     if not methods:
-        raise ValueError(f"methods=[]: give at least one of {', '.join(map(repr, METHODS))}")
+        raise ValueError(f"methods=[]: give at least one of {', '.join(map(repr, UNLEARNING_METHODS))}")
     for m in methods:
-        if m not in METHODS:
+        if m not in UNLEARNING_METHODS:
             raise ValueError(f"methods: {m!r} is not a method; allowed "
-                             f"{', '.join(map(repr, METHODS))}")
+                             f"{', '.join(map(repr, UNLEARNING_METHODS))}")
     if len(set(methods)) != len(methods):
         raise ValueError(f"methods={methods}: a method is listed twice")
     return methods
@@ -136,7 +136,7 @@ def check_methods(methods) -> list[str]:
 
 def method_class(name: str) -> type[UnlearningMethod]:
     """The registered class of ``name``, or a ValueError listing the registered names."""
-    return METHODS[check_choice("method", name, tuple(METHODS))]
+    return UNLEARNING_METHODS[check_choice("method", name, tuple(UNLEARNING_METHODS))]
 
 
 # ---- the forward passes of the methods ------------------------------------------------------

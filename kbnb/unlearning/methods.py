@@ -32,7 +32,7 @@ from kbnb.lm.generation import pack_prompt_response
 from kbnb.lm.models import format_example
 from kbnb.unlearning import lunar as L
 from kbnb.unlearning.base import (
-    METHODS,
+    UNLEARNING_METHODS,
     ClosedFormMethod,
     GradientMethod,
     UnlearningMethod,
@@ -48,7 +48,7 @@ from kbnb.unlearning.loop import TrainState
 from kbnb.unlearning.losses import activation_mse, dpo_loss, ga_loss, nll_loss, npo_loss, simnpo_loss
 from kbnb.unlearning.lunar_pipeline import edit_model
 
-__all__ = ["METHODS", "IDK_ANSWERS", "UnlearningMethod", "GradientMethod", "ClosedFormMethod",
+__all__ = ["UNLEARNING_METHODS", "IDK_ANSWERS", "UnlearningMethod", "GradientMethod", "ClosedFormMethod",
            "GradAscent", "GradDiff", "NPO", "SimNPO", "IdkDPO", "RMU", "LUNAR", "check_methods",
            "method_class", "register", "unlearn"]
 
@@ -347,10 +347,10 @@ def unlearn(method: str, model, tok, forget_rows, retain_rows=None, steps: int =
             lr: float = 1e-5, seed: int = 0, batch_size: int = 4, max_grad_norm: float = 1.0,
             progress: bool = False, **kwargs):
     """Unlearn ``forget_rows`` (dicts with ``question``, ``answer``) from a copy of ``model``
-    with ``method`` (a name in :data:`METHODS`), keeping ``retain_rows``.
+    with ``method`` (a name in :data:`UNLEARNING_METHODS`), keeping ``retain_rows``.
 
     ``steps`` optimizer steps at learning rate ``lr`` (a closed-form method: both unused
-    but checked); method parameters as keyword arguments (``METHODS[name].defaults()``
+    but checked); method parameters as keyword arguments (``UNLEARNING_METHODS[name].defaults()``
     lists them). Returns ``(new_model, log)``; ``log`` has ``method``, ``params`` (the
     resolved method parameters), ``steps``, ``lr``, ``seed``, ``batch_size``, ``losses``,
     ``forget_losses`` and ``retain_losses`` (one per step; empty in closed form) and

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from kbnb.eval.tofu_scoring import evaluate_validation
 from kbnb.unlearning.base import ClosedFormMethod
-from kbnb.unlearning.methods import METHODS, check_methods, unlearn
+from kbnb.unlearning.methods import UNLEARNING_METHODS, check_methods, unlearn
 
 GRID_LRS = (3e-4, 1e-3, 3e-3)  # constant AdamW rates tried for every trained method
 KEEP = 0.9  # share of the untouched model's validation utility a chosen setting keeps
@@ -40,7 +40,7 @@ def grid(method: str, lrs=GRID_LRS, knobs: bool = True) -> list[dict]:
     rate in ``lrs`` and (with ``knobs``) every combination of the method's grid fields
     (``Method.tuning_grid()``, in field order); a closed-form method gets ``lr`` None and
     only its knobs."""
-    cls = METHODS[check_methods([method])[0]]
+    cls = UNLEARNING_METHODS[check_methods([method])[0]]
     lrs = list(lrs)
     if not lrs or any(isinstance(x, bool) or not (isinstance(x, (int, float)) and x > 0)
                       for x in lrs):

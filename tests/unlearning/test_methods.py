@@ -276,8 +276,8 @@ def test_every_registered_method_is_one_complete_class():
     from dataclasses import fields
 
     from kbnb.unlearning.base import ClosedFormMethod, GradientMethod, UnlearningMethod
-    assert tuple(U.METHODS) == ALL  # registration order: the chapter's order
-    for name, cls in U.METHODS.items():
+    assert tuple(U.UNLEARNING_METHODS) == ALL  # registration order: the chapter's order
+    for name, cls in U.UNLEARNING_METHODS.items():
         assert issubclass(cls, UnlearningMethod) and cls.name == name
         assert cls.display_name and cls.source and cls.summary
         for f in fields(cls):  # every parameter has a check
@@ -291,22 +291,22 @@ def test_every_registered_method_is_one_complete_class():
             assert cls.loss is not GradientMethod.loss
         else:
             assert issubclass(cls, ClosedFormMethod) and cls.edit is not ClosedFormMethod.edit
-    assert issubclass(U.METHODS["lunar"], ClosedFormMethod)
-    assert not U.METHODS["ga"].needs_retain and U.METHODS["npo"].needs_retain
-    assert U.METHODS["npo"].names() == ["beta", "gamma", "alpha"]
-    assert U.METHODS["npo"]().shown_params() == {"beta": 0.1, "gamma": 1.0, "alpha": 1.0}
-    assert U.METHODS["idkdpo"]().shown_params()["idk_answers"] == list(U.IDK_ANSWERS)
-    assert U.METHODS["lunar"](ref_rows=[{"question": "q"}]).shown_params() == {
+    assert issubclass(U.UNLEARNING_METHODS["lunar"], ClosedFormMethod)
+    assert not U.UNLEARNING_METHODS["ga"].needs_retain and U.UNLEARNING_METHODS["npo"].needs_retain
+    assert U.UNLEARNING_METHODS["npo"].names() == ["beta", "gamma", "alpha"]
+    assert U.UNLEARNING_METHODS["npo"]().shown_params() == {"beta": 0.1, "gamma": 1.0, "alpha": 1.0}
+    assert U.UNLEARNING_METHODS["idkdpo"]().shown_params()["idk_answers"] == list(U.IDK_ANSWERS)
+    assert U.UNLEARNING_METHODS["lunar"](ref_rows=[{"question": "q"}]).shown_params() == {
         "layer": None, "layer_frac": 0.7, "coeff": 1.0, "ridge": 1e-6, "rows": "last",
         "n_ref_rows": 1}
 
 
 def test_each_method_declares_its_tuning_grid_on_its_fields():
-    grids = {name: cls.tuning_grid() for name, cls in U.METHODS.items()}
+    grids = {name: cls.tuning_grid() for name, cls in U.UNLEARNING_METHODS.items()}
     assert grids == {"ga": {}, "graddiff": {"alpha": (1.0, 5.0)}, "npo": {"beta": (0.1, 0.5)},
                      "simnpo": {"gamma": (0.125, 1.0)}, "idkdpo": {"beta": (0.1, 0.5)},
                      "rmu": {"steering_scale": (2.0, 8.0)}, "lunar": {"coeff": (1.0, 2.0, 4.0)}}
-    for name, cls in U.METHODS.items():  # the grid starts at the default
+    for name, cls in U.UNLEARNING_METHODS.items():  # the grid starts at the default
         assert all(cls.defaults()[k] == v[0] for k, v in grids[name].items())
 
 
@@ -322,13 +322,13 @@ def test_a_bad_parameter_names_itself_and_the_allowed_values():
              ("lunar", "ref_rows", "Who is X?", "ref_rows: allowed a list of rows with 'question'")]
     for method, k, v, msg in cases:
         with pytest.raises(ValueError, match=re.escape(msg)):
-            U.METHODS[method](**{k: v})
-    assert U.METHODS["rmu"](steering_coeff=None).steering_coeff is None
+            U.UNLEARNING_METHODS[method](**{k: v})
+    assert U.UNLEARNING_METHODS["rmu"](steering_coeff=None).steering_coeff is None
     with pytest.raises(ValueError, match="method='npo' has no parameter.s. bet; allowed: beta, gamma, alpha"):
-        U.METHODS["npo"].from_dict({"bet": 0.1})
+        U.UNLEARNING_METHODS["npo"].from_dict({"bet": 0.1})
     with pytest.raises(ValueError, match="method='ga' has no parameter.s. beta; allowed: none"):
-        U.METHODS["ga"].from_dict({"beta": 0.1})
-    assert U.METHODS["npo"].from_dict({"beta": 0.5}).beta == 0.5
+        U.UNLEARNING_METHODS["ga"].from_dict({"beta": 0.1})
+    assert U.UNLEARNING_METHODS["npo"].from_dict({"beta": 0.5}).beta == 0.5
 
 
 def test_an_unknown_method_lists_the_registered_ones():
@@ -374,7 +374,7 @@ def test_register_refuses_duplicates_and_unchecked_parameters():
 
     with pytest.raises(ValueError, match="subclass GradientMethod or ClosedFormMethod"):
         register(Neither)
-    assert not {"unchecked", "offgrid", "badgrid", "neither"} & set(U.METHODS)
+    assert not {"unchecked", "offgrid", "badgrid", "neither"} & set(U.UNLEARNING_METHODS)
 
 
 def test_a_new_method_is_one_class(tiny):
@@ -409,7 +409,7 @@ def test_a_new_method_is_one_class(tiny):
         with pytest.raises(ValueError, match="scale=0: allowed a finite number in .0, inf]"):
             U.unlearn("scaled_ga", model, tok, SETS["forget"], scale=0)
     finally:
-        U.METHODS.pop("scaled_ga", None)
+        U.UNLEARNING_METHODS.pop("scaled_ga", None)
 
 
 # ---- the shared loop and its per-step hook -------------------------------------------------------
@@ -422,7 +422,7 @@ def test_train_copy_calls_its_hook_before_and_after_every_step(tiny):
     from kbnb.unlearning.loop import train_copy
     model, tok = tiny
     before = _state(model)
-    method = U.METHODS["graddiff"]()
+    method = U.UNLEARNING_METHODS["graddiff"]()
     seen = []
 
     def hook(step, policy):
@@ -471,7 +471,7 @@ def test_registry_rejects_unknown_methods_and_parameters(tiny):
         U.unlearn("fancy", model, tok, SETS["forget"], SETS["retain"])
     for name in ("ga", "graddiff", "npo", "simnpo", "idkdpo", "rmu", "lunar"):
         assert repr(name) in str(err.value)
-    assert set(U.METHODS) == {"ga", "graddiff", "npo", "simnpo", "idkdpo", "rmu", "lunar"}
+    assert set(U.UNLEARNING_METHODS) == {"ga", "graddiff", "npo", "simnpo", "idkdpo", "rmu", "lunar"}
     with pytest.raises(ValueError, match="beta"):
         U.unlearn("npo", model, tok, SETS["forget"], SETS["retain"], bet=0.1)
     bad = [dict(steps=0), dict(lr=0.0), dict(lr=float("nan")), dict(batch_size=0),
@@ -600,13 +600,13 @@ def test_reference_numbers_are_sourced():
     from kbnb.chapters import unlearning as C
     assert C.REFERENCE_TOFU_FORGET10["npo"][:2] == (0.02, 0.46)
     assert "open-unlearning" in C.REFERENCE_SOURCE
-    assert set(C.REFERENCE_TOFU_FORGET10) - {"finetuned", "retain"} <= set(U.METHODS)
+    assert set(C.REFERENCE_TOFU_FORGET10) - {"finetuned", "retain"} <= set(U.UNLEARNING_METHODS)
 
 
 def test_chapter_names_methods_by_their_classes():
     from kbnb.chapters import unlearning as C
     assert C.display_name("ga") == "GradAscent" and C.display_name("idkdpo") == "IdkDPO"
-    assert C.Params().method_list == list(U.METHODS)
+    assert C.Params().method_list == list(U.UNLEARNING_METHODS)
     assert C.Params(methods="npo").run_params()["methods"] == ["npo"]
     with pytest.raises(ValueError, match="'sgd' is not a method; allowed 'ga'"):
         C.Params(methods=["sgd"])
