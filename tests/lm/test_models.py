@@ -9,9 +9,12 @@ from kbnb.lm.embed import embed, max_similarity
 from kbnb.report import runs
 
 
-def test_bad_model_name_gives_one_clear_error():
+def test_bad_model_name_gives_one_clear_error(monkeypatch):
+    import huggingface_hub.constants
     with pytest.raises(FileNotFoundError, match="model_name='./no/such/model'"):
         kbnb.load_model("./no/such/model")
+    # offline, as this machine and CI are: the hub is not asked (and retried) for a minute
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ValueError, match="model_name='nobody/no-such-model-xyz' could not be loaded"):
         kbnb.load_model("nobody/no-such-model-xyz")
 

@@ -16,15 +16,35 @@ def _tiny(seed=0):
 RECIPE_DIGEST = {2: "6bcd78be73fbb00d"}
 
 
-def test_same_seed_gives_the_same_model(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_built(tmp_path_factory):
+    """``(cache, path)``: the small organism built once (trained, with the default loop on
+    every core) in a cache of its own, shared by the tests that read or compare with it."""
+    import os
+    cache = tmp_path_factory.mktemp("tiny-cache")
+    before = os.environ.get("KBNB_CACHE")
+    os.environ["KBNB_CACHE"] = str(cache)
+    try:
+        path = organism.build_organism(_tiny(), progress=False)
+    finally:
+        if before is None:
+            del os.environ["KBNB_CACHE"]
+        else:
+            os.environ["KBNB_CACHE"] = before
+    return cache, path
+
+
+def _digest(path):
     from transformers import AutoModelForCausalLM
-    monkeypatch.setenv("KBNB_CACHE", str(tmp_path))
-    a = organism.train_organism(_tiny(), tmp_path / "a", progress=False)
+    return organism.weights_digest(AutoModelForCausalLM.from_pretrained(path))
+
+
+def test_same_seed_gives_the_same_model(tiny_built, tmp_path):
+    a = tiny_built[1]
     b = organism.train_organism(_tiny(), tmp_path / "b", progress=False)
     organism.train_organism(_tiny(seed=1), tmp_path / "c", progress=False)
-    assert a["losses"] == b["losses"]
-    da, db, dc = (organism.weights_digest(AutoModelForCausalLM.from_pretrained(tmp_path / x))
-                  for x in "abc")
+    assert organism.training_log(a)["losses"] == b["losses"]
+    da, db, dc = _digest(a), _digest(tmp_path / "b"), _digest(tmp_path / "c")
     assert da == db != dc
     version = OrganismConfig().version
     assert RECIPE_DIGEST.get(version) == da, (
@@ -32,9 +52,11 @@ def test_same_seed_gives_the_same_model(tmp_path, monkeypatch):
         "purpose, bump OrganismConfig.version and record the digest in RECIPE_DIGEST")
 
 
-def test_cache_is_keyed_and_reused(tmp_path, monkeypatch):
-    monkeypatch.setenv("KBNB_CACHE", str(tmp_path))
-    path = organism.build_organism(_tiny(), progress=False)
+def test_cache_is_keyed_and_reused(tiny_built, monkeypatch):
+    cache, built = tiny_built
+    monkeypatch.setenv("KBNB_CACHE", str(cache))
+    path = organism.organism_path(_tiny())
+    assert path == built and path.parent == cache
     assert {"config.json", "model.safetensors", "tokenizer.json", "kbnb_organism.json"} <= \
         {p.name for p in path.iterdir()}
     stamp = (path / "model.safetensors").stat().st_mtime_ns
@@ -43,31 +65,25 @@ def test_cache_is_keyed_and_reused(tmp_path, monkeypatch):
     assert organism.organism_path(_tiny(seed=1)) != path
 
 
-def test_loads_like_any_hub_model(tmp_path, monkeypatch):
+def test_loads_like_any_hub_model(tiny_built):
     import kbnb
-    monkeypatch.setenv("KBNB_CACHE", str(tmp_path))
-    path = organism.build_organism(_tiny(), progress=False)
-    model, tok = kbnb.load_model(str(path), device="cpu")
+    model, tok = kbnb.load_model(str(tiny_built[1]), device="cpu")
     assert type(model).__name__ == "LlamaForCausalLM"
     assert tok.chat_template and tok.padding_side == "left"
     prompt = kbnb.format_prompt(tok, "Where was X born?")
     assert prompt.startswith("<|user|> Where was X born?") and prompt.endswith("<|assistant|>")
 
 
-def test_training_does_not_depend_on_the_thread_count(tmp_path):
+def test_training_does_not_depend_on_the_thread_count(tiny_built, tmp_path):
+    """One thread gives the weights of the shared build (every core)."""
     import torch
-    from transformers import AutoModelForCausalLM
     n = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         organism.train_organism(_tiny(), tmp_path / "one", progress=False)
-        torch.set_num_threads(2)
-        organism.train_organism(_tiny(), tmp_path / "two", progress=False)
     finally:
         torch.set_num_threads(n)
-    one, two = (organism.weights_digest(AutoModelForCausalLM.from_pretrained(tmp_path / x))
-                for x in ("one", "two"))
-    assert one == two
+    assert _digest(tmp_path / "one") == _digest(tiny_built[1])
 
 
 def test_cache_key_is_the_recipe_not_the_source_bytes(tmp_path):
@@ -131,14 +147,14 @@ def test_retain_organism_names_and_keys():
         organism.retain_organism_name("gpt2")
 
 
-def test_retain_organism_trains_without_the_forget_authors(tmp_path):
+def test_retain_organism_trains_without_the_forget_authors(tiny_built, tmp_path):
     from dataclasses import replace
     cfg = replace(_tiny(), retain="forget10")
     log = organism.train_organism(cfg, tmp_path / "r", progress=False)
-    full = organism.train_organism(_tiny(), tmp_path / "f", progress=False)
+    full = organism.training_log(tiny_built[1])
     assert log["n_sequences"] < full["n_sequences"]
     assert (tmp_path / "r" / "tokenizer.json").read_text() == \
-        (tmp_path / "f" / "tokenizer.json").read_text()  # the organism's tokenizer
+        (tiny_built[1] / "tokenizer.json").read_text()  # the organism's tokenizer
 
 
 def _tiny_batch():
@@ -217,15 +233,10 @@ def test_thread_choice_follows_the_faster_count(monkeypatch):
     assert chooser.history == [[0, 2], [6, 1], [16, 2]]
 
 
-def test_training_with_changing_thread_counts_gives_the_same_model(tmp_path):
-    from transformers import AutoModelForCausalLM
-
+def test_training_with_changing_thread_counts_gives_the_same_model(tiny_built, tmp_path):
+    """Probing the thread counts every 6 steps gives the weights of the shared build."""
     from kbnb.organism.model import TrainLoop
-    organism.train_organism(_tiny(), tmp_path / "fixed", progress=False,
-                            loop=TrainLoop(threads="fixed"))
     log = organism.train_organism(_tiny(), tmp_path / "switching", progress=False,
                                   loop=TrainLoop(probe_every=6))
     assert log["steps"] > 12
-    fixed, switching = (organism.weights_digest(AutoModelForCausalLM.from_pretrained(tmp_path / x))
-                        for x in ("fixed", "switching"))
-    assert fixed == switching
+    assert _digest(tmp_path / "switching") == _digest(tiny_built[1])
