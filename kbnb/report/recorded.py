@@ -46,12 +46,21 @@ def changed_modules(record: dict, current: dict | None = None, chapters=None) ->
     """The library modules (paths under ``kbnb/``) whose hash differs from the
     recording's, sorted (added, removed or edited since). ``chapters``: the recorded
     chapters; another chapter's module (``chapters/<other>.py``) cannot change them and
-    is left out."""
+    is left out. A chapter's own modules are ``chapters/<c>.py`` and the modules it keeps
+    beside it, ``chapters/<c>_<part>.py`` (``lunar_present.py``), unless that name is a
+    recorded chapter itself (``lunar_attacks``)."""
     current = library_files() if current is None else current
     old = record.get("library_files") or {}
-    own = None if chapters is None else {f"chapters/{c}.py" for c in chapters}
-    return sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k)
-                  and (own is None or not k.startswith("chapters/") or k in own))
+    recorded = set(record.get("chapters") or {}) | set(chapters or ())
+
+    def own(key: str) -> bool:
+        if chapters is None or not key.startswith("chapters/"):
+            return True
+        stem = key.removeprefix("chapters/").removesuffix(".py")
+        return any(stem == c or (stem.startswith(c + "_") and stem not in recorded)
+                   for c in chapters)
+
+    return sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k) and own(k))
 
 
 def _names(keys) -> str:

@@ -42,3 +42,16 @@ def test_no_recording_or_the_same_model_is_said_plainly(tmp_path):
     _record(tmp_path, {"forget_low": "PASS"})
     assert "No real-model recording" in recorded.comparison_sentence("lunar", {}, "smollm2-tofu",
                                                                       tmp_path)
+
+
+def test_a_chapter_owns_the_modules_it_keeps_beside_it():
+    from kbnb.report.recorded import changed_modules
+    old = {"chapters/lunar.py": "1", "chapters/lunar_present.py": "1",
+           "chapters/lunar_attacks.py": "1", "chapters/rait.py": "1", "eval/stats.py": "1"}
+    new = {k: "2" for k in old}
+    record = {"library_files": old, "chapters": {"lunar": {}, "lunar_attacks": {}, "rait": {}}}
+    assert changed_modules(record, new, ["lunar"]) == [
+        "chapters/lunar.py", "chapters/lunar_present.py", "eval/stats.py"]
+    assert changed_modules(record, new, ["lunar_attacks"]) == [
+        "chapters/lunar_attacks.py", "eval/stats.py"]
+    assert len(changed_modules(record, new)) == 5
