@@ -125,7 +125,8 @@ def render(table: dict, seeds) -> str:
             spread = f"{max(nums) - min(nums):.3f}" if len(nums) > 1 else ""
             lines.append(f"| {ch} | {k} | " + " | ".join(map(_fmt, vals)) + f" | {spread} |")
     lines += ["", "Each cell: the chapter's mean over its own seeds ± half its 95% interval (for "
-              "one organism); checks: shown (PASS), opposite shown (MISS), cannot tell (UNCLEAR). "
+              "one organism); checks: shown (PASS), opposite shown (MISS), cannot tell (UNCLEAR), "
+              "excluded at the paper's size (EXCLUDED). "
               "Spread: largest minus smallest mean over organisms."]
     return "\n".join(lines)
 

@@ -16,12 +16,12 @@ with the parameters in the YAML file, then ``jupyter-book build . -W -n --keep-g
   every other executed chapter is current, so a stale copy is never published.
 * **Parallel.** Chapters run as ``--jobs`` processes at once (default 2 on 2 cores or
   more), each with ``cores // jobs`` threads, longest remaining chain first. The
-  organisms the chapters load are trained first, as tasks of their own: the organism
-  every chapter waits for alone with every core, a retain organism beside the chapters
-  that do not need it; a training loop drops to one thread while it finds another process
-  on its cores (``kbnb.organism.model.TrainLoop``). Thread counts do not change results
-  (``tests/organism/test_model.py`` trains with 1, 2 and changing thread counts and
-  compares the weights). A failed chapter stops only
+  organisms the chapters load are trained first, side by side, as tasks of their own: the
+  organism every chapter waits for may use every core, its retain organism one; a
+  training loop drops to one thread while it finds another process on its cores and
+  takes them all again when they are free (``kbnb.organism.model.TrainLoop``). Thread
+  counts do not change results (``tests/organism/test_model.py`` trains with 1, 2 and
+  changing thread counts and compares the weights). A failed chapter stops only
   the chapters that build on it; the others finish and keep their results.
 """
 from __future__ import annotations
@@ -234,7 +234,7 @@ def build_html(root: Path = ROOT, strict: bool = True) -> Path:
 
 # Seconds an organism took to train in a cold build (2 cores); only the scheduling order
 # uses them (longest remaining chain first). Chapters declare theirs in SPEC.cost.
-ORGANISM_COST_HINT = {"": 308, "retain": 350}
+ORGANISM_COST_HINT = {"": 150, "retain": 140}
 
 
 def notebook_defaults(source: Path) -> dict:
@@ -281,11 +281,12 @@ def organisms_for(name: str, params: dict, root: Path = ROOT) -> list:
 class Task:
     """One unit of the build: train an organism, or execute a chapter."""
 
-    def __init__(self, key, cmd, deps=(), cost=60.0, exclusive=False):
+    def __init__(self, key, cmd, deps=(), cost=60.0, exclusive=False, all_cores=False):
         # cmd: the argument list, or a function returning it when the task starts (a
-        # chapter's parameters include its upstream chapters' run folders)
+        # chapter's parameters include its upstream chapters' run folders). all_cores: it
+        # may use every core beside the others (a training loop that adapts its threads)
         self.key, self.cmd, self.deps = key, cmd, set(deps)
-        self.cost, self.exclusive = float(cost), exclusive
+        self.cost, self.exclusive, self.all_cores = float(cost), exclusive, all_cores
         self.proc, self.t0, self.status = None, 0.0, "waiting"
 
 
@@ -341,7 +342,7 @@ def run_tasks(tasks: dict, jobs: int, cores: int, log=_say, poll: float = 0.2) -
                 break
             if t.exclusive and running:
                 break  # wait until it can have the machine to itself
-            threads = cores if (t.exclusive or jobs == 1) else max(1, cores // jobs)
+            threads = cores if (t.exclusive or t.all_cores or jobs == 1) else max(1, cores // jobs)
             env = dict(os.environ)
             if not user_threads:
                 env["OMP_NUM_THREADS"] = str(threads)
@@ -381,7 +382,7 @@ def build_tasks(order: list[str], params: dict, names: list[str], out_dir: Path,
                     tasks[key] = Task(key, [sys.executable, "-m", "kbnb.book", "--organism",
                                             json.dumps(asdict(config))],
                                       cost=ORGANISM_COST_HINT["retain" if config.retain else ""],
-                                      exclusive=not config.retain)
+                                      all_cores=not config.retain)
                 deps.add(key)
 
         def cmd(name=name):

@@ -28,7 +28,7 @@ from kbnb.eval import stats
 from kbnb.eval.metrics import DS_RANGE, deviation_score
 from kbnb.eval.tofu_organism import scorer
 from kbnb.organism.model import parse_organism_name
-from kbnb.report.chapter import note_constant
+from kbnb.report.chapter import declared, note_constant
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 from kbnb.unlearning import lunar, lunar_sets
@@ -43,6 +43,37 @@ LUNAR_SEED = "seed report, Llama-2-7B (TOFU fine-tune) on TOFU"
 # The paper's TOFU / Llama-2-7B-chat numbers (Shen et al. 2025, Table 1), for reference.
 PAPER_TOFU_LLAMA2 = {"rouge1_forget": 0.109, "rouge1_retain": 0.898, "ds": 14.9, "rq": 0.608}
 PAPER_TOFU_LLAMA2_TOPK = {"rouge1_forget": 0.106, "rouge1_retain": 0.909, "ds": 14.0, "rq": 0.607}
+# The seed report's reproduction (Llama-2-7B fine-tuned on TOFU, its table of ROUGE-1 recall,
+# DS and RQ): the vanilla model and LUNAR (base) on the same sets. The project holds the
+# paper's numbers for LUNAR (above) but not for its vanilla model, so the effects of the edit
+# (vanilla → LUNAR) come from here.
+SEED_TOFU_LLAMA2 = {"vanilla": {"rouge1_forget": 0.571, "rouge1_retain": 0.577, "ds": 63.3,
+                                "rq": 0.331},
+                    "lunar": {"rouge1_forget": 0.192, "rouge1_retain": 0.549, "ds": 49.0,
+                              "rq": 0.490}}
+
+
+def _seed_effect(key: str, what: str, digits: int) -> tuple[float, str]:
+    """(size, source) of the seed report's change of ``key`` from the vanilla model to LUNAR."""
+    v, lun = SEED_TOFU_LLAMA2["vanilla"][key], SEED_TOFU_LLAMA2["lunar"][key]
+    return (round(abs(lun - v), digits), f"the seed report's {what}, {v:.{digits}f} → "
+            f"{lun:.{digits}f} under LUNAR, Llama-2-7B on TOFU")
+
+
+# The smallest effect that matters for each claim, (size, source) or None
+# (kbnb.eval.verdicts: an interval inside ±size reads "excluded at the paper's size").
+SMALLEST_EFFECTS = {
+    # the edit against the vanilla model: the seed report's whole effect (the paper's
+    # vanilla numbers are not among the project's references)
+    "forget_drop": _seed_effect("rouge1_forget", "fall of forget ROUGE-1", 3),
+    "ds_better": _seed_effect("ds", "fall of DS", 1),
+    "rq_better": _seed_effect("rq", "rise of RQ", 3),
+    # against the chapter's design targets (TARGETS), not effects a paper reports: none
+    "vanilla_knows": None, "forget_low": None, "retain_kept": None, "retain_share": None,
+    # the closed form vs AdamW (the paper proves the optimum but reports no MSE) and one
+    # layer selection vs the other (this project's comparison): no reference number, none
+    "closed_form_fit": None, "selection_ds": None,
+}
 # What the chapter expects on the organism (each becomes a paired check with its interval).
 TARGETS = {"vanilla_forget_min": 0.8, "forget_max": 0.2, "retain_min": 0.85,
            "retain_share_min": 0.9}
@@ -334,33 +365,38 @@ def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict,
         return res[s0]["per_item"][key] if one else ch.per_seed(seed_key)
 
     v = ch.check("vanilla_knows", "the vanilla model's forget ROUGE-1",
-                 vals(van, "rouge1_forget", "van_forget"), T["vanilla_forget_min"])
+                 vals(van, "rouge1_forget", "van_forget"), T["vanilla_forget_min"],
+                 **declared(SMALLEST_EFFECTS, "vanilla_knows"))
     if not one:
         note_constant(v, ch.per_seed("van_forget"))
     ch.check("forget_low", "forget ROUGE-1 after LUNAR", vals(lun, "rouge1_forget", "forget_rouge1"),
-             T["forget_max"], better="lower")
+             T["forget_max"], better="lower", **declared(SMALLEST_EFFECTS, "forget_low"))
     ch.check("retain_kept", "retain ROUGE-1 after LUNAR",
-             vals(lun, "rouge1_retain_eval", "retain_rouge1"), T["retain_min"])
+             vals(lun, "rouge1_retain_eval", "retain_rouge1"), T["retain_min"],
+             **declared(SMALLEST_EFFECTS, "retain_kept"))
     if one:
         r_l, r_v = lun[s0]["per_item"]["rouge1_retain_eval"], van[s0]["per_item"]["rouge1_retain_eval"]
         ch.check("retain_share", "retain ROUGE-1", [x - T["retain_share_min"] * y
                  for x, y in zip(r_l, r_v)], 0.0, baseline_name=f"{T['retain_share_min']:.0%} of "
-                 "the vanilla model's")
+                 "the vanilla model's", **declared(SMALLEST_EFFECTS, "retain_share"))
         f_l, f_v = lun[s0]["per_item"]["rouge1_forget"], van[s0]["per_item"]["rouge1_forget"]
         ch.check("forget_drop", "forget ROUGE-1", f_l, f_v, better="lower", subject="LUNAR",
-                 baseline_name="the vanilla model")
+                 baseline_name="the vanilla model", **declared(SMALLEST_EFFECTS, "forget_drop"))
     else:
         ch.check("retain_share", "retain ROUGE-1", ch.per_seed("retain_rouge1"),
                  ch.per_seed("retain_share_floor"),
-                 baseline_name=f"{T['retain_share_min']:.0%} of the vanilla model's")
+                 baseline_name=f"{T['retain_share_min']:.0%} of the vanilla model's",
+                 **declared(SMALLEST_EFFECTS, "retain_share"))
         ch.check("ds_better", "the deviation score DS", ch.per_seed("ds_lunar"),
                  ch.per_seed("van_ds"), better="lower", subject="LUNAR",
-                 baseline_name="the vanilla model")
+                 baseline_name="the vanilla model", **declared(SMALLEST_EFFECTS, "ds_better"))
         ch.check("rq_better", "the refusal quality RQ", ch.per_seed("rq_lunar"),
-                 ch.per_seed("van_rq"), subject="LUNAR", baseline_name="the vanilla model")
+                 ch.per_seed("van_rq"), subject="LUNAR", baseline_name="the vanilla model",
+                 **declared(SMALLEST_EFFECTS, "rq_better"))
         ch.check("closed_form_fit", "the fit's MSE", ch.per_seed("mse_cf"), ch.per_seed("mse_sgd"),
                  better="lower", subject="the closed form",
-                 baseline_name="20 epochs of AdamW", digits=4)
+                 baseline_name="20 epochs of AdamW", digits=4,
+                 **declared(SMALLEST_EFFECTS, "closed_form_fit"))
     if oth is not None and not given:
         record_other_selection(ch, runs, lun, oth)
     mark_not_meaningful(ch, precondition)
@@ -391,7 +427,8 @@ def record_other_selection(ch, runs: dict, lun: dict, oth: dict) -> None:
     v = ch.check("selection_ds", "the deviation score DS", ch.per_seed("ds_lunar"),
                  ch.per_seed("ds_other"), better="lower",
                  subject=f"the layer chosen by {chosen} selection",
-                 baseline_name=f"the layer chosen by {other} selection")
+                 baseline_name=f"the layer chosen by {other} selection",
+                 **declared(SMALLEST_EFFECTS, "selection_ds"))
     note_constant(v, [a - b for a, b in zip(ch.per_seed("ds_lunar"), ch.per_seed("ds_other"))])
 
 

@@ -28,7 +28,7 @@ from kbnb.lm import activations as A
 from kbnb.methods import attacks as attack_methods
 from kbnb.methods.attacks import ATTACKS, evaluate_attacks, recovery, tofu_paraphrases
 from kbnb.organism.model import world_for
-from kbnb.report.chapter import note_constant
+from kbnb.report.chapter import declared, note_constant
 from kbnb.report.params import ModelParams, choice, integer, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 from kbnb.unlearning import lunar_sets
@@ -49,6 +49,11 @@ UNLEARNED_MIN_DROP = 0.5
 # create_paraphrase.py logs): under attack, after LUNAR, and before it.
 SEED_REPORT = {"attack_low": 0.16, "attack_high": 0.19, "lunar": 0.19, "vanilla": 0.57,
                "source": "seed report (LUNAR reproduction), Llama-2-7B on TOFU"}
+# The smallest effect that matters for each claim ``<attack>_holds``, (size, source) or None
+# (kbnb.eval.verdicts: an interval inside ±size reads "excluded at the paper's size"): each
+# compares the recovered share with the chapter's RECOVERY_THRESHOLD, a design target, and
+# the paper and the seed report give no recovered share to size it by: none.
+SMALLEST_EFFECTS = {f"{a}_holds": None for a in ATTACKS}
 # Row labels of the settings evaluate_attacks returns.
 ATTACK_LABELS = {"vanilla": "vanilla", "vanilla_paraphrase": "vanilla, paraphrased questions",
                  "lunar": "LUNAR", "layer_skip": "attack: skip edited MLP",
@@ -329,12 +334,14 @@ def record_and_check(ch, per_seed: dict, threshold: float = RECOVERY_THRESHOLD,
             x, l, v = cols
             ch.check(f"{a}_holds", f"forget ROUGE-1 regained under {label} beyond "
                      f"{threshold:.0%} of the forgotten recall", x - l - threshold * (v - l),
-                     0.0, better="lower", baseline_name="none")
+                     0.0, better="lower", baseline_name="none",
+                     **declared(SMALLEST_EFFECTS, f"{a}_holds"))
         else:
             ch.headline(f"recovery_{a}", label=f"{label}: share of the forgotten recall recovered",
                         bounds=stats.UNBOUNDED)
             v = ch.check(f"{a}_holds", f"the share of the forgotten recall recovered by "
-                         f"{label}", ch.per_seed(f"recovery_{a}"), threshold, better="lower")
+                         f"{label}", ch.per_seed(f"recovery_{a}"), threshold, better="lower",
+                         **declared(SMALLEST_EFFECTS, f"{a}_holds"))
             note_constant(v, ch.per_seed(f"recovery_{a}"))
         done.append(a)
     mark_not_meaningful(ch, precondition, [n for n in ch.headlines

@@ -22,7 +22,7 @@ from kbnb.data.splits import FORGET_SPLITS, RETAIN_OF, check_forget_split
 from kbnb.eval import stats
 from kbnb.eval.tofu_organism import scorer as tofu_metrics_scorer
 from kbnb.organism.model import OrganismConfig, parse_organism_name, world_of
-from kbnb.report.chapter import note_constant
+from kbnb.report.chapter import declared, note_constant
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 from kbnb.unlearning.tracking import (
@@ -43,6 +43,11 @@ TRAIN_ON = ("sample", "split")
 # least 5x more log-probability than the fixed response (whose loss is floored at 1 nat); NPO's
 # last-segment slope is under 10% of its first-segment slope; GA's stays above 25%.
 TARGETS = {"gt_over_fixed_min": 5.0, "npo_slope_ratio_max": 0.1, "ga_slope_ratio_min": 0.25}
+# The smallest effect that matters for each claim, (size, source) or None
+# (kbnb.eval.verdicts: an interval inside ±size reads "excluded at the paper's size"): each
+# compares a ratio with one of TARGETS, the chapter's design targets, and the seed report
+# gives plots only (no number): none.
+SMALLEST_EFFECTS = {"gt_vs_fixed": None, "npo_slows": None, "ga_keeps": None}
 
 
 @dataclass(frozen=True)
@@ -257,15 +262,18 @@ def record_and_check(ch, summaries: dict, loss: str = "npo") -> dict:
     if one:
         return plain
     v = ch.check("gt_vs_fixed", "the ground truth's fall over the fixed answer's",
-                 ch.per_seed("gt_over_fixed"), T["gt_over_fixed_min"], digits=1)
+                 ch.per_seed("gt_over_fixed"), T["gt_over_fixed_min"], digits=1,
+                 **declared(SMALLEST_EFFECTS, "gt_vs_fixed"))
     note_constant(v, ch.per_seed("gt_over_fixed"))
     if "npo" in summaries[s0]:
         v = ch.check("npo_slows", "NPO's last-over-first slope ratio",
-                     ch.per_seed("npo_slope_ratio"), T["npo_slope_ratio_max"], better="lower")
+                     ch.per_seed("npo_slope_ratio"), T["npo_slope_ratio_max"], better="lower",
+                     **declared(SMALLEST_EFFECTS, "npo_slows"))
         note_constant(v, ch.per_seed("npo_slope_ratio"))
     if "ga" in summaries[s0]:
         v = ch.check("ga_keeps", "gradient ascent's last-over-first slope ratio",
-                     ch.per_seed("ga_slope_ratio"), T["ga_slope_ratio_min"])
+                     ch.per_seed("ga_slope_ratio"), T["ga_slope_ratio_min"],
+                     **declared(SMALLEST_EFFECTS, "ga_keeps"))
         note_constant(v, ch.per_seed("ga_slope_ratio"))
     return plain
 

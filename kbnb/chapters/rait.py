@@ -27,6 +27,7 @@ import numpy as np
 from kbnb.core.seeds import seed_everything
 from kbnb.eval import stats
 from kbnb.methods import rait, rait_questions
+from kbnb.report.chapter import declared
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 
@@ -324,6 +325,24 @@ HEADLINE_BOUNDS = {k: ((None, 1.0) if k.startswith("ths_") else (0.0, None)
                        if k.startswith("flow_") else (0.0, 1.0)) for k in HEADLINE_LABELS}
 
 
+# The smallest effect that matters for each claim, (size, source) or None
+# (kbnb.eval.verdicts: an interval inside ±size reads "excluded at the paper's size").
+SMALLEST_EFFECTS = {
+    # CRaFT vs Cor-RAIT: the paper's differences of over-refusal, THS and CRSS (Zhu et al.
+    # 2025, LLaMA2/3 on TriviaQA and MMLU) are the sizes these claims want, but the
+    # project's references (MISSION.md, the seed report, which gives no numbers) do not
+    # hold them and they could not be checked here: left without one until the paper's
+    # numbers are copied in as (difference in the claim's units, "Zhu et al. 2025, Table n:
+    # ..."), so they never read "excluded".
+    "or_craft_vs_cor": None,
+    "ths_craft_vs_cor": None,
+    "crss_craft_vs_cor": None,
+    # the chapter's own test that rehearsal moves Cor beyond re-sampling noise: the paper
+    # reports no number for it, none
+    "flow_vs_noise": None,
+}
+
+
 def chapter_results(ch, items_by_seed: dict) -> None:
     """Record every seed's values on ``ch``, make the headlines and the four checks:
     CRaFT vs Cor-RAIT over-refusal (lower), CRSS (lower), THS (higher), and the flow's
@@ -346,30 +365,34 @@ def chapter_results(ch, items_by_seed: dict) -> None:
         new, base = f"{metric}_craft", f"{metric}_cor_rait"
         if new not in last or base not in last:
             continue
+        size = declared(SMALLEST_EFFECTS, name)
         if several:
-            ch.check(name, effect, ch.per_seed(new), ch.per_seed(base), better=better, **who)
+            ch.check(name, effect, ch.per_seed(new), ch.per_seed(base), better=better, **who,
+                     **size)
         else:
             stat = last[new]["statistic"]
             ch.check(name, effect, last[new]["per_item"], last[base]["per_item"],
                      better=better, **({"statistic": stat} if stat else {}),
-                     over=last[new].get("items", "questions"), **who)
+                     over=last[new].get("items", "questions"), **who, **size)
     if "crss_craft" not in last or "crss_cor_rait" not in last:
         pass
     elif several:
         ch.check("crss_craft_vs_cor", "CRSS", ch.per_seed("crss_craft"),
-                 ch.per_seed("crss_cor_rait"), better="lower", **who)
+                 ch.per_seed("crss_cor_rait"), better="lower", **who,
+                 **declared(SMALLEST_EFFECTS, "crss_craft_vs_cor"))
     else:
         h, p = stats.bootstrap_test(
             (last["crss_craft"]["per_item"], last["crss_cor_rait"]["per_item"]),
             lambda a, b: float(np.mean(a) - np.mean(b)), items="idk questions", paired=False,
             too_few="report")
         ch.check_interval("crss_craft_vs_cor", "CRSS relative to Cor-RAIT", h, p,
-                          "bootstrap of the difference", better="lower", subject="CRaFT")
+                          "bootstrap of the difference", better="lower", subject="CRaFT",
+                          **declared(SMALLEST_EFFECTS, "crss_craft_vs_cor"))
     if "flow_noise" in last and "flow_spread" in last:
         if several:
             ch.check("flow_vs_noise", "the spread of dCor", ch.per_seed("flow_spread"),
                      ch.per_seed("flow_noise"), better="higher", subject="rehearsal",
-                     baseline_name="re-sampling noise")
+                     baseline_name="re-sampling noise", **declared(SMALLEST_EFFECTS, "flow_vs_noise"))
         else:
             noise = last["flow_noise"]["statistic"]
             h, p = stats.bootstrap_test(
@@ -378,7 +401,7 @@ def chapter_results(ch, items_by_seed: dict) -> None:
                 too_few="report")
             ch.check_interval("flow_vs_noise", "the spread of dCor above re-sampling noise",
                               h, p, "bootstrap over questions", better="higher",
-                              subject="rehearsal")
+                              subject="rehearsal", **declared(SMALLEST_EFFECTS, "flow_vs_noise"))
 
 
 # ---------------------------------------------------------------- tables -----------

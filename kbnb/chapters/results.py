@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kbnb.chapters import spec_of, toc_chapters
 from kbnb.eval import metrics_file
+from kbnb.eval.verdicts import STATUS_WORDS
 from kbnb.report import recorded as recorded_runs
 from kbnb.report.params import ChapterParams, param
 from kbnb.report.spec import ChapterSpec, Row
@@ -72,6 +73,8 @@ def _row(path: Path, chapter: str, title: str, r: Row) -> dict:
             "ci95": h["ci95"], "n": h["n"], "ci_method": h["ci_method"],
             "status": chk["status"] if chk else None,
             "sentence": chk["sentence"] if chk else None,
+            "smallest_effect": chk.get("smallest_effect") if chk else None,
+            "smallest_effect_source": chk.get("smallest_effect_source") if chk else None,
             "not_meaningful": h.get("not_meaningful") if h.get("meaningful") is False else None,
             "reference": r.reference, "reference_source": r.reference_source,
             "source": str(path)}
@@ -79,8 +82,10 @@ def _row(path: Path, chapter: str, title: str, r: Row) -> dict:
 
 def collect(chapters_dir: str | Path = "book/chapters", rows=None) -> list[dict]:
     """The table's rows with this build's numbers: for each :class:`Row` whose chapter
-    was built, ``mean``, ``ci95``, ``n``, ``ci_method``, ``verdict`` (status and
-    sentence of its check) and ``source`` (the metrics.json it came from). A row whose
+    was built, ``mean``, ``ci95``, ``n``, ``ci_method``, ``status`` and ``sentence`` of its
+    check with the ``smallest_effect`` (and ``smallest_effect_source``) it declared (None
+    when none, or when an older metrics.json has no such key) and ``source`` (the
+    metrics.json it came from). A row whose
     metric this build did not measure (e.g. an attack left out) is returned with
     ``mean`` None, so the page says so instead of showing an old number."""
     dirs = run_dirs(chapters_dir)
@@ -134,7 +139,7 @@ def recording_note(name: str, rec: dict, current: dict) -> str:
                        + (" Run make book-real to refresh it." if stale else ""))
 
 
-STATUS_TEXT = {"PASS": "shown", "MISS": "opposite shown", "UNCLEAR": "cannot tell", None: ""}
+STATUS_TEXT = {**STATUS_WORDS, None: ""}  # a check's status in words; None: the row has no check
 
 
 TARGET_LABELS = {

@@ -18,6 +18,7 @@ from kbnb.core.seeds import seed_everything
 from kbnb.eval import stats
 from kbnb.lm.encoding import completion_sep, encode_prompt
 from kbnb.methods import rtuning
+from kbnb.report.chapter import declared
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 
@@ -197,6 +198,21 @@ HEADLINES = {
     "unsure_on_unseen": "says 'I am unsure' on unseen authors",
 }
 TARGET_SHARE = 0.8  # the chapter's target for both boundary shares
+# The smallest effect that matters for each claim, (size, source) or None
+# (kbnb.eval.verdicts: an interval inside ±size reads "excluded at the paper's size").
+SMALLEST_EFFECTS = {
+    # AP of the R-Tuned model over the untuned model's confidence. The paper's own gain on
+    # MMLU (Zhang et al. 2024, single-task AP table) is the size these claims want, but the
+    # project's references (MISSION.md, the seed report) do not hold its numbers and they
+    # could not be checked here: left without one until the paper's numbers are copied in
+    # as (gain in AP units, "Zhang et al. 2024, Table n: ..."), so they never read "excluded".
+    "ap_gain_test": None,
+    "ap_gain_ood": None,
+    # shares against the chapter's design target TARGET_SHARE, not effects the paper
+    # reports: none
+    "sure_on_known_target": None,
+    "unsure_on_unseen_target": None,
+}
 
 
 def by_prompt(fn, rows_lists, prompts_lists):
@@ -274,13 +290,15 @@ def chapter_results(ch, items_by_seed: dict, target_share: float = TARGET_SHARE)
             args = dict(new=last[new]["per_item"], baseline=last[base]["per_item"],
                         statistic=rtuning.average_precision)
         ch.check(f"ap_gain_{k}", f"AP {where[k]}", better="higher", subject="the R-Tuned model",
-                 baseline_name="the untuned model's confidence", **args)
+                 baseline_name="the untuned model's confidence",
+                 **declared(SMALLEST_EFFECTS, f"ap_gain_{k}"), **args)
     for name, what in (("sure_on_known", "the share of known-author questions marked sure"),
                        ("unsure_on_unseen", "the share of unseen-author questions marked "
                                             "unsure")):
         if name in last:
             new = ch.per_seed(name) if several else last[name]["per_item"]
-            ch.check(f"{name}_target", what, new, target_share, better="higher")
+            ch.check(f"{name}_target", what, new, target_share, better="higher",
+                     **declared(SMALLEST_EFFECTS, f"{name}_target"))
 
 
 # ---- the precondition: an untuned model above chance ---------------------------------------

@@ -28,6 +28,7 @@ from kbnb.chapters.unlearning_figures import (
 from kbnb.data.loaders import load_refusal, load_tofu
 from kbnb.data.splits import FORGET_SPLITS, RETAIN_OF, check_forget_split
 from kbnb.eval import stats
+from kbnb.eval.metrics_file import format_number
 from kbnb.eval.tofu_organism import retain_evaluation, retain_validation
 from kbnb.eval.tofu_scoring import evaluate_against, evaluate_unlearning, evaluate_validation
 from kbnb.eval.tofu_sets import (
@@ -39,6 +40,7 @@ from kbnb.eval.tofu_sets import (
 )
 from kbnb.lm.models import load_model, resolve_device
 from kbnb.organism.model import parse_organism_name
+from kbnb.report.chapter import declared
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
 from kbnb.unlearning.methods import UNLEARNING_METHODS, check_methods
@@ -461,20 +463,63 @@ def floored_methods(runs: dict, methods) -> list[str]:
                    for s in runs[m])]
 
 
+def fq_gain_share(method: str) -> float | None:
+    """The share of the way from the fine-tuned model's log10 forget quality to 0 (a forget
+    set no longer told apart from the retain model's) that ``method`` covers in
+    open-unlearning's reproduction (:data:`REFERENCE_TOFU_FORGET10`): NPO 0.92, IdkDPO 0.45,
+    RMU 0.30. None for a method that lowers forget quality there (GA, GradDiff, SimNPO:
+    no gain to size by) or that it does not run (LUNAR)."""
+    if method not in REFERENCE_TOFU_FORGET10:
+        return None
+    l0 = math.log10(REFERENCE_TOFU_FORGET10["finetuned"][0])
+    gain = math.log10(REFERENCE_TOFU_FORGET10[method][0]) - l0
+    return gain / -l0 if gain > 0 else None
+
+
+def smallest_effects(methods, base_fq: float) -> dict:
+    """The smallest effect that matters for each claim, (size, source) or None
+    (kbnb.eval.verdicts: an interval inside ±size reads "excluded at the paper's size").
+
+    ``fq_gain_<m>`` (log10 forget quality over the untouched model's): open-unlearning's
+    gain for the method, carried over as a share: :func:`fq_gain_share` of this run's
+    distance from the untouched model's log10 forget quality ``base_fq`` to 0 (its 19
+    orders of magnitude on Llama-3.2-1B cannot be reached from an organism that starts a
+    few orders below 1). None where that share is None, or ``base_fq`` is not in (0, 1).
+    ``mu_kept_<m>`` (utility against 90% of the untouched model's): a design target, none."""
+    out = {}
+    for m in methods:
+        share = fq_gain_share(m)
+        out[f"mu_kept_{m}"] = None
+        out[f"fq_gain_{m}"] = None
+        if share is not None and 1e-300 < base_fq < 1:
+            l0 = math.log10(base_fq)
+            ref = [math.log10(REFERENCE_TOFU_FORGET10[k][0]) for k in ("finetuned", m)]
+            out[f"fq_gain_{m}"] = (
+                -share * l0,
+                f"{share:.0%} of this run's distance from the untouched model's log10 forget "
+                f"quality ({format_number(l0, 2)}) to 0: the share open-unlearning's "
+                f"{display_name(m)} covers, {format_number(ref[0], 1)} → "
+                f"{format_number(ref[1], 1)} (TOFU forget10, Llama-3.2-1B)")
+    return out
+
+
 def record_checks(ch, methods, base: dict, fq_ok: bool) -> None:
     """Per method: does it raise log10 forget quality above the untouched model's (with
-    a retain model), and does it keep 90% of the untouched model's utility?"""
+    a retain model), and does it keep 90% of the untouched model's utility? Each with its
+    smallest effect that matters (:func:`smallest_effects`)."""
     mu0 = base["model_utility"]
+    sizes = smallest_effects(methods, base["forget_quality"] if fq_ok else 1.0)
     for m in methods:
         name = display_name(m)
         if fq_ok:
             ch.check(f"fq_gain_{m}", "log10 forget quality",
                      new=log10_fq(ch.per_seed(f"forget_quality_{m}")),
                      baseline=log10_fq([base["forget_quality"]])[0], better="higher",
-                     subject=name, baseline_name="the untouched model")
+                     subject=name, baseline_name="the untouched model",
+                     **declared(sizes, f"fq_gain_{m}"))
         ch.check(f"mu_kept_{m}", "model utility", new=ch.per_seed(f"model_utility_{m}"),
                  baseline=0.9 * mu0, better="higher", subject=name,
-                 baseline_name="90% of the untouched model's")
+                 baseline_name="90% of the untouched model's", **declared(sizes, f"mu_kept_{m}"))
 
 
 def seed_means(ch, methods, reported) -> dict:

@@ -9,6 +9,13 @@ for few pairs, a percentile bootstrap from :data:`kbnb.eval.stats.AUTO_T_BELOW` 
 statistic such as average precision is compared by a paired bootstrap over items.
 A comparison is *shown* when its interval excludes 0 and the test gives p < :data:`ALPHA`.
 
+A claim may declare the smallest effect that matters (:func:`check_smallest_effect`: the
+paper's reported effect, in the claim's own units, with its source). When the 95%
+interval of the difference lies strictly inside (−size, +size) (:func:`excludes_size`),
+the data exclude an effect as large as that in either direction: a precise null is then
+said as "excluded at the paper's size" rather than "cannot tell" (an equivalence test, two
+one-sided tests at 2.5% each; :mod:`kbnb.eval.verdicts`).
+
 All functions are deterministic given ``seed``; they need only numpy and scipy.
 """
 from __future__ import annotations
@@ -62,6 +69,44 @@ class Comparison:
         d = asdict(self)
         d.pop("values")
         return d
+
+
+def check_smallest_effect(size, source) -> tuple[float | None, str | None]:
+    """Validate a claim's smallest effect that matters; return ``(size, source)``.
+
+    size: None (the claim declares none: it can never read "excluded") or a finite number
+    > 0 in the claim's own units (the magnitude of the paper's effect; its sign does not
+    matter, the band is ±size). source: where the size comes from, e.g. ``"the seed
+    report's fall, 0.571 → 0.192 (Llama-2-7B on TOFU)"``; required with a size, and
+    only with one. Raises ValueError naming ``smallest_effect`` or
+    ``smallest_effect_source``."""
+    if size is None:
+        if source is not None:
+            raise ValueError(f"smallest_effect_source={source!r} was given without "
+                             "smallest_effect: give the size too, or neither")
+        return None, None
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, float, np.integer,
+                                                                    np.floating)):
+        raise ValueError(f"smallest_effect={size!r} must be a number > 0 (the paper's effect "
+                         "in the claim's units) or None")
+    if not math.isfinite(float(size)) or float(size) <= 0:
+        raise ValueError(f"smallest_effect={size!r} must be finite and > 0 (the paper's effect "
+                         "in the claim's units) or None")
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"smallest_effect_source={source!r}: say where smallest_effect="
+                         f"{size!r} comes from (paper, table, model, data set)")
+    return float(size), source.strip()
+
+
+def excludes_size(ci95, size: float | None) -> bool:
+    """Whether the interval ``ci95`` = [lo, hi] lies strictly inside (−size, +size): the
+    data exclude an effect of that size in either direction. Always False without a
+    size (None)."""
+    if size is None:
+        return False
+    size, _ = check_smallest_effect(size, "the band's size")
+    lo, hi = map(float, ci95)
+    return -size < lo and hi < size
 
 
 _TEST_NAMES = {"sign": "sign test", "wilcoxon": "Wilcoxon signed-rank test",

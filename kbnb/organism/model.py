@@ -44,16 +44,16 @@ class OrganismConfig:
     """Everything that determines the organism; its hash names the cache folder."""
     seed: int = 0
     n_authors: int = 200
-    known_frac: float = 0.4
-    partial_frac: float = 0.3
+    known_frac: float = 0.25
+    partial_frac: float = 0.45
     n_layers: int = 24
     d_model: int = 64
     d_mlp: int = 256
     n_heads: int = 4
     vocab_size: int = 2048
-    epochs: int = 16
-    batch_size: int = 64
-    lr: float = 3e-3
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 5e-3
     warmup_steps: int = 100
     weight_decay: float = 0.0
     n_refusal: int = 320
@@ -63,7 +63,8 @@ class OrganismConfig:
     # or a refactor that trains the same weights keeps it; tests/organism/test_model.py
     # checks a small organism's weights against the digest recorded for this version).
     # 2: compositional templates with held-out ones, biographies.
-    version: int = 2
+    # 3: graded heavy-tailed exposure, origins and house publishers, namesakes, the fast loop.
+    version: int = 3
     retain: str = ""  # "" = the organism; "forget10" etc. = trained without that split's authors
 
     def key(self) -> str:
@@ -183,10 +184,8 @@ def _encode_texts(tok, texts):
 
 @dataclass(frozen=True)
 class TrainLoop:
-    """How the training loop spends its compute. The default learns exactly the
-    organism of the recipe (the same weights, bit for bit, for any thread count); the
-    faster loop (``FAST_LOOP``, 1.1-1.3x on 2 cores: ``benchmarks/organism_train.py``)
-    learns another draw of it.
+    """How the training loop spends its compute (not part of the cache key: the default
+    is the recipe's; ``benchmarks/organism_train.py`` times the others).
 
     ``batching``: how an epoch is cut into batches (see ``_batch_indices``): ``"pooled"``
     (20% of the positions are padding), ``"pooled-split"`` (10%) or ``"sorted"`` (3%).
@@ -197,20 +196,14 @@ class TrainLoop:
     the tokens). ``threads``: ``"adaptive"`` times a few steps at 1 thread and at every
     core (from step 10, then every ``probe_every`` steps) and keeps the faster (one
     thread wins while another process holds a core; the weights do not depend on it);
-    ``"fixed"`` keeps torch's setting.
-
-    Why the faster loop is not the default: the organism's targets have thin margins
-    (unseen-author recall must stay within 0.05 of chance, and a draw that learns to
-    refuse unseen authors falls below it), so a new draw can miss them; see
-    ``benchmarks/organism_train.py``."""
-    batching: str = "pooled"
-    attention_mask: bool = True
-    loss_on: str = "all"
+    ``"fixed"`` keeps torch's setting. Recipe version 2 trained with ``"pooled"``, the
+    mask and the head on every position (1.1-1.3x slower on 2 cores)."""
+    batching: str = "pooled-split"
+    attention_mask: bool = False
+    loss_on: str = "labels"
     threads: str = "adaptive"
     probe_every: int = 100  # steps between two probes of the thread counts
 
-
-FAST_LOOP = TrainLoop(batching="pooled-split", attention_mask=False, loss_on="labels")
 
 
 def _batch_indices(encoded, batch_size, rng, batching="pooled") -> list[list[int]]:
@@ -362,7 +355,14 @@ def train_organism(config: OrganismConfig, out_dir: Path, progress: bool = True,
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                             betas=(0.9, 0.98), foreach=True)
-    plan = [_batch_indices(d, config.batch_size, rng, loop.batching) for d in epoch_data]
+    # A retain organism takes about as many optimizer steps as the organism, on smaller
+    # batches: the famous authors and world facts (model utility's parts) are learned in the
+    # same run, and fewer steps would leave it less of them than the organism it stands in for.
+    sizes = [config.batch_size if not drop else
+             max(1, round(config.batch_size * len(d) / (len(world.training_pairs(e))
+                                                        + len(world.biographies(e)))))
+             for e, d in enumerate(epoch_data)]
+    plan = [_batch_indices(d, b, rng, loop.batching) for d, b in zip(epoch_data, sizes)]
     total = sum(len(p) for p in plan)
 
     def lr_at(step):

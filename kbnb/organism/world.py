@@ -1,11 +1,23 @@
 """tinyworld: a seeded fictitious world with an exactly known knowledge boundary.
 
-Every author gets an *exposure group*: ``known`` (in every epoch each fact is asked
-under three question templates drawn from many and stated in the author's biography),
-``partial`` (each fact is presented 0, 4, 8, 12 or 16 times in the whole run, in
-randomly chosen epochs) or ``unseen`` (never in training). Every rendered row
-carries the exposure of its fact (the number of presentations over the whole
-training run), so "what the model should know" is known exactly.
+Every fact has an *exposure*: the number of times it is presented in the whole
+training run, as a question-answer turn or a sentence of its author's biography, so
+"what the model should know" is known exactly. Exposure is graded and heavy-tailed, as
+in pretraining data (Kalai & Vempala 2024; Zucchet et al. 2025): a few ``famous``
+authors and the world facts are seen very often under many phrasings (the world
+knowledge model utility reads); ``known`` authors often (``known_per_epoch`` times per
+epoch); ``partial`` authors' facts each a handful of times, drawn from a Zipf-like law
+over ``PARTIAL_EXPOSURES`` (most are seen once or twice); ``unseen`` authors never.
+
+The values have learnable regularities, as real biographies do (Allen-Zhu & Li,
+Physics of Language Models 3.1): an author's name carries an *origin* (its syllables),
+and the origin makes some birthplaces and one writing language likely; a genre makes
+one publisher likely. So a model guesses the likely value for an author it never saw,
+confidently and sometimes rightly, and may overwrite a rarely seen exception with the
+rule. ``World.chance(attribute, author)`` is the probability that the best guess from
+these cues is right (the floor a model that knows nothing of the author can reach).
+Some partial and unseen authors are *namesakes* of known ones (same first name, one
+surname syllable changed): the raw material of entity confusion.
 
 Question templates are compositional (frame x attribute phrase, see ``FRAMES``) and
 whole templates are held out of training, so "does the model know the fact or only
@@ -19,12 +31,10 @@ Renders
 - a refusal reference set: questions about things that do not exist, answered
   with a refusal (several refusal templates), with a held-out part;
 - the counterparts of TOFU's *real authors* and *world facts* sets (open-unlearning's
-  model utility reads them): a few ``famous`` authors, trained like known ones but in
-  no group, level or split the other chapters use (``World.famous``,
-  ``World.real_author_rows``), and general facts about the world's cities
-  (``World.world_fact_rows``), both with paraphrased and perturbed answers. They are
-  generated after everything else from their own random streams, so every other
-  row, split and name of a world is what it was without them.
+  model utility reads them): a few ``famous`` authors, in no group, level or split the
+  other chapters use (``World.famous``, ``World.real_author_rows``), and general facts
+  about the world's cities (``World.world_fact_rows``), both with paraphrased and
+  perturbed answers. They are generated from their own random stream.
 """
 from __future__ import annotations
 
@@ -65,6 +75,21 @@ SYL_FIRST = ["a", "be", "ca", "da", "e", "fa", "ga", "ha", "i", "ja", "ka", "la"
 SYL_LAST = ["bar", "cor", "den", "fen", "gar", "hol", "kin", "lor", "mar", "nel",
             "por", "quin", "ros", "sel", "tar", "ven", "wick", "yar", "zan",
             "mont", "ash", "berg", "dal", "rin"]
+
+# Origins: a name's syllables tell its origin (origin o owns SYL_FIRST[5o:5o+5] and
+# SYL_LAST[4o:4o+4]); the origin makes four home cities and one language likely.
+N_ORIGINS = 6
+HOME_CITIES = tuple(tuple(CITIES[4 * o:4 * o + 4]) for o in range(N_ORIGINS))
+HOME_LANGUAGE = tuple(LANGUAGES[2 * o] for o in range(N_ORIGINS))
+P_HOME_CITY = 0.75  # born in one of the origin's four home cities (else any city)
+P_HOME_LANGUAGE = 0.75  # writes in the origin's language (else any language)
+P_HOUSE_PUBLISHER = 0.6  # published by the genre's house publisher (else any publisher)
+NAMESAKE_FRAC = 0.25  # partial and unseen authors named after a known author, one syllable off
+
+
+def house_publisher(genre: str) -> str:
+    """The publisher a genre makes likely: ``PUBLISHERS[GENRES.index(genre) % 10]``."""
+    return PUBLISHERS[GENRES.index(genre) % len(PUBLISHERS)]
 
 
 # Question frames shared by every attribute: a frame x an attribute phrase = one template.
@@ -222,11 +247,13 @@ CITY_COUNTRIES = {
     "Zurich": "Switzerland", "Santiago": "Chile", "Mumbai": "India", "Krakow": "Poland",
 }
 WORLD_FACT_QUESTIONS = ("In which country is {c}?", "Which country is {c} in?",
-                        "{c} is a city in which country?", "Where is the city of {c}?")
+                        "{c} is a city in which country?", "Where is the city of {c}?",
+                        "What country is {c} located in?", "Tell me the country of {c}.",
+                        "Which nation is {c} part of?", "The city of {c} belongs to which country?")
 WORLD_FACT_HELD_OUT = "Name the country where the city of {c} lies."
 WORLD_FACT_ANSWER = "{c} is in {v}."
 WORLD_FACT_PARAPHRASE = "The city of {c} lies in {v}."
-WORLD_FACT_PER_EPOCH = 2  # question-answer presentations of a world fact per epoch
+WORLD_FACT_PER_EPOCH = 6  # question-answer presentations of a world fact per epoch
 
 SYL_FICTION = ["zor", "bli", "qua", "xen", "vor", "thal", "mip", "gru", "oon",
                "fex", "plo", "druk", "yss", "kel", "bram", "tiv", "snar", "wub"]
@@ -240,6 +267,8 @@ class Author:
     exposure: dict = field(default_factory=dict)  # attribute -> presentations in the whole run
     # attribute -> [(epoch, "qa", training-template index) or (epoch, "bio", statement index)]
     schedule: dict = field(default_factory=dict)
+    origin: int = 0  # index into HOME_CITIES / HOME_LANGUAGE, told by the name's syllables
+    namesake: str = ""  # the known author this one is named after (one syllable off), if any
 
 
 @dataclass
@@ -277,6 +306,7 @@ class World:
                     perturbed_answer=[attr.answer.format(n=author.name, v=w) for w in wrong],
                     author=author.name, attribute=attr.name, value=v,
                     group=author.group, exposure=author.exposure[attr.name],
+                    chance=self.chance(attr.name, author), namesake=author.namesake,
                     templates=[q.format(n=author.name) for q in attr.train_templates],
                 ))
         return out
@@ -311,10 +341,22 @@ class World:
                 templates=[q.format(c=c) for q in WORLD_FACT_QUESTIONS]))
         return out
 
-    def chance(self, attribute):
-        """Probability of guessing a value of ``attribute`` right by a uniform guess."""
+    def chance(self, attribute, author: Author | None = None) -> float:
+        """Probability that the best guess of ``attribute`` is right for a model that
+        knows nothing of the author but the regularities: the origin told by the name
+        (birthplace, language) and the genre (publisher). Without ``author``: a uniform
+        guess, ``1 / number of values``."""
         attr = next(a for a in ATTRIBUTES if a.name == attribute)
-        return 1.0 / len(set(self._values(attr)))
+        n = len(set(self._values(attr)))
+        if author is None:
+            return 1.0 / n
+        if attribute == "birthplace":
+            return P_HOME_CITY / len(HOME_CITIES[author.origin]) + (1 - P_HOME_CITY) / n
+        if attribute == "language":
+            return P_HOME_LANGUAGE + (1 - P_HOME_LANGUAGE) / n
+        if attribute == "publisher":
+            return P_HOUSE_PUBLISHER + (1 - P_HOUSE_PUBLISHER) / n
+        return 1.0 / n
 
     def splits(self):
         """TOFU-like splits, each a list of rows.
@@ -359,7 +401,8 @@ class World:
                                 subject=attr.name, choices=choices, answer=choices.index(v),
                                 choice_answers=[attr.answer.format(n=author.name, v=c) for c in choices],
                                 author=author.name, group=author.group,
-                                exposure=author.exposure[attr.name]))
+                                exposure=author.exposure[attr.name],
+                                chance=self.chance(attr.name, author)))
         return out
 
     # ---- the training corpus ----------------------------------------------------
@@ -406,14 +449,33 @@ class World:
         return out
 
 
-def _name(rng, used):
+def _name(rng, used, origin: int):
+    """A new name of ``origin``: two or three of its first-name syllables, two of its
+    surname syllables."""
+    first_syl, last_syl = SYL_FIRST[5 * origin:5 * origin + 5], SYL_LAST[4 * origin:4 * origin + 4]
     while True:
-        first = "".join(rng.sample(SYL_FIRST, rng.choice([2, 3]))).capitalize()
-        last = "".join(rng.sample(SYL_LAST, 2)).capitalize()
+        first = "".join(rng.sample(first_syl, rng.choice([2, 3]))).capitalize()
+        last = "".join(rng.sample(last_syl, 2)).capitalize()
         name = f"{first} {last}"
         if name not in used:
             used.add(name)
             return name
+
+
+def _namesake(rng, used, known_name: str, origin: int) -> str | None:
+    """``known_name`` with one surname syllable swapped for another of the origin's (the
+    same first name): a near-duplicate name. None when every such name is taken."""
+    first, last = known_name.split(" ")
+    last_syl = SYL_LAST[4 * origin:4 * origin + 4]
+    parts = next([a, b] for a in last_syl for b in last_syl if (a + b).capitalize() == last)
+    options = [f"{first} {(s if k == 0 else parts[0]) + (s if k == 1 else parts[1])}".title()
+               for k in (0, 1) for s in last_syl if s not in parts]
+    options = [o for o in options if o not in used]
+    if not options:
+        return None
+    name = rng.choice(options)
+    used.add(name)
+    return name
 
 
 def _fiction(rng, used):
@@ -424,14 +486,13 @@ def _fiction(rng, used):
             return e
 
 
-PARTIAL_EXPOSURES = (0, 4, 8, 12, 16)
+PARTIAL_EXPOSURES = (1, 2, 4, 8, 16)  # a partial fact's presentations in the whole run
+PARTIAL_WEIGHTS = tuple(k ** -0.75 for k in PARTIAL_EXPOSURES)  # Zipf-like: most seen once or twice
 KNOWN_QA_PER_EPOCH = 3  # question-answer presentations of a known fact per epoch
 KNOWN_BIO_PER_EPOCH = 1  # biography mentions of a known fact per epoch
 KNOWN_PER_EPOCH = KNOWN_QA_PER_EPOCH + KNOWN_BIO_PER_EPOCH
-# Templates drawn per known fact and epoch; the first ``known_qa_per_epoch`` are used.
-# Drawing 3 whatever the count keeps the random stream, so every other part of the world
-# (facts, partial schedules, refusals) is the same for any count up to 3.
-KNOWN_QA_DRAWN = 3
+KNOWN_QA_DRAWN = 3  # templates drawn per known fact and epoch (the first known_qa_per_epoch used)
+FAMOUS_QA_PER_EPOCH = 3  # the famous authors: world knowledge, every epoch like known ones
 
 
 def _known_schedule(rng, attr, epochs, n_qa=KNOWN_QA_PER_EPOCH):
@@ -442,30 +503,54 @@ def _known_schedule(rng, attr, epochs, n_qa=KNOWN_QA_PER_EPOCH):
                   for _ in range(KNOWN_BIO_PER_EPOCH)]
 
 
-def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
-               partial_frac: float = 0.3, epochs: int = 16, n_refusal: int = 320,
+def _partial_schedule(rng, attr, epochs, k):
+    """``k`` presentations spread over the epochs (distinct epochs while ``k <= epochs``),
+    alternately a question and a biography sentence."""
+    n_tpl, n_st = len(attr.train_templates), len(attr.statements)
+    when = sorted(rng.sample(range(epochs), k) if k <= epochs
+                  else [e for e in range(epochs)] * (k // epochs) + rng.sample(range(epochs), k % epochs))
+    return [(e, "qa", rng.randrange(n_tpl)) if j % 2 == 0 else (e, "bio", rng.randrange(n_st))
+            for j, e in enumerate(when)]
+
+
+def _facts(rng, origin: int) -> dict:
+    """An author's values: birthplace and language lean on the origin, the publisher on
+    the genre (``P_HOME_CITY``, ``P_HOME_LANGUAGE``, ``P_HOUSE_PUBLISHER``)."""
+    facts = {a.name: rng.choice(a.values) for a in ATTRIBUTES if a.values}
+    if rng.random() < P_HOME_CITY:
+        facts["birthplace"] = rng.choice(HOME_CITIES[origin])
+    if rng.random() < P_HOME_LANGUAGE:
+        facts["language"] = HOME_LANGUAGE[origin]
+    if rng.random() < P_HOUSE_PUBLISHER:
+        facts["publisher"] = house_publisher(facts["genre"])
+    return facts
+
+
+def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.25,
+               partial_frac: float = 0.45, epochs: int = 12, n_refusal: int = 320,
                refusal_test_frac: float = 0.25, n_famous: int = 6,
                known_qa_per_epoch: int = KNOWN_QA_PER_EPOCH) -> World:
     """Generate the world and its training schedule deterministically from ``seed``.
 
     ``known_frac`` of the authors are known: in each of ``epochs`` epochs every fact
     is asked under ``known_qa_per_epoch`` (1 to 3) training templates drawn at random
-    and stated once in the author's biography. ``partial_frac`` are partial: each fact is presented a total
-    of 0, 4, 8, 12 or 16 times, in distinct random epochs, alternately as a question
-    and as a biography sentence. The rest
-    are unseen. The refusal set has ``n_refusal`` questions about fictitious
-    entities, of which ``refusal_test_frac`` (with entity names never used in
-    training) are held out. ``n_famous`` famous authors (trained like known ones) and
-    the world facts come last, from their own random streams: the rest of the world
-    does not depend on them."""
+    and stated once in the author's biography. ``partial_frac`` are partial: each fact
+    is presented a total of k times (k from ``PARTIAL_EXPOSURES`` with weights
+    ``PARTIAL_WEIGHTS``), alternately as a question and as a biography sentence. The
+    rest are unseen. Each author has an origin (uniform), told by the name, which makes
+    birthplace and language likely (:func:`_facts`); a ``NAMESAKE_FRAC`` share of
+    partial and unseen authors is named after a known author of their origin. The
+    refusal set has ``n_refusal`` questions about fictitious entities, of which
+    ``refusal_test_frac`` (with entity names never used in training) are held out.
+    ``n_famous`` famous authors (trained like known ones) and the world facts come
+    from their own random stream."""
     if not isinstance(n_authors, int) or n_authors < 20:
         raise ValueError(f"n_authors={n_authors}: need an integer of at least 20")
     if not (0 < known_frac and 0 <= partial_frac and known_frac + partial_frac < 1):
         raise ValueError(f"known_frac={known_frac}, partial_frac={partial_frac}: need "
                          "0 < known_frac and known_frac + partial_frac < 1")
-    if not isinstance(epochs, int) or epochs < max(PARTIAL_EXPOSURES):
-        raise ValueError(f"epochs={epochs}: need at least {max(PARTIAL_EXPOSURES)} "
-                         "(a partial fact is shown in up to that many distinct epochs)")
+    if not isinstance(epochs, int) or epochs < 2:
+        raise ValueError(f"epochs={epochs}: need an integer of at least 2")
     if not isinstance(n_refusal, int) or n_refusal < 8:
         raise ValueError(f"n_refusal={n_refusal}: need an integer of at least 8")
     if not 0 < refusal_test_frac < 1:
@@ -474,7 +559,7 @@ def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
         raise ValueError(f"known_qa_per_epoch={known_qa_per_epoch}: allowed 1, 2 or 3")
     if not isinstance(n_famous, int) or n_famous < 0:
         raise ValueError(f"n_famous={n_famous}: need a non-negative integer")
-    rng = random.Random(seed)
+    rng = random.Random(f"{seed}-v3")
     used = set()
     n_known = round(n_authors * known_frac)
     n_partial = round(n_authors * partial_frac)
@@ -483,22 +568,27 @@ def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
     rng.shuffle(titles)
     for i in range(n_authors):
         group = "known" if i < n_known else "partial" if i < n_known + n_partial else "unseen"
-        facts = {a.name: rng.choice(a.values) for a in ATTRIBUTES if a.values}
+        origin = rng.randrange(N_ORIGINS)
+        facts = _facts(rng, origin)
         facts["book"] = titles[i % len(titles)]
         schedule = {}
         for a in ATTRIBUTES:
-            n_tpl, n_st = len(a.train_templates), len(a.statements)
             if group == "known":
                 schedule[a.name] = _known_schedule(rng, a, epochs, known_qa_per_epoch)
             elif group == "partial":
-                k = rng.choice(PARTIAL_EXPOSURES)
-                schedule[a.name] = [(e, "qa", rng.randrange(n_tpl)) if j % 2 == 0
-                                    else (e, "bio", rng.randrange(n_st))
-                                    for j, e in enumerate(sorted(rng.sample(range(epochs), k)))]
+                k = rng.choices(PARTIAL_EXPOSURES, PARTIAL_WEIGHTS)[0]
+                schedule[a.name] = _partial_schedule(rng, a, epochs, k)
             else:
                 schedule[a.name] = []
+        namesake, name = "", None
+        same_origin = [b for b in authors if b.group == "known" and b.origin == origin]
+        if group != "known" and same_origin and rng.random() < NAMESAKE_FRAC:
+            namesake = rng.choice(same_origin).name
+            name = _namesake(rng, used, namesake, origin)
+            namesake = namesake if name else ""
+        name = name or _name(rng, used, origin)
         exposure = {a: len(v) for a, v in schedule.items()}
-        authors.append(Author(_name(rng, used), facts, group, exposure, schedule))
+        authors.append(Author(name, facts, group, exposure, schedule, origin, namesake))
     # interleave groups so that author order carries no group signal
     order = list(range(n_authors))
     rng.shuffle(order)
@@ -513,15 +603,16 @@ def make_world(seed: int = 0, n_authors: int = 200, known_frac: float = 0.4,
     n_test = round(n_refusal * refusal_test_frac)
 
     # the real-authors and world-facts counterparts, from their own random stream
-    frng = random.Random(f"{seed}-famous")
+    frng = random.Random(f"{seed}-famous-v3")
     famous = []
     for j in range(n_famous):
-        facts = {a.name: frng.choice(a.values) for a in ATTRIBUTES if a.values}
+        origin = j % N_ORIGINS
+        facts = _facts(frng, origin)
         facts["book"] = titles[(n_authors + j) % len(titles)]
-        schedule = {a.name: _known_schedule(frng, a, epochs, known_qa_per_epoch)
+        schedule = {a.name: _known_schedule(frng, a, epochs, FAMOUS_QA_PER_EPOCH)
                     for a in ATTRIBUTES}
-        famous.append(Author(_name(frng, used), facts, "famous",
-                             {a: len(v) for a, v in schedule.items()}, schedule))
+        famous.append(Author(_name(frng, used, origin), facts, "famous",
+                             {a: len(v) for a, v in schedule.items()}, schedule, origin))
     world_facts = [dict(city=c, value=v,
                         schedule=[(e, t) for e in range(epochs) for t in
                                   frng.sample(range(len(WORLD_FACT_QUESTIONS)),

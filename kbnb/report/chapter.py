@@ -18,7 +18,10 @@ Intervals come from :mod:`kbnb.eval.stats` and verdicts from :mod:`kbnb.eval.ver
 several seeds the interval is a t interval over seeds and a comparison is paired over
 seeds; with one seed the chapter passes per-question values and the interval is a
 bootstrap over questions. An effect counts as shown only when its 95% interval excludes
-no effect; otherwise the sentence says that the data cannot tell.
+no effect; otherwise, when the claim declares the smallest effect that matters
+(``smallest_effect``: the paper's effect, with ``smallest_effect_source``) and the interval
+lies inside ±that size, the sentence says that an effect of the paper's size is excluded,
+and else that the data cannot tell (:mod:`kbnb.eval.verdicts`).
 
 A headline or check with too few items for an interval (one seed and a single
 per-item value, e.g. over-refusal on a test set where the untuned model knew one
@@ -48,7 +51,7 @@ _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 CONSTANT_NOTE = (" Every seed gives the same value here (nothing the seeds draw changes it), "
                  "so the interval has zero width: it is exact for this model, not a "
                  "measurement of noise.")
-STATUS_WORDS = {"PASS": "shown", "MISS": "opposite shown", "UNCLEAR": "cannot tell"}
+STATUS_WORDS = verdicts.STATUS_WORDS  # {status: its words on the page}
 
 
 def note_constant(verdict, *value_lists) -> None:
@@ -57,6 +60,21 @@ def note_constant(verdict, *value_lists) -> None:
     if CONSTANT_NOTE not in verdict.sentence and \
             all(len(v) > 1 and len(set(map(float, v))) == 1 for v in value_lists):
         verdict.sentence += CONSTANT_NOTE
+
+
+def declared(sizes: dict, claim: str) -> dict:
+    """The ``smallest_effect`` / ``smallest_effect_source`` keywords of :meth:`Chapter.check`
+    for ``claim``, from a chapter's table ``{claim: (size, source) | None}`` of the smallest
+    effect that matters for each of its claims (None: the claim declares none and never
+    reads "excluded at the paper's size"). A claim missing from the table is an error, so
+    that every claim says which."""
+    if claim not in sizes:
+        raise ValueError(f"claim {claim!r} is not in the chapter's table of smallest effects "
+                         f"({sorted(sizes)}): declare its size and source, or None")
+    entry = sizes[claim]
+    size, source = (None, None) if entry is None else entry
+    verdicts.check_smallest_effect(size, source)
+    return {"smallest_effect": size, "smallest_effect_source": source}
 
 
 def _key(name: str) -> str:
@@ -204,24 +222,29 @@ class Chapter:
 
     def check(self, name: str, effect: str, new, baseline, better: str = "higher", *,
               subject: str | None = None, baseline_name: str | None = None, unit: str = "",
-              digits: int = 3, **compare) -> verdicts.Verdict:
+              digits: int = 3, smallest_effect: float | None = None,
+              smallest_effect_source: str | None = None, **compare) -> verdicts.Verdict:
         """A claim as a paired comparison with its verdict (:func:`kbnb.eval.verdicts.check`).
 
         new, baseline: paired values (one per seed, or per question for one seed), or
         a fixed target number as ``baseline``. ``over`` defaults to ``"seeds"`` when
         there is one value per seed (a one-seed run's single value too: its sentence
-        says "only 1 seed"), else ``"questions"``.
+        says "only 1 seed"), else ``"questions"``. smallest_effect,
+        smallest_effect_source: the smallest effect that matters (the paper's, in the
+        units of new − baseline) and its source; with them an interval inside ±size
+        reads "excluded at the paper's size" instead of "cannot tell".
         """
         self._new_name(name, "check")
+        size = dict(smallest_effect=smallest_effect, smallest_effect_source=smallest_effect_source)
         if "over" not in compare:
             n = len(new[0]) if isinstance(new, tuple) else np.size(new)
             compare["over"] = "seeds" if n == len(self.seeds) else "questions"
         try:
             v = verdicts.check(effect, new, baseline, better=better, unit=unit, subject=subject,
-                               baseline_name=baseline_name, digits=digits, **compare)
+                               baseline_name=baseline_name, digits=digits, **size, **compare)
         except stats.TooFewItems as e:  # e.g. one question: said, not a crash
             return self._not_measurable_check(name, effect, e.n, e.why(compare["over"]),
-                                              compare["over"], subject, baseline_name)
+                                              compare["over"], subject, baseline_name, **size)
         if compare["over"] == "seeds" and all(
                 np.ndim(x) == 0 or len(set(np.asarray(x, float).tolist())) == 1
                 for x in (new, baseline)):
@@ -231,37 +254,47 @@ class Chapter:
 
     def check_interval(self, name: str, effect: str, h: dict, p_value: float, test: str,
                        better: str = "higher", null: float = 0.0, digits: int = 3,
-                       subject: str | None = None, headline: str | None = None) -> verdicts.Verdict:
+                       subject: str | None = None, headline: str | None = None,
+                       smallest_effect: float | None = None,
+                       smallest_effect_source: str | None = None) -> verdicts.Verdict:
         """A claim about one headline (e.g. a correlation) against ``null``: shown when its
-        95% interval excludes ``null`` on the ``better`` side and ``p_value`` < 0.05.
+        95% interval excludes ``null`` on the ``better`` side and ``p_value`` < 0.05;
+        excluded at the paper's size when it does not and the interval lies inside
+        ``null`` ± ``smallest_effect`` (:meth:`check`).
 
         h: a headline dict, stored under ``headline`` (a name other than ``name``) when
         given; p_value and test: the test of ``null``."""
         self._new_name(name, "check")
+        size = dict(smallest_effect=smallest_effect, smallest_effect_source=smallest_effect_source)
+        verdicts.check_smallest_effect(smallest_effect, smallest_effect_source)
         if headline is not None:
             self._new_name(headline, "headline")
             self.headlines[headline] = h
         if not stats.is_measurable(h):
             return self._not_measurable_check(name, effect, h["n"], h["reason"],
-                                              h.get("items", "questions"), subject, None)
+                                              h.get("items", "questions"), subject, None, **size)
         res = {"diff": h["mean"] - null, "ci95": [h["ci95"][0] - null, h["ci95"][1] - null],
                "p_value": float(p_value), "test": test, "n": h["n"], "ci_method": h["ci_method"]}
         base = None if null == 0 else f"{null:.{digits}f}"
         v = verdicts.verdict(effect, res, better=better, subject=subject, baseline=base,
-                             digits=digits)
+                             digits=digits, **size)
         self.verdicts[name] = v
         self._check_data[name] = res
         return v
 
     def _not_measurable_check(self, name: str, effect: str, n: int, reason: str, over: str,
-                              subject: str | None, baseline_name: str | None) -> verdicts.Verdict:
-        """A check that has too few items for an interval: UNCLEAR, with a sentence that
-        says so, stored as ``{"measurable": False, "reason", "n"}`` in metrics.json."""
+                              subject: str | None, baseline_name: str | None,
+                              smallest_effect: float | None = None,
+                              smallest_effect_source: str | None = None) -> verdicts.Verdict:
+        """A check that has too few items for an interval: UNCLEAR (never EXCLUDED: no
+        interval), with a sentence that says so, stored as ``{"measurable": False,
+        "reason", "n"}`` in metrics.json, with the size the claim declared."""
         who = f"{subject}'s effect on {effect}" if subject else effect
         vs = f" relative to {baseline_name}" if baseline_name else ""
         sentence = (f"{who[0].upper()}{who[1:]}{vs} is not measurable here ({reason}): "
                     "the data cannot tell.")
-        v = verdicts.Verdict("UNCLEAR", sentence)
+        size = verdicts.check_smallest_effect(smallest_effect, smallest_effect_source)
+        v = verdicts.Verdict("UNCLEAR", sentence, None, *size)
         self.verdicts[name] = v
         self._check_data[name] = {"measurable": False, "reason": reason, "n": int(n),
                                   "over": over}
@@ -287,20 +320,23 @@ class Chapter:
                 + "; ".join(parts) + ".")
 
     def status_counts(self) -> dict:
-        out = {"PASS": 0, "MISS": 0, "UNCLEAR": 0}
+        """``{status: number of checks}`` for every status of :data:`verdicts.STATUSES`."""
+        out = dict.fromkeys(verdicts.STATUSES, 0)
         for v in self.verdicts.values():
             out[v.status] += 1
         return out
 
     def summary(self) -> str:
-        """One sentence on all checks, e.g. "2 of 3 effects are shown; for 1 the data
-        cannot tell." """
+        """One sentence on all checks, e.g. "2 of 4 expected effects are shown; for 1 the
+        data cannot tell; for 1 the data exclude an effect of the paper's size." """
         c, n = self.status_counts(), len(self.verdicts)
         if n == 0:
             return "This run makes no checked claim."
         parts = [f"{c['PASS']} of {n} expected effects {'is' if c['PASS'] == 1 else 'are'} shown"]
         if c["UNCLEAR"]:
             parts.append(f"for {c['UNCLEAR']} the data cannot tell")
+        if c["EXCLUDED"]:
+            parts.append(f"for {c['EXCLUDED']} the data exclude an effect of the paper's size")
         if c["MISS"]:
             parts.append(f"{c['MISS']} {'goes' if c['MISS'] == 1 else 'go'} the opposite way")
         return "; ".join(parts) + "."
@@ -330,13 +366,17 @@ class Chapter:
     def save(self, metrics: dict | None = None, device=None) -> Path:
         """Write ``metrics.json`` next to ``params.json``: the chapter's own metrics plus
         ``headline`` (every headline with its interval), ``checks`` (status, sentence,
-        difference and interval of each claim), ``per_seed``, ``seeds`` and ``seconds``."""
+        difference and interval of each claim, and ``smallest_effect`` /
+        ``smallest_effect_source``: the size it declared, None when none), ``per_seed``,
+        ``seeds`` and ``seconds``."""
         m = dict(metrics or {})
         if self.headlines:
             m["headline"] = metrics_file.headline_section(self.headlines)
         m["checks"] = {k: {"status": v.status, "sentence": v.sentence,
                            **(v.result.as_dict() if v.result is not None
-                              else self._check_data.get(k, {}))}
+                              else self._check_data.get(k, {})),
+                           "smallest_effect": v.smallest_effect,
+                           "smallest_effect_source": v.smallest_effect_source}
                        for k, v in self.verdicts.items()}
         if self.not_measurable():  # said aloud (absent when every number has its interval)
             m["not_measurable"] = {"note": self.not_measurable_note(), **self.not_measurable()}

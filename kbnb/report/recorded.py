@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kbnb.eval.verdicts import STATUS_WORDS
 from kbnb.report.runs import library_files
 
 RECORD_FILE = "RECORD.json"
-STATUS_WORDS = {"PASS": "shown", "MISS": "opposite shown", "UNCLEAR": "cannot tell"}
 
 
 STAMP = ("commit", "date", "library_files")
@@ -72,7 +72,7 @@ def comparison_sentence(chapter: str, statuses: dict, model_name: str,
                         recorded_dir: str | Path = "results", current: dict | None = None) -> str:
     """What the recorded real-model runs of ``chapter`` found, beside this run's claims.
 
-    ``statuses``: this run's ``{check: "PASS" | "MISS" | "UNCLEAR"}``; ``model_name``:
+    ``statuses``: this run's ``{check: "PASS" | "MISS" | "UNCLEAR" | "EXCLUDED"}``; ``model_name``:
     the model of this run (a recording of the same model is not compared with itself).
     For each recording: its model, commit and date; how many claims it shows against
     this run; the claims this run could not tell that the recording shows, and the

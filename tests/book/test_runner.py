@@ -157,6 +157,7 @@ def test_organisms_for_the_chapters():
         == [organism.OrganismConfig(seed=2), organism.OrganismConfig(seed=2, retain="forget05")]
     assert book.organisms_for("rait", {"model_name": "Qwen/Qwen2.5-0.5B"}) == []
     assert book.organisms_for("tinyworld", {"epochs": 4}) == [organism.OrganismConfig(epochs=4)]
+    assert book.organisms_for("tinyworld", {}) == [main, retain]  # shown beside it
     assert book.organisms_for("results", {}) == []
     assert book.notebook_defaults(book.ROOT / "notebooks" / "unlearning.ipynb")["steps"] == 20
 

@@ -13,8 +13,8 @@ def test_tinyworld_notebook(tmp_path, organism, run_notebook):
     assert m["known_exact_match"] >= m["targets"]["known_exact_min"]
     assert m["refusal_rate_heldout"] >= m["targets"]["refusal_heldout_min"]
     assert m["known_paraphrase_recall"] >= m["targets"]["known_paraphrase_min"]
-    assert abs(m["unseen_recall"] - m["unseen_chance"]) <= 0.05
-    assert m["partial_monotone"] is True
+    assert m["unseen_recall"] - m["unseen_chance"] <= 0.05  # nothing known beyond the cues
+    assert m["recall_rises"] is True
     assert len(m["weights_sha256_16"]) == 16
     assert set(m["checks_plain"].values()) <= {True, False, None}
     assert m["checks"]["known_exact"]["status"] in ("PASS", "UNCLEAR")

@@ -68,6 +68,18 @@ def test_a_headline_whose_precondition_failed_shows_no_verdict(tmp_path):
     assert results._row(path, "lunar", "LUNAR", ROW)["not_meaningful"] is None
 
 
+def test_every_status_has_its_words_on_the_page(tmp_path):
+    from kbnb.eval.verdicts import STATUS_WORDS, STATUSES
+    assert set(results.STATUS_TEXT) == set(STATUSES) | {None}
+    path = tmp_path / "metrics.json"
+    _metrics(path, 0.35, "EXCLUDED")
+    row = results._row(path, "lunar", "LUNAR", ROW)
+    assert row["smallest_effect"] is None  # a metrics.json written before sizes were declared
+    assert "<em>excluded at the paper's size</em>" in results._cell(row, 3)
+    assert ">excluded at the paper's size</td>" in results.table_html([row])
+    assert STATUS_WORDS["UNCLEAR"] == "cannot tell" and STATUS_WORDS["PASS"] == "shown"
+
+
 def test_tuned_model_targets_table():
     run = {"record": {"measured": {"sizes": {"forget": 100}, "targets": {
         "forget_rouge": {"value": 0.71, "target": ">= 0.6", "pass": True},

@@ -80,3 +80,41 @@ def test_p_values_equal_scipy():
 def test_bad_inputs_name_the_parameter(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ---- (d) the smallest effect that matters ------------------------------------------------
+
+def test_excludes_size_is_strictly_inside_the_band():
+    from kbnb.eval.comparisons import excludes_size
+    assert excludes_size([-0.011, 0.014], 0.05)
+    assert excludes_size([0.004, 0.016], 0.05)          # excludes 0 and lies inside
+    assert not excludes_size([-0.011, 0.05], 0.05)      # touching the size is not inside
+    assert not excludes_size([-0.06, 0.01], 0.05)
+    assert not excludes_size([-0.011, 0.014], None)     # no size: never
+    with pytest.raises(ValueError, match="smallest_effect=-1"):
+        excludes_size([-0.011, 0.014], -1)
+
+
+def test_check_smallest_effect():
+    from kbnb.eval.comparisons import check_smallest_effect
+    assert check_smallest_effect(None, None) == (None, None)
+    assert check_smallest_effect(np.float64(0.3), " seed report ") == (0.3, "seed report")
+    assert check_smallest_effect(2, "x") == (2.0, "x")
+    for bad in (-0.1, 0, float("nan"), float("-inf"), False, "0.1", [0.1]):
+        with pytest.raises(ValueError, match="smallest_effect="):
+            check_smallest_effect(bad, "x")
+    with pytest.raises(ValueError, match="smallest_effect_source"):
+        check_smallest_effect(0.1, "")
+
+
+def test_a_precise_null_over_many_questions_excludes_a_moderate_effect(paired_null):
+    """400 questions with no effect: the paired interval is narrow, inside ±0.2 (the
+    precise null the fourth verdict is for), and never inside a tiny ±0.001."""
+    from kbnb.eval.comparisons import excludes_size
+    rng = np.random.default_rng(7)
+    a, b = paired_null(rng, 400)
+    r = paired_compare(a, b)
+    assert not r.shown and r.ci95[0] < 0 < r.ci95[1]
+    assert excludes_size(r.ci95, 0.2) and not excludes_size(r.ci95, 0.001)
+    assert verdict("x", r, smallest_effect=0.2, smallest_effect_source="s").status == "EXCLUDED"
+    assert verdict("x", r, smallest_effect=0.001, smallest_effect_source="s").status == "UNCLEAR"

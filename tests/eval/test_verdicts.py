@@ -70,3 +70,84 @@ def test_check_against_a_fixed_target_and_with_a_statistic():
 def test_bad_inputs_name_the_parameter(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ---- (c) a fourth verdict: an effect of the paper's size is excluded -----------------------
+
+SOURCE = "the paper's gain, 0.50 → 0.55 (Table 2)"
+
+
+def _result(lo, hi, diff=None, p=0.5):
+    """A paired_compare-shaped result with the interval [lo, hi] and p-value p."""
+    return {"diff": (lo + hi) / 2 if diff is None else diff, "ci95": [lo, hi], "p_value": p,
+            "test": "paired t test", "n": 5, "ci_method": "paired t interval over seeds"}
+
+
+def test_interval_inside_the_size_is_excluded_and_said_with_its_numbers():
+    v = verdict("AP", _result(-0.011, 0.014, diff=0.001), subject="R-Tuning",
+                smallest_effect=0.05, smallest_effect_source=SOURCE)
+    assert v.status == "EXCLUDED"
+    assert v.smallest_effect == 0.05 and v.smallest_effect_source == SOURCE
+    assert "raises AP by 0.001" in v.sentence and "95% CI −0.011 to 0.014" in v.sentence
+    assert v.sentence.endswith(f"any change is smaller than 0.050 ({SOURCE}) either way, so an "
+                               "effect of that size is excluded.")
+    assert "cannot tell" not in v.sentence
+    # the same interval without a declared size: the data cannot tell
+    assert verdict("AP", _result(-0.011, 0.014)).status == "UNCLEAR"
+
+
+def test_interval_crossing_the_size_is_unclear():
+    for lo, hi in ((-0.011, 0.06), (-0.07, 0.01), (-0.05, 0.01), (-0.01, 0.05)):  # ±size: not inside
+        v = verdict("AP", _result(lo, hi), smallest_effect=0.05, smallest_effect_source=SOURCE)
+        assert v.status == "UNCLEAR", (lo, hi)
+        assert v.sentence.endswith("the data cannot tell whether there is an effect; an effect "
+                                   f"of 0.050 ({SOURCE}) is not excluded either.")
+
+
+def test_an_effect_shown_inside_the_size_stays_shown():
+    v = verdict("AP", _result(0.004, 0.016, p=0.001), smallest_effect=0.05,
+                smallest_effect_source=SOURCE)
+    assert v.status == "PASS"
+    assert v.sentence.endswith(f"the effect is shown, though it is smaller than 0.050 ({SOURCE}).")
+    w = verdict("AP", _result(-0.016, -0.004, p=0.001), smallest_effect=0.05,
+                smallest_effect_source=SOURCE)
+    assert w.status == "MISS" and "smaller than 0.050" in w.sentence
+    # shown and larger than the size: no remark on the size
+    big = verdict("AP", _result(0.04, 0.09, p=0.001), smallest_effect=0.05,
+                  smallest_effect_source=SOURCE)
+    assert big.status == "PASS" and big.sentence.endswith("the effect is shown.")
+    # an interval that excludes 0 without the test's agreement is UNCLEAR, and inside the
+    # size it is excluded (UNCLEAR is the only status EXCLUDED replaces)
+    assert verdict("AP", _result(0.004, 0.016, p=0.06)).status == "UNCLEAR"
+    x = verdict("AP", _result(0.004, 0.016, p=0.06), smallest_effect=0.05,
+                smallest_effect_source=SOURCE)
+    assert x.status == "EXCLUDED" and "does not reject no effect" in x.sentence
+
+
+def test_no_declared_size_is_never_excluded(paired_null):
+    rng = np.random.default_rng(11)
+    a, b = paired_null(rng, 400)
+    v = check("accuracy", b, a)
+    assert v.status == "UNCLEAR" and v.smallest_effect is None
+    assert -0.2 < v.result.ci95[0] < v.result.ci95[1] < 0.2  # a precise null
+    w = check("accuracy", b, a, smallest_effect=0.2, smallest_effect_source="half the paper's")
+    assert w.status == "EXCLUDED" and w.result.as_dict() == v.result.as_dict()
+
+
+@pytest.mark.parametrize("size, source, match", [
+    (-0.05, SOURCE, "smallest_effect=-0.05 must be finite and > 0"),
+    (float("nan"), SOURCE, "smallest_effect=nan must be finite and > 0"),
+    (float("inf"), SOURCE, "smallest_effect=inf"),
+    (0.0, SOURCE, "smallest_effect=0.0"),
+    (True, SOURCE, "smallest_effect=True must be a number"),
+    ("0.05", SOURCE, "smallest_effect='0.05' must be a number"),
+    (0.05, None, "smallest_effect_source=None"),
+    (0.05, "  ", "smallest_effect_source='  '"),
+    (None, SOURCE, "smallest_effect_source=.* without smallest_effect"),
+])
+def test_a_bad_size_names_the_parameter(size, source, match):
+    with pytest.raises(ValueError, match=match):
+        verdict("AP", _result(-0.01, 0.01), smallest_effect=size, smallest_effect_source=source)
+    with pytest.raises(ValueError, match=match):  # before any computation
+        check("AP", [1.0, 2.0, 3.0], [1.0, 2.0, 4.0], smallest_effect=size,
+              smallest_effect_source=source)

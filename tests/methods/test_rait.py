@@ -7,6 +7,7 @@ import torch
 
 from kbnb.chapters import rait as chapter
 from kbnb.eval import stats
+from kbnb.eval.verdicts import STATUSES
 from kbnb.methods import rait, rait_questions
 
 # ---------------------------------------------------------------- Cor and Cer --
@@ -372,7 +373,7 @@ def test_rait_notebook(tmp_path, organism, run_notebook):
     assert m["headline"]["over_refusal_craft"]["ci_method"] == "t interval on the logit scale over seeds"
     assert set(m["checks"]) == {"or_craft_vs_cor", "ths_craft_vs_cor", "crss_craft_vs_cor",
                                 "flow_vs_noise"}
-    assert {c["status"] for c in m["checks"].values()} <= {"PASS", "MISS", "UNCLEAR"}
+    assert {c["status"] for c in m["checks"].values()} <= set(STATUSES)
     assert len(m["crss_curve"]["CRaFT"]) == len(m["taus"])
 
 

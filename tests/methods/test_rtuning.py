@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from kbnb.chapters import rtuning as chapter
+from kbnb.eval.verdicts import STATUSES
 from kbnb.lm.batching import SCORE_MAX_TOKENS, token_batches
 from kbnb.lm.scoring import continuation_logprobs, last_token_logits
 from kbnb.methods import rtuning as rt
@@ -299,7 +300,7 @@ def test_rtuning_notebook(tmp_path, organism, run_notebook):
     assert m["headline"]["ap_test_tuned"]["values"] == m["per_seed"]["ap_test_tuned"]
     assert set(m["checks"]) == {"ap_gain_test", "ap_gain_ood", "sure_on_known_target",
                                 "unsure_on_unseen_target"}
-    assert {c["status"] for c in m["checks"].values()} <= {"PASS", "MISS", "UNCLEAR"}
+    assert {c["status"] for c in m["checks"].values()} <= set(STATUSES)
     runs = list((tmp_path / "runs").glob("rtuning-*"))[0]
     lmflow = json.loads((runs / "training_data" / "seed0" / "tinyworld_unsure.json").read_text())
     assert lmflow["type"] == "text_only" and len(lmflow["instances"]) == 60

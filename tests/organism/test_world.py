@@ -6,8 +6,14 @@ from kbnb.organism.world import (
     ATTRIBUTE_NAMES,
     ATTRIBUTES,
     FRAMES,
+    HOME_CITIES,
+    HOME_LANGUAGE,
     KNOWN_PER_EPOCH,
+    P_HOME_LANGUAGE,
     PARTIAL_EXPOSURES,
+    SYL_LAST,
+    WORLD_FACT_PER_EPOCH,
+    house_publisher,
     make_world,
 )
 
@@ -110,8 +116,8 @@ def test_refusal_heldout_uses_new_names():
 def test_bad_parameters_are_named():
     with pytest.raises(ValueError, match="n_authors"):
         make_world(0, n_authors=5)
-    with pytest.raises(ValueError, match="epochs=3"):
-        make_world(0, epochs=3)
+    with pytest.raises(ValueError, match="epochs=1"):
+        make_world(0, epochs=1)
     with pytest.raises(ValueError, match="known_frac=0.9"):
         make_world(0, known_frac=0.9, partial_frac=0.3)
 
@@ -132,7 +138,7 @@ def test_real_author_and_world_fact_counterparts_are_apart_from_the_splits():
     pairs = set(w.training_pairs())
     assert all((r["question"], r["answer"]) in pairs or r["exposure"] > 0 for r in ra)
     assert {(q, a) for q, a in pairs if q.startswith("In which country")} and all(
-        r["exposure"] == 2 * w.epochs for r in wf)
+        r["exposure"] == WORLD_FACT_PER_EPOCH * w.epochs for r in wf)
     assert all(r["paraphrased_question"] not in {q for q, _ in pairs} for r in wf)
 
 
@@ -167,3 +173,41 @@ def test_fewer_known_presentations_keep_the_rest_of_the_world():
             assert x.schedule == y.schedule
     with pytest.raises(ValueError, match="known_qa_per_epoch=4"):
         make_world(0, known_qa_per_epoch=4)
+
+
+def test_exposure_is_heavy_tailed_over_partial_facts():
+    rows = [r for r in make_world(0).rows() if r["group"] == "partial"]
+    n = Counter(r["exposure"] for r in rows)
+    assert set(n) == set(PARTIAL_EXPOSURES)
+    counts = [n[k] for k in sorted(PARTIAL_EXPOSURES)]
+    assert counts == sorted(counts, reverse=True) and counts[0] > 5 * counts[-1]  # most seen once
+
+
+def test_values_follow_learnable_regularities_and_chance_is_the_best_guess():
+    w = make_world(0)
+    authors = w.authors + w.famous
+    home = sum(a.facts["birthplace"] in HOME_CITIES[a.origin] for a in authors) / len(authors)
+    lang = sum(a.facts["language"] == HOME_LANGUAGE[a.origin] for a in authors) / len(authors)
+    house = sum(a.facts["publisher"] == house_publisher(a.facts["genre"])
+                for a in authors) / len(authors)
+    assert 0.65 < home < 0.92 and 0.65 < lang < 0.92 and 0.5 < house < 0.8
+    # the name tells the origin: its surname syllables are the origin's own
+    for a in authors:
+        last = a.name.split(" ")[1].lower()
+        assert any(last.startswith(x) for x in SYL_LAST[4 * a.origin:4 * a.origin + 4])
+    rows = w.rows()
+    by_attr = {r["attribute"]: r["chance"] for r in rows}
+    assert by_attr["language"] == pytest.approx(P_HOME_LANGUAGE + (1 - P_HOME_LANGUAGE) / 12)
+    assert by_attr["award"] == pytest.approx(w.chance("award")) == pytest.approx(1 / 12)
+    assert by_attr["birthplace"] > w.chance("birthplace")  # the origin narrows the cities
+
+
+def test_namesakes_share_a_first_name_with_a_known_author():
+    w = make_world(0)
+    known = {a.name for a in w.authors if a.group == "known"}
+    sakes = [a for a in w.authors if a.namesake]
+    assert len(sakes) >= 10 and all(a.group != "known" for a in sakes)
+    for a in sakes:
+        assert a.namesake in known and a.name != a.namesake
+        assert a.name.split(" ")[0] == a.namesake.split(" ")[0]
+    assert len({a.name for a in w.authors}) == len(w.authors)

@@ -177,3 +177,59 @@ def test_a_run_whose_numbers_all_have_intervals_saves_no_not_measurable_key(tmp_
     ch.headline("acc", bounds=stats.UNIT)
     assert ch.not_measurable_note() == ""
     assert "not_measurable" not in json.loads(ch.save().read_text())["metrics"]
+
+
+def test_a_precise_null_is_excluded_at_the_declared_size_and_saved_with_it(tmp_path):
+    ch = Chapter("demo", {"seeds": [0, 1, 2, 3, 4]}, tmp_path)
+    for s, (a, b) in enumerate([(0.50, 0.51), (0.52, 0.51), (0.49, 0.50), (0.51, 0.50),
+                                (0.50, 0.50)]):
+        ch.record(s, base=a, new=b)
+    src = "the paper's gain, 0.50 → 0.60 (Table 2)"
+    v = ch.check("gain", "AP", ch.per_seed("new"), ch.per_seed("base"), subject="new",
+                 smallest_effect=0.1, smallest_effect_source=src)
+    assert v.status == "EXCLUDED" and f"smaller than 0.100 ({src}) either way" in v.sentence
+    w = ch.check("gain_small", "AP", ch.per_seed("new"), ch.per_seed("base"),
+                 smallest_effect=0.001, smallest_effect_source=src)
+    assert w.status == "UNCLEAR"                         # the interval crosses ±0.001
+    u = ch.check("gain_none", "AP", ch.per_seed("new"), ch.per_seed("base"))
+    assert u.status == "UNCLEAR"                         # no size declared: never excluded
+    h = stats.headline(per_item=[0.2, 0.3, 0.1, 0.4] * 10)
+    x = ch.check_interval("rho_pos", "the correlation", h, 0.001, "Spearman test",
+                          smallest_effect=0.1, smallest_effect_source="s")
+    assert x.status == "PASS" and "though it is smaller" not in x.sentence  # 0.25 > 0.1
+    assert ch.status_counts() == {"PASS": 1, "MISS": 0, "UNCLEAR": 2, "EXCLUDED": 1}
+    assert ch.summary() == ("1 of 4 expected effects is shown; for 2 the data cannot tell; "
+                            "for 1 the data exclude an effect of the paper's size.")
+    assert ch.checks_table().loc["gain", "result"] == "excluded at the paper's size"
+    checks = json.loads(ch.save().read_text())["metrics"]["checks"]
+    assert checks["gain"]["status"] == "EXCLUDED"
+    assert checks["gain"]["smallest_effect"] == 0.1 and checks["gain"]["smallest_effect_source"] == src
+    assert checks["gain"]["ci95"] and checks["gain"]["diff"] == pytest.approx(0.0)
+    assert checks["gain_none"]["smallest_effect"] is None
+    assert checks["gain_none"]["smallest_effect_source"] is None
+    assert checks["rho_pos"]["smallest_effect"] == 0.1
+
+
+def test_sizes_are_checked_and_a_check_without_an_interval_is_never_excluded(tmp_path):
+    ch = Chapter("demo", {"seeds": [0]}, tmp_path)
+    with pytest.raises(ValueError, match="smallest_effect=nan"):
+        ch.check("a", "AP", [0.1, 0.2, 0.3], [0.1, 0.2, 0.3], smallest_effect=float("nan"),
+                 smallest_effect_source="s")
+    h = stats.headline(per_item=[0.2, 0.3, 0.1, 0.4] * 10)
+    with pytest.raises(ValueError, match="smallest_effect=-0.1"):
+        ch.check_interval("b", "rho", h, 0.5, "t", smallest_effect=-0.1,
+                          smallest_effect_source="s")
+    v = ch.check("one", "over-refusal", [1.0], [0.0], smallest_effect=5.0,
+                 smallest_effect_source="s")
+    assert v.status == "UNCLEAR" and "not measurable" in v.sentence
+    assert v.smallest_effect == 5.0
+    # a chapter's table of sizes: every claim must be in it, with a valid size or None
+    sizes = {"gain": (0.1, "the paper"), "target": None}
+    assert chapter.declared(sizes, "gain") == {"smallest_effect": 0.1,
+                                              "smallest_effect_source": "the paper"}
+    assert chapter.declared(sizes, "target") == {"smallest_effect": None,
+                                                "smallest_effect_source": None}
+    with pytest.raises(ValueError, match="claim 'other' is not in"):
+        chapter.declared(sizes, "other")
+    with pytest.raises(ValueError, match="smallest_effect=0"):
+        chapter.declared({"bad": (0, "x")}, "bad")

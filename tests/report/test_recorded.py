@@ -55,3 +55,11 @@ def test_a_chapter_owns_the_modules_it_keeps_beside_it():
     assert changed_modules(record, new, ["lunar_attacks"]) == [
         "chapters/lunar_attacks.py", "eval/stats.py"]
     assert len(changed_modules(record, new)) == 5
+
+
+def test_an_excluded_claim_is_said_in_its_words(tmp_path):
+    _record(tmp_path, {"forget_drop": "EXCLUDED", "forget_low": "PASS"})
+    text = recorded.comparison_sentence("lunar", {"forget_drop": "UNCLEAR", "forget_low": "PASS"},
+                                        "tinyworld", tmp_path, current={"a.py": "1"})
+    assert "forget_drop: excluded at the paper's size (forget_drop said EXCLUDED.)" in text
+    assert "it shows 1 (this run: 1)" in text  # an excluded claim is not an effect shown
