@@ -35,7 +35,7 @@ book-real: env
 
 test: env
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -x tests
+	$(PY) -m pytest -q -x --durations=15 tests
 
 bench: env
 	$(PY) benchmarks/generation.py
