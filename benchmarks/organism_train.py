@@ -126,7 +126,8 @@ def part_load(steps: int) -> None:
     cases = {
         "before issue 22, as the book ran it (spin)": (old, BOOK_ALONE),
         "before issue 22, GOMP_SPINCOUNT=1000": (old, {}),
-        "kbnb (adaptive threads), as the book runs it": ({}, BOOK_ALONE),
+        "adaptive threads": ({"threads": "adaptive"}, BOOK_ALONE),
+        "kbnb (one thread), as the book runs it": ({}, BOOK_ALONE),
     }
     for name, (loop, env) in cases.items():
         alone = run({"loop": loop, "max_steps": steps}, env)

@@ -16,12 +16,10 @@ with the parameters in the YAML file, then ``jupyter-book build . -W -n --keep-g
   every other executed chapter is current, so a stale copy is never published.
 * **Parallel.** Chapters run as ``--jobs`` processes at once (default 2 on 2 cores or
   more), each with ``cores // jobs`` threads, longest remaining chain first. The
-  organisms the chapters load are trained first, side by side, as tasks of their own: the
-  organism every chapter waits for may use every core, its retain organism one; a
-  training loop drops to one thread while it finds another process on its cores and
-  takes them all again when they are free (``kbnb.organism.model.TrainLoop``). Thread
-  counts do not change results (``tests/organism/test_model.py`` trains with 1, 2 and
-  changing thread counts and compares the weights). A failed chapter stops only
+  organisms the chapters load are trained first, side by side, as tasks of their own,
+  each on one thread (``kbnb.organism.model.TrainLoop``: the weights never depend on the
+  machine). Thread counts do not change the chapters' results either. A failed chapter
+  stops only
   the chapters that build on it; the others finish and keep their results.
 """
 from __future__ import annotations

@@ -193,15 +193,18 @@ class TrainLoop:
     never sees the padding after it), but the masked kernel rounds differently.
     ``loss_on``: ``"all"`` lets the model compute every position's logits; ``"labels"``
     applies the output head where a label is set only (answers and biographies, 44% of
-    the tokens). ``threads``: ``"adaptive"`` times a few steps at 1 thread and at every
-    core (from step 10, then every ``probe_every`` steps) and keeps the faster (one
-    thread wins while another process holds a core; the weights do not depend on it);
-    ``"fixed"`` keeps torch's setting. Recipe version 2 trained with ``"pooled"``, the
-    mask and the head on every position (1.1-1.3x slower on 2 cores)."""
+    the tokens). ``threads``: ``"one"`` trains on one thread, whatever the machine: the
+    weights then never depend on it (on two threads a weight gradient's reduction over a
+    batch's tokens may be split between the threads, and a retain organism's smaller
+    batches gave other weights from step 29 on at one thread than at two); ``"adaptive"``
+    times a few steps at 1 thread and at every core (from step 10, then every
+    ``probe_every`` steps) and keeps the faster; ``"fixed"`` keeps torch's setting. Recipe
+    version 2 trained with ``"pooled"``, the mask and the head on every position (1.1-1.3x
+    slower on 2 cores) and adaptive threads."""
     batching: str = "pooled-split"
     attention_mask: bool = False
     loss_on: str = "labels"
-    threads: str = "adaptive"
+    threads: str = "one"
     probe_every: int = 100  # steps between two probes of the thread counts
 
 
@@ -324,8 +327,8 @@ def train_organism(config: OrganismConfig, out_dir: Path, progress: bool = True,
 
     if loop.loss_on not in ("labels", "all"):
         raise ValueError(f"loop.loss_on={loop.loss_on!r}: allowed 'labels', 'all'")
-    if loop.threads not in ("adaptive", "fixed"):
-        raise ValueError(f"loop.threads={loop.threads!r}: allowed 'adaptive', 'fixed'")
+    if loop.threads not in ("one", "adaptive", "fixed"):
+        raise ValueError(f"loop.threads={loop.threads!r}: allowed 'one', 'adaptive', 'fixed'")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     world = world_of(config)
@@ -373,6 +376,8 @@ def train_organism(config: OrganismConfig, out_dir: Path, progress: bool = True,
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     threads_before = torch.get_num_threads()
+    if loop.threads == "one":
+        torch.set_num_threads(1)
     chooser = _ThreadChooser(threads_before, loop.probe_every) if loop.threads == "adaptive" else None
     losses, t0, step, n_padded, n_seen = [], time.time(), 0, 0, 0
     bar = tqdm(total=total, desc="training tinyworld", disable=not progress)
@@ -413,7 +418,8 @@ def train_organism(config: OrganismConfig, out_dir: Path, progress: bool = True,
     log = {"config": asdict(config), "loop": asdict(loop), "train_seconds": seconds,
            "steps": step, "n_sequences": sum(len(d) for d in epoch_data),
            "n_tokens": n_tokens, "n_padded_tokens": n_padded,
-           "tokens_per_second": n_seen / seconds, "threads": threads_before,
+           "tokens_per_second": n_seen / seconds,
+           "threads": 1 if loop.threads == "one" else threads_before,
            "thread_choices": chooser.history if chooser else [],
            "losses": losses, "n_params": model.num_parameters()}
     (out_dir / "kbnb_organism.json").write_text(json.dumps(log))

@@ -75,15 +75,21 @@ def test_loads_like_any_hub_model(tiny_built):
 
 
 def test_training_does_not_depend_on_the_thread_count(tiny_built, tmp_path):
-    """One thread gives the weights of the shared build (every core)."""
+    """The recipe trains on one thread whatever torch's setting, and gives it back; with
+    every core kept (``threads="fixed"``) the small organism learns the same weights."""
     import torch
+
+    from kbnb.organism.model import TrainLoop
     n = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
-        organism.train_organism(_tiny(), tmp_path / "one", progress=False)
+        torch.set_num_threads(2)
+        log = organism.train_organism(_tiny(), tmp_path / "one", progress=False)
+        assert log["threads"] == 1 and torch.get_num_threads() == 2
+        organism.train_organism(_tiny(), tmp_path / "two", progress=False,
+                                loop=TrainLoop(threads="fixed"))
     finally:
         torch.set_num_threads(n)
-    assert _digest(tmp_path / "one") == _digest(tiny_built[1])
+    assert _digest(tmp_path / "one") == _digest(tiny_built[1]) == _digest(tmp_path / "two")
 
 
 def test_cache_key_is_the_recipe_not_the_source_bytes(tmp_path):
@@ -237,6 +243,6 @@ def test_training_with_changing_thread_counts_gives_the_same_model(tiny_built, t
     """Probing the thread counts every 6 steps gives the weights of the shared build."""
     from kbnb.organism.model import TrainLoop
     log = organism.train_organism(_tiny(), tmp_path / "switching", progress=False,
-                                  loop=TrainLoop(probe_every=6))
+                                  loop=TrainLoop(threads="adaptive", probe_every=6))
     assert log["steps"] > 12
     assert _digest(tmp_path / "switching") == _digest(tiny_built[1])
