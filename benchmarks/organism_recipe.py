@@ -11,6 +11,11 @@ wall time until both are ready is printed.
 
     .venv/bin/python benchmarks/organism_recipe.py                 # ~12 min on 2 cores
     .venv/bin/python benchmarks/organism_recipe.py --skip-baseline
+    .venv/bin/python benchmarks/organism_recipe.py --skip-baseline --skip-pair \
+        --variants '{"epochs": 10, "known_qa_per_epoch": 2}'   # a cheaper recipe, probed
+
+``--variants``: more configurations of this commit's recipe (``OrganismConfig`` fields as
+JSON), each trained alone and probed like the others.
 """
 from __future__ import annotations
 
@@ -82,6 +87,9 @@ def main(argv=None) -> None:
     ap.add_argument("--baseline", default=BASELINE, help="commit of the recipe to compare with")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-pair", action="store_true", help="do not time the side-by-side pair")
+    ap.add_argument("--variants", nargs="*", default=[], type=json.loads,
+                    help="OrganismConfig fields as JSON, one recipe variant each")
     args = ap.parse_args(argv)
     cfg = {"seed": args.seed}
     print(f"{'organism (alone, every core)':34s} {'tokens':>9s} {'tokens/s':>9s} {'seconds':>8s} "
@@ -100,6 +108,11 @@ def main(argv=None) -> None:
                                capture_output=True)
         new = _result(_start(ROOT, cfg, True, f"{tmp}/cache-v3", None))
         _row("v3 (this commit)", new, base)
+        for i, variant in enumerate(args.variants):
+            r = _result(_start(ROOT, {**cfg, **variant}, True, f"{tmp}/cache-variant{i}", None))
+            _row(json.dumps(variant)[:34], r, base or new)
+        if args.skip_pair:
+            return
         t0 = time.time()
         procs = [_start(ROOT, cfg, False, f"{tmp}/cache-pair", None),
                  _start(ROOT, {**cfg, "retain": "forget10"}, False, f"{tmp}/cache-pair", 1)]
