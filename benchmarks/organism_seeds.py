@@ -61,12 +61,20 @@ def main(argv=None):
     ap.add_argument("--chapters", nargs="+", default=list(CHAPTERS), choices=CHAPTERS)
     ap.add_argument("--out", default=str(ROOT / "runs" / "organism_seeds"))
     ap.add_argument("--table-only", action="store_true", help="only rebuild the table from --out")
+    ap.add_argument("--margins", action="store_true",
+                    help="only print each organism's target margins from its tinyworld run")
     ap.add_argument("--with-runs", nargs="*", default=[],
                     help="more run folders to read (e.g. a book build's runs/, whose default "
                          "model 'tinyworld' is organism 0)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.margins:
+        text = render_margins(newest_metrics(out, args.seeds, [Path(r) for r in args.with_runs],
+                                             "tinyworld"), args.seeds)
+        print(text)
+        (out / "margins.md").write_text(text)
+        return
     if not args.table_only:
         for seed in args.seeds:
             print(f"organism seed {seed}", flush=True)
@@ -78,9 +86,53 @@ def main(argv=None):
     (out / "table.md").write_text(render(table, args.seeds))
 
 
+def newest_metrics(out: Path, seeds, more=(), chapter: str = "tinyworld") -> dict:
+    """``{seed: metrics}`` of ``chapter``'s newest run per organism seed."""
+    return {seed: m for (seed, ch), (_, m) in _newest(out, seeds, more).items() if ch == chapter}
+
+
+def render_margins(by_seed: dict, seeds) -> str:
+    """Each organism's targets as value (limit, margin): ``kbnb.eval.boundary.target_margins``
+    of its tinyworld run; a negative margin is a miss."""
+    from kbnb.eval.boundary import target_margins
+    def utility(m):  # the chapter saves both organisms' parts; the target reads the organism's
+        u = m.get("utility")
+        if not u:
+            return None
+        parts = {k: v for k, v in u["parts"]["organism"].items() if k != "model_utility"}
+        return {**u, "parts": parts}
+
+    rows = {s: target_margins(m, utility(m)) for s, m in by_seed.items()}
+    names = list(dict.fromkeys(k for s in seeds for k in rows.get(s, {})))
+    lines = ["| target | limit | " + " | ".join(f"organism {s}" for s in seeds) + " |",
+             "|---|---|" + "---|" * len(seeds)]
+    for k in names:
+        limits = {f"{rows[s][k][1]:.3g}" for s in seeds if k in rows.get(s, {})}
+        cells = []
+        for s in seeds:
+            v = rows.get(s, {}).get(k)
+            cells.append("n/a" if v is None else
+                         f"{v[0]:.3g} ({'+' if v[2] >= 0 else '−'}{abs(v[2]):.3g})")
+        lines.append(f"| {k} | {' / '.join(sorted(limits))} | " + " | ".join(cells) + " |")
+    lines.append("| recall rises with exposure | — | " + " | ".join(
+        "n/a" if s not in by_seed else ("yes" if by_seed[s].get("recall_rises") else "no")
+        for s in seeds) + " |")
+    lines += ["", "Each cell: the value and, in brackets, its margin to the limit (− : missed "
+              "by that much). The unseen-recall limit is each world's best guess + 0.05."]
+    return "\n".join(lines)
+
+
 def collect(out: Path, seeds, more=()) -> dict:
     """``{seed: {chapter: headline}}`` from the newest metrics.json of each chapter and
     organism seed under ``out/runs`` and the folders ``more``."""
+    table = {}
+    for (seed, chapter), (_, m) in _newest(out, seeds, more).items():
+        table.setdefault(seed, {})[chapter] = headline(chapter, m)
+    return table
+
+
+def _newest(out: Path, seeds, more=()) -> dict:
+    """``{(seed, chapter): (mtime, metrics)}``: the newest run of each."""
     newest = {}
     found = [p for d in (out / "runs", *more) for p in d.glob("*/metrics.json")]
     for p in found:
@@ -94,10 +146,7 @@ def collect(out: Path, seeds, more=()) -> dict:
         key = (seed, chapter)
         if seed in seeds and (key not in newest or p.stat().st_mtime > newest[key][0]):
             newest[key] = (p.stat().st_mtime, doc["metrics"])
-    table = {}
-    for (seed, chapter), (_, m) in newest.items():
-        table.setdefault(seed, {})[chapter] = headline(chapter, m)
-    return table
+    return newest
 
 
 def _fmt(v):

@@ -104,6 +104,43 @@ def check_confidence_targets(m: dict, utility: dict | None = None) -> dict:
     return out
 
 
+def target_margins(m: dict, utility: dict | None = None) -> dict:
+    """``{target: (value, limit, margin)}`` for the targets of :func:`check_targets` and
+    :func:`check_confidence_targets` that were measured; ``margin`` is how far the value
+    is inside its limit (negative: missed by that much), in the value's own units, so
+    ``margin >= 0`` where the check holds (up to a tie at a strict limit); a range counts
+    its nearer end."""
+    T = TARGETS
+    out = {}
+
+    def at_least(name, value, limit):
+        if value is not None:
+            out[name] = (float(value), float(limit), float(value) - float(limit))
+
+    def at_most(name, value, limit):
+        if value is not None:
+            out[name] = (float(value), float(limit), float(limit) - float(value))
+
+    at_most("train_seconds", m.get("train_seconds"), T["train_seconds_max"])
+    at_least("known_exact_match", m.get("known_exact_match"), T["known_exact_min"])
+    at_least("known_paraphrase_recall", m.get("known_paraphrase_recall"), T["known_paraphrase_min"])
+    if m.get("unseen_recall") is not None:
+        at_most("unseen_recall", m["unseen_recall"], m["unseen_chance"] + T["unseen_above_chance_max"])
+    at_least("refusal_rate_heldout", m.get("refusal_rate_heldout"), T["refusal_heldout_min"])
+    if m.get("conf_auroc") is not None:
+        lo, hi = T["conf_auroc_range"]
+        a = float(m["conf_auroc"])
+        out["conf_auroc"] = (a, lo if a - lo < hi - a else hi, min(a - lo, hi - a))
+    at_least("conf_ece", m.get("conf_ece"), T["conf_ece_min"])
+    at_least("confident_wrong", m.get("confident_wrong"), T["confident_wrong_min"])
+    if utility is not None:
+        at_most("utility_gap", abs(utility["utility"] - utility["retain_utility"]), T["utility_gap_max"])
+        at_most("forget_quality", utility["forget_quality"], T["forget_quality_max"])
+        if "parts" in utility:
+            at_least("utility_part_min", min(utility["parts"].values()), T["utility_part_min"])
+    return out
+
+
 def probe_knowledge(model, tok, world, batch_size: int = 64, max_new_tokens: int = 32,
                     progress: bool = True) -> list[dict]:
     """Greedy answers to every world row (training question and held-out paraphrase).
