@@ -5,7 +5,9 @@ Every number on the page comes from a chapter's ``metrics.json`` (its ``headline
 ``checks`` sections), found through the run folder the book runner stored in the
 executed chapter's metadata. The rows, and their references (the paper's or the seed
 report's number, with its model and data set and source), are declared by each chapter
-in its ``SPEC``.
+in its ``SPEC``. Under the table, a note says how each interval was made (each number
+carries its mark), and a forest plot (:func:`forest`, :mod:`kbnb.report.forest`) draws
+every checked claim of the table, this build's and each recording's.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from kbnb.chapters import spec_of, toc_chapters
 from kbnb.eval import metrics_file
 from kbnb.eval.verdicts import STATUS_WORDS
+from kbnb.report import forest as forest_plot
 from kbnb.report import recorded as recorded_runs
 from kbnb.report.params import ChapterParams, param
 from kbnb.report.spec import ChapterSpec, Row
@@ -68,7 +71,7 @@ def _row(path: Path, chapter: str, title: str, r: Row) -> dict:
                 "mean": None, "missing": True, "source": str(path)}
     h = section[r.metric]
     chk = doc.get("checks", {}).get(r.check) if r.check else None
-    return {"chapter": chapter, "title": title,
+    return {"chapter": chapter, "title": title, "check": r.check,
             "metric": r.metric, "claim": r.claim, "mean": h["mean"],
             "ci95": h["ci95"], "n": h["n"], "ci_method": h["ci_method"],
             "status": chk["status"] if chk else None,
@@ -175,24 +178,54 @@ def tuned_targets_html(name: str, run: dict, digits: int = 3) -> str:
                else "greedy answers.") + "</small></p>")
 
 
-def _cell(r: dict | None, digits: int) -> str:
+def _method(r: dict) -> str:
+    """How a row's interval was made, with its n ("t interval over 3 seeds"); a row without
+    an interval gives its reason (which says n) as it is."""
+    return (r["ci_method"] if r.get("ci95") is None
+            else r["ci_method"].replace(" over ", f" over {r['n']} ", 1))
+
+
+def _mark(r: dict, notes: dict | None) -> str:
+    """The footnote mark of a row's interval method (:func:`intervals_note`), registering
+    the method in ``notes`` (``{method: mark}``); "" without notes."""
+    if notes is None:
+        return ""
+    method = _method(r)
+    if method not in notes:
+        i = len(notes)
+        notes[method] = "abcdefghijklmnopqrstuvwxyz"[i] if i < 26 else str(i + 1)
+    return f"<sup>{notes[method]}</sup>"
+
+
+def intervals_note(notes: dict) -> str:
+    """The note under the table: each footnote mark with the interval method it stands for
+    ("" when none)."""
+    if not notes:
+        return ""
+    return ("<p><small>How each 95% interval was made: " + "; ".join(
+        f"<sup>{m}</sup> {html.escape(method)}" for method, m in notes.items()) + ".</small></p>")
+
+
+def _cell(r: dict | None, digits: int, notes: dict | None = None) -> str:
+    """A recorded run's cell: its number and interval (the method's footnote mark when
+    ``notes`` is given, :func:`_mark`), and its status in words."""
     if r is None or r.get("missing"):
         return "<td>not run</td>"
-    num = metrics_file.format_mean_ci(r, digits)
-    over = html.escape(r["ci_method"] if r.get("ci95") is None  # its reason says n
-                       else r["ci_method"].replace(" over ", f" over {r['n']} ", 1))
+    num = metrics_file.format_mean_ci(r, digits) + _mark(r, notes)
     status = STATUS_TEXT[r["status"]]
     if r.get("not_meaningful"):  # a precondition of the method failed: no verdict
-        return (f"<td title='{html.escape(r['not_meaningful'])}'>{num}<br><small>{over}</small>"
+        return (f"<td title='{html.escape(r['not_meaningful'])}'>{num}"
                 "<br><em>not meaningful: a precondition failed</em></td>")
-    return (f"<td title='{html.escape(r['sentence'] or '')}'>{num}<br><small>{over}</small>"
+    return (f"<td title='{html.escape(r['sentence'] or '')}'>{num}"
             + (f"<br><em>{status}</em>" if status else "") + "</td>")
 
 
 def table_html(rows: list[dict], digits: int = 3, recorded_runs: dict | None = None) -> str:
     """The results table as HTML (links to the chapters, numbers with their interval),
-    with one more column per recorded real-model run (:func:`recorded`)."""
+    with one more column per recorded real-model run (:func:`recorded`). Each number
+    carries a footnote mark; the note under the table says how each interval was made."""
     recorded_runs = recorded_runs or {}
+    notes = {}
     extra = "".join(f"<th>{html.escape(name)} (recorded, 95% CI)</th>" for name in recorded_runs)
     head = ("<table class='kbnb-results'><thead><tr><th>Chapter</th><th>Result</th>"
             "<th>This build (95% CI)</th><th>Effect</th>" + extra + "<th>Paper or seed</th>"
@@ -201,20 +234,63 @@ def table_html(rows: list[dict], digits: int = 3, recorded_runs: dict | None = N
     for r in rows:
         if r["mean"] is None:
             continue
-        num = metrics_file.format_mean_ci(r, digits)
-        over = html.escape(r["ci_method"].replace(" over ", f" over {r['n']} ", 1))
+        num = metrics_file.format_mean_ci(r, digits) + _mark(r, notes)
         ref = html.escape(r["reference"]) + (f"<br><small>{html.escape(r['reference_source'])}"
                                              "</small>" if r["reference_source"] else "")
         status = STATUS_TEXT[r["status"]]
         if r.get("not_meaningful"):
             status, r = "not meaningful: a precondition failed", {**r, "sentence": r["not_meaningful"]}
-        cols = "".join(_cell(run["rows"].get((r["chapter"], r["metric"])), digits)
+        cols = "".join(_cell(run["rows"].get((r["chapter"], r["metric"])), digits, notes)
                        for run in recorded_runs.values())
         body.append(f"<tr><td><a href='{r['chapter']}.html'>{html.escape(r['title'])}</a></td>"
-                    f"<td>{html.escape(r['claim'])}</td><td>{num}<br><small>{over}</small></td>"
+                    f"<td>{html.escape(r['claim'])}</td><td>{num}</td>"
                     f"<td title='{html.escape(r['sentence'] or '')}'>{status}</td>{cols}"
                     f"<td>{ref}</td></tr>")
-    return head + "".join(body) + "</tbody></table>"
+    return head + "".join(body) + "</tbody></table>" + intervals_note(notes)
+
+
+BUILD_MODEL = "tinyworld organism (this build)"  # this build's points in the forest plot
+
+
+def _page_checks(rows) -> dict[str, dict]:
+    """``{"<chapter title>: <claim>": check dict}`` of the rows the table shows that have
+    a check, read from each row's metrics.json; ``{}`` when that file lacks the check, and
+    ``{"not_meaningful": why}`` for a row whose precondition failed (no verdict)."""
+    out, docs = {}, {}
+    for r in rows:
+        if r.get("mean") is None or r.get("missing") or not r.get("check"):
+            continue
+        label = f"{r['title']}: {r['claim']}"
+        if r.get("not_meaningful"):
+            out[label] = {"not_meaningful": r["not_meaningful"]}
+            continue
+        if r["source"] not in docs:
+            docs[r["source"]] = json.loads(Path(r["source"]).read_text())["metrics"].get(
+                "checks", {})
+        out[label] = docs[r["source"]].get(r["check"], {})
+    return out
+
+
+def forest_checks(rows: list[dict], recorded: dict | None = None) -> dict[str, dict[str, dict]]:
+    """``{model: {"<chapter title>: <claim>": check dict}}`` for the forest plot: this
+    build's (:data:`BUILD_MODEL`, from :func:`collect`'s rows) and each recording's
+    (:func:`recorded`; named by its ``RECORD.json`` model, "… (recorded)")."""
+    out = {BUILD_MODEL: _page_checks(rows)}
+    for name, run in (recorded or {}).items():
+        model = str(run["record"].get("model") or name).split(" (")[0] + " (recorded)"
+        out[model] = _page_checks(run["rows"].values())
+    return out
+
+
+def forest(rows: list[dict], recorded: dict | None = None, width: float = 9.0):
+    """The forest plot of every claim the table shows (:mod:`kbnb.report.forest`), this
+    build's and each recording's: ``(figure, caption HTML)``, the caption saying how the
+    rows are scaled and which checks have no interval to draw."""
+    checks = forest_checks(rows, recorded)
+    points = forest_plot.forest_points(checks)
+    fig = forest_plot.forest_figure(points, models=list(checks), width=width)
+    caption = forest_plot.forest_caption(points, forest_plot.forest_skipped(checks))
+    return fig, f"<p><small>{html.escape(caption)}</small></p>"
 
 
 def not_measured(rows: list[dict]) -> str:

@@ -46,8 +46,9 @@ def test_recorded_columns_sit_beside_this_build(tmp_path):
     one = dict(got[("lunar", "forget_rouge1")], mean=None, ci95=None, n=1,
                ci_method="not measurable: one seed", measurable=False)
     assert "not measurable, n = 1" in results._cell(one, 3)
-    assert "over 1 " not in results._cell(dict(one, ci_method="not measurable: one seed: an "
-                                                "interval over seeds needs at least 2"), 3)
+    why = "not measurable: one seed: an interval over seeds needs at least 2"
+    assert results._method(dict(one, ci_method=why)) == why  # its reason, no "over 1 "
+    assert results._method(here) == "t interval over 3 seeds"
     assert results._cell({"mean": None, "missing": True}, 3) == "<td>not run</td>"
 
 
@@ -116,3 +117,40 @@ def test_chapters_recorded_at_different_commits_say_so_each(tmp_path):
     note = results.recording_note("smollm2", {"record": rec}, {**files2, "chapters/results.py": "x"})
     assert "lunar at commit 1111111111 on 2026-11-29 (the library changed since: chapters/lunar.py)" in note
     assert "rait at commit 2222222222 on 2026-11-30 (the library has not changed since)" in note
+
+
+def test_the_interval_method_is_said_once_under_the_table(tmp_path):
+    for name, mean in (("a", 0.2), ("b", 0.4)):
+        _metrics(tmp_path / name / "metrics.json", mean, "PASS")
+    rows = [results._row(tmp_path / n / "metrics.json", "lunar", "LUNAR", ROW) for n in "ab"]
+    rows[1]["ci_method"] = "bootstrap over questions"
+    page = results.table_html(rows)
+    table, note = page.split("</table>")
+    assert "t interval over" not in table and "bootstrap over" not in table
+    assert "0.200 ± 0.100<sup>a</sup>" in table and "0.400 ± 0.100<sup>b</sup>" in table
+    assert note.count("t interval over 3 seeds") == 1 and "<sup>b</sup> bootstrap over 3 questions" in note
+    assert results.table_html([]).endswith("</table>")  # no rows, no note
+
+
+def test_the_forest_plot_gathers_the_checks_the_table_shows(tmp_path):
+    build, rec = tmp_path / "build" / "metrics.json", tmp_path / "smollm2" / "lunar" / "metrics.json"
+    _metrics(build, 0.06, "PASS")
+    _metrics(rec, 0.42, "UNCLEAR")
+    doc = json.loads(build.read_text())
+    doc["metrics"]["checks"]["forget_low"].update(diff=-0.07, ci95=[-0.13, -0.01])
+    build.write_text(json.dumps(doc))
+    (tmp_path / "smollm2" / "RECORD.json").write_text(json.dumps(
+        {"commit": "0123456789abcdef", "model": "SmolLM2-135M-Instruct (GGUF)"}))
+    rows = [("lunar", "LUNAR", ROW), ("lunar", "LUNAR", Row("retain_rouge1", "kept", None, "", ""))]
+    here = [results._row(build, "lunar", "LUNAR", r) for _, _, r in rows]
+    real = results.recorded(tmp_path, rows)
+    checks = results.forest_checks(here, real)
+    label = "LUNAR: forget ROUGE-1 recall after the edit"
+    assert list(checks) == [results.BUILD_MODEL, "SmolLM2-135M-Instruct (recorded)"]
+    assert list(checks[results.BUILD_MODEL]) == [label]  # the row without a check is not a claim
+    assert checks[results.BUILD_MODEL][label]["diff"] == -0.07
+    fig, caption = results.forest(here, real)
+    markers = [ln.get_gid() for ln in fig.axes[0].lines if (ln.get_gid() or "").startswith("point|")]
+    assert markers == [f"point|{results.BUILD_MODEL}|{label}"]
+    # the recording's check has no difference and interval (an older file): named, not drawn
+    assert "Not drawn: SmolLM2-135M-Instruct (recorded): " + label in caption
