@@ -121,8 +121,8 @@ SPEC = ChapterSpec(
     title="Unlearning, side by side", params=Params, cost=680,
     retain_split=lambda p: p.forget_split if p.retain_model == "auto" else None,
     rows=(
-        Row("forget_quality_npo", "forget quality of NPO", None, "0.02", OPEN_UNLEARNING),
-        Row("model_utility_npo", "model utility of NPO", None, "0.46", OPEN_UNLEARNING),
+        Row("forget_quality_npo", "forget quality of NPO", "fq_gain_npo", "0.02", OPEN_UNLEARNING),
+        Row("model_utility_npo", "model utility of NPO", "mu_kept_npo", "0.46", OPEN_UNLEARNING),
     ),
 )
 
