@@ -15,12 +15,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kbnb.core.seeds import seed_everything
-from kbnb.eval import stats
+from kbnb.data.loaders import load_mmlu, load_tofu_authors_choice, load_tofu_choice
+from kbnb.eval import calibration, stats, tuned_targets
+from kbnb.eval.boundary import LEVELS, knowledge_level
 from kbnb.lm.encoding import completion_sep, encode_prompt
 from kbnb.methods import rtuning
 from kbnb.report.chapter import declared
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
+
+DATASETS = ("tinyworld", "mmlu", "tofu_choice", "tofu_authors")
 
 
 @dataclass(frozen=True)
@@ -28,8 +32,8 @@ class Params(ModelParams):
     """The parameters of ``notebooks/rtuning.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # the embedded organism, or a hub id / local path
-    dataset: str = choice("tinyworld", ("tinyworld", "mmlu", "tofu_choice"))  # tinyworld | mmlu | tofu_choice (TOFU's 4-option sets)
-    data_dir: str = param("")  # folder with mmlu/*.jsonl (dataset mmlu); empty: $KBNB_DATA_DIR or the hub
+    dataset: str = choice("tinyworld", DATASETS)  # tinyworld | mmlu | tofu_choice (TOFU's 4-option sets) | tofu_authors (a TOFU-tuned model's taught and never-taught authors)
+    data_dir: str = param("")  # folder with mmlu/ or tofu/ (datasets mmlu, tofu_*); empty: $KBNB_DATA_DIR or the hub
     scoring: str = choice("auto", rtuning.SCORINGS)  # auto (tinyworld: cloze, mmlu: letter) | letter (next token) | cloze
     n_shots: int = integer(-1, -1)  # answered examples per question (letter only); -1: 5 mmlu, 0 tinyworld
     prompt_header: str = choice("kbnb", rtuning.HEADERS)  # kbnb (one space after "about") | reference (two spaces)
@@ -40,10 +44,16 @@ class Params(ModelParams):
     lr: float = number(1e-3, 0, lo_open=True)  # fine-tuning learning rate (about 2e-5 full or 1e-4 LoRA on a 7B model)
     train_batch_size: int = integer(16, 1)  # examples per fine-tuning step
     lora: bool = flag(False)  # True: tune LoRA adapters (peft) instead of all weights, for large models
+    autocast: str = choice("none", ("none", "bfloat16"))  # none | bfloat16 (mixed-precision tuning: about 1.8x faster for SmolLM2 on a CPU)
     max_questions: int = integer(400, 0)  # at most this many questions per split (train, test, ood); 0: all
     batch_size: int = integer(64, 1)  # prompts per forward pass when querying and scoring
     seeds: list = seeds_param()  # one run each: question sample, sampling, data order, training
     output_dir: str = param("runs", run=False)  # results go to output_dir/rtuning-<hash of the parameters>/
+
+    @property
+    def autocast_dtype(self) -> str | None:
+        """``autocast`` as :func:`kbnb.lm.finetune.finetune` takes it (None for ``none``)."""
+        return None if self.autocast == "none" else self.autocast
 
     @property
     def resolved_scoring(self) -> str:
@@ -60,6 +70,8 @@ class Params(ModelParams):
         return 5 if self.dataset == "mmlu" and self.resolved_scoring == "letter" else 0
 
     def validate(self) -> None:
+        if self.dataset == "tofu_authors":
+            tuned_targets.tuned_recipe_of(self.model_name, self.dataset)
         if self.resolved_shots > 0 and self.resolved_scoring == "cloze":
             raise ValueError(f"n_shots={self.n_shots} needs scoring='letter' (cloze prompts: 0-shot)")
 
@@ -77,10 +89,43 @@ SPEC = ChapterSpec(
             "above the untuned model's", "Zhang et al. 2024, OpenLLaMA-3B on MMLU"),
         Row("ap_ood_tuned", "AP of the R-Tuning score, out of domain", "ap_gain_ood",
             "above the untuned model's", "Zhang et al. 2024, OpenLLaMA-3B on MMLU"),
+        Row("auroc_test_untuned", "AUROC of the untuned confidence, in-domain (R-Tuning's "
+            "room: 1 leaves none)"),
         Row("unsure_on_unseen", "says 'I am unsure' about unseen authors",
             "unsure_on_unseen_target", "", ""),
     ),
 )
+
+
+# ---- questions -------------------------------------------------------------------------
+def load_questions(p: Params, seeds, world=None) -> tuple[list, list, dict]:
+    """``(rows, dev_rows, {seed: split})`` of ``p.dataset``: every question, the pool of
+    answered examples (shots) and each seed's train / test / ood split.
+
+    - ``tinyworld``: the organism's world (``world``), attributes split by kind
+      (:func:`kbnb.methods.rtuning.split_tinyworld`);
+    - ``mmlu``: the first 28 subjects in-domain (:func:`~kbnb.methods.rtuning.split_by_subject`);
+    - ``tofu_choice``: real authors in-domain, world facts out of domain;
+    - ``tofu_authors``: the TOFU-tuned model's taught and never-taught fictitious authors
+      in-domain, halved by author (:func:`~kbnb.methods.rtuning.split_by_author`), real
+      authors and world facts out of domain."""
+    mq = p.max_questions
+    if p.dataset == "tinyworld":
+        rows, dev = rtuning.tinyworld_questions_and_shots(world)
+        return rows, dev, {s: rtuning.split_tinyworld(rows, max_questions=mq, seed=s)
+                           for s in seeds}
+    if p.dataset == "tofu_choice":
+        rows = load_tofu_choice(p.data_dir)
+        return rows, [], {s: rtuning.split_by_subject(rows, 1, mq, s) for s in seeds}
+    if p.dataset == "tofu_authors":
+        taught = tuned_targets.taught_questions(
+            tuned_targets.tuned_recipe_of(p.model_name, p.dataset), p.data_dir or None)
+        rows = load_tofu_authors_choice(p.data_dir, taught)
+        ood = load_tofu_choice(p.data_dir)
+        return rows + ood, [], {s: rtuning.split_by_author(rows, ood, mq, s) for s in seeds}
+    rows = load_mmlu("test", p.data_dir)
+    return rows, load_mmlu("dev", p.data_dir), {
+        s: rtuning.split_by_subject(rows, rtuning.MMLU_IN_DOMAIN, mq, s) for s in seeds}
 
 
 # ---- the run: untuned answers, then one tuning per seed ---------------------------------
@@ -148,7 +193,8 @@ def run_seeds(ch, p: Params, model, tok, splits: dict, prompts: dict, train_q: d
         with ch.timed("tune"):
             tuned, out.losses[s] = rtuning.tune_on_examples(
                 model, tok, examples, epochs=p.epochs, lr=p.lr, batch_size=p.train_batch_size,
-                lora=p.lora, seed=s, progress=False)
+                lora=p.lora, seed=s, progress=False,
+                autocast=p.autocast_dtype)
         with ch.timed("evaluate_tuned"):
             out.after[s] = {k: rtuning.score_questions(tuned, tok, sp[k], pr[k], p.method,
                                                        scoring, batch_size=p.batch_size,
@@ -173,6 +219,21 @@ def subject_table(df):
     return t
 
 
+OTHER_LEVEL = "out of domain"  # questions without an author group (tofu_authors' ood)
+
+
+def level_column(df) -> tuple[list, list]:
+    """``(levels, order)``: each question's knowledge level
+    (:func:`kbnb.eval.boundary.knowledge_level` of its ``group`` and ``exposure``;
+    :data:`OTHER_LEVEL` where it has no group) and the levels present, in
+    :data:`kbnb.eval.boundary.LEVELS` order, :data:`OTHER_LEVEL` last."""
+    levels = [knowledge_level(dict(r, exposure=int(r["exposure"])))
+              if isinstance(r["group"], str) else OTHER_LEVEL
+              for r in df[["group", "exposure"]].to_dict("records")]  # NaN made it a float
+    present = set(levels)
+    return levels, [lv for lv in (*LEVELS, OTHER_LEVEL) if lv in present]
+
+
 def boundary_shares(df) -> dict:
     """Share of "I am sure" (answered) on known-author questions and of "I am unsure"
     (not answered) on unseen-author questions (tinyworld rows with ``group``)."""
@@ -190,6 +251,10 @@ HEADLINES = {
     "ap_ood_tuned": "AP, R-Tuned score, out-of-domain",
     "ap_test_untuned": "AP, untuned confidence, in-domain test",
     "ap_ood_untuned": "AP, untuned confidence, out-of-domain",
+    "auroc_test_tuned": "AUROC, R-Tuned score, in-domain test",
+    "auroc_ood_tuned": "AUROC, R-Tuned score, out-of-domain",
+    "auroc_test_untuned": "AUROC, untuned confidence, in-domain test",
+    "auroc_ood_untuned": "AUROC, untuned confidence, out-of-domain",
     "acc_test_before": "accuracy, untuned, in-domain test",
     "acc_test_after": "accuracy, R-Tuned, in-domain test",
     "acc_ood_before": "accuracy, untuned, out-of-domain",
@@ -249,10 +314,12 @@ def run_items(before: dict, after: dict) -> dict:
         b, a = before[k], after[k]
         if len(a) != len(b) or list(a["gold"]) != list(b["gold"]):
             raise ValueError(f"split {k!r}: untuned and tuned frames are not the same questions")
-        for name, df, col in ((f"ap_{k}_tuned", a, "score"), (f"ap_{k}_untuned", b, "conf")):
+        for which, df, col in (("tuned", a, "score"), ("untuned", b, "conf")):
             cols = (df["correct"].to_numpy(float), df[col].to_numpy(float))
-            out[name] = {"value": rtuning.average_precision(*cols), "per_item": cols,
-                         "statistic": rtuning.average_precision}
+            for name, statistic in ((f"ap_{k}_{which}", rtuning.average_precision),
+                                    (f"auroc_{k}_{which}", calibration.auroc)):
+                out[name] = {"value": statistic(*cols), "per_item": cols,
+                             "statistic": statistic}
         for name, df in ((f"acc_{k}_before", b), (f"acc_{k}_after", a)):
             y = df["correct"].to_numpy(float)
             out[name] = {"value": float(y.mean()), "per_item": y, "statistic": None}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
 from kbnb.core.checks import check_choice
@@ -100,6 +101,55 @@ def load_tofu_choice(data_dir=None) -> list[dict]:
                 raise ValueError(f"{name}: the answer {r['answer']!r} is not one of its options")
             rows.append({"question": r["question"], "subject": name, "choices": choices,
                          "answer": choices.index(r["answer"])})
+    return rows
+
+
+# TOFU's questions about its fictitious authors with perturbed answers (the retain
+# split's first 20 authors and forget10's 20), as multiple-choice questions
+TOFU_AUTHOR_SETS = ("retain_perturbed", "forget10_perturbed")
+AUTHORS_SUBJECT = "fictitious_authors"
+
+
+def load_tofu_authors_choice(data_dir=None, taught=None, n_options: int = 4,
+                             seed: int = 0) -> list[dict]:
+    """TOFU's perturbed questions about fictitious authors (:data:`TOFU_AUTHOR_SETS`, 800
+    rows; 798 without the questions that TOFU asks about two authors in the same words,
+    whose author the question cannot tell) as multiple-choice rows whose knowledge is
+    known by construction.
+
+    Each row: ``question`` (TOFU's own), ``choices`` (the paraphrased answer and
+    ``n_options - 1`` of the five perturbed answers, drawn and shuffled with
+    ``random.Random(seed)`` row by row), ``answer`` (the gold index), ``subject``
+    (:data:`AUTHORS_SUBJECT`), ``author`` (``"author <i>"``, the question's index in the
+    ``full`` split // 20), ``exposure`` (``taught[question]``, the times the model saw
+    the question in training, or 0) and ``group`` (``"known"`` when taught, else
+    ``"unseen"``). ``taught``: ``{question: times seen}`` of the model being asked
+    (:func:`kbnb.eval.tuned_targets.taught_questions`); None: every row unseen."""
+    if not isinstance(n_options, int) or not 2 <= n_options <= 6:
+        raise ValueError(f"n_options={n_options!r}: must be an integer from 2 to 6 "
+                         "(the paraphrased answer and up to five perturbed ones)")
+    taught = taught or {}
+    index, asked_twice = {}, set()
+    for i, r in enumerate(load_tofu("full", data_dir)):
+        if r["question"] in index:
+            asked_twice.add(r["question"])
+        index[r["question"]] = i
+    rng = random.Random(seed)
+    rows = []
+    for split in TOFU_AUTHOR_SETS:
+        for r in load_tofu(split, data_dir):
+            if r["question"] in asked_twice:  # e.g. "What is the full name of the author?"
+                continue
+            if r["question"] not in index:
+                raise ValueError(f"{split}: {r['question']!r} is not in TOFU's full split")
+            wrong = rng.sample(list(r["perturbed_answer"]), n_options - 1)
+            gold = rng.randrange(n_options)
+            choices = wrong[:gold] + [r["paraphrased_answer"]] + wrong[gold:]
+            seen = int(taught.get(r["question"], 0))
+            rows.append({"question": r["question"], "subject": AUTHORS_SUBJECT,
+                         "choices": choices, "answer": gold,
+                         "author": f"author {index[r['question']] // 20}", "exposure": seen,
+                         "group": "known" if seen else "unseen"})
     return rows
 
 

@@ -20,8 +20,32 @@ import numpy as np
 from kbnb.eval.metrics import is_refusal, normalize_answer, rouge_recall
 from kbnb.eval.tofu import DEFAULT_MAX_NEW_TOKENS, forget_quality_from_truth_ratios, truth_ratio_from_logprobs
 from kbnb.eval.tofu_scoring import option_logprobs
+from kbnb.lm import tuned
 from kbnb.lm.generation import generate
 from kbnb.lm.models import format_prompt
+
+
+def tuned_recipe_of(model_name, dataset: str) -> tuned.TofuRecipe:
+    """The recipe of a TOFU-tuned ``model_name`` (:data:`kbnb.lm.tuned.TUNED`), which a
+    ``dataset`` whose knowledge boundary is what the model was taught needs; else a
+    ValueError naming both parameters and the allowed model names."""
+    recipe = tuned.tuned_recipe(model_name)
+    if recipe is None:
+        raise ValueError(
+            f"dataset={dataset!r} with model_name={model_name!r}: the questions' knowledge "
+            "boundary is what a TOFU-tuned model was taught; allowed model_name "
+            f"{', '.join(map(repr, tuned.TUNED))}")
+    return recipe
+
+
+def taught_questions(recipe: tuned.TofuRecipe, data_dir=None) -> dict:
+    """``{question: times seen}`` of the TOFU questions ``recipe`` teaches (its forget and
+    retain authors' rows, each seen once per epoch): the model's knowledge boundary on
+    TOFU's authors, known by construction (the ``taught`` of
+    :func:`kbnb.data.loaders.load_tofu_authors_choice`)."""
+    rows = tuned.training_rows(recipe, data_dir)
+    return {r["question"]: recipe.epochs for r in rows["forget"] + rows["retain"]}
+
 
 # sets judged on their first words: a refusal comes first. Not world facts or real authors:
 # at 24 tokens SmolLM2's accuracy there falls from 0.47 to 0.42 and from 0.31 to 0.25 (it

@@ -14,7 +14,9 @@ The pipeline, for any causal LM:
    (:func:`knowledge_state`, one batched call): correctness
    ``Cor(M, x) = (1/N) Σ_j 1(â_j ≅ x.a)`` and certainty
    ``Cer(M, x) = 1/(N(N−1)) Σ_{j≠k} cos(E(â_j), E(â_k))`` (E = sentence embedding).
-   Multiple choice: ``Cor = p(gold)``, ``Cer = −H(p)`` over the options.
+   Multiple choice: ``Cor = p(gold)``, ``Cer = −H(p)`` over the options (``mc``: the
+   next letter; ``cloze``: each option scored as the answer, for a model that reads no
+   letters; its greedy answer is judged by the nearest option).
 2. *Static conflict* (:func:`conflict_hits`, :func:`crss_curve`): ``CRSS = |{x_i ∈ D_idk :
    max_{x_j ∈ D_van} cos(r_i, r_j) > τ}| / |D_idk|``, ``r`` the model's hidden
    representation of the question (:func:`representations`); no reference code
@@ -69,6 +71,7 @@ from kbnb.lm.encoding import completion_joiner
 from kbnb.lm.finetune import finetune
 from kbnb.lm.generation import generate, next_token_probs
 from kbnb.lm.models import format_prompt
+from kbnb.lm.scoring import continuation_logprobs
 from kbnb.methods.rait_questions import MODES
 
 RAIT_INSTRUCTION = ("Answer the following question, and if you don't know the answer, "
@@ -77,13 +80,14 @@ IDK = "I don't know."
 VARIANTS = ("Cor-RAIT", "Cor-Cer-RAIT", "CRaFT")
 FLOW_RULES = ("rose", "not_fell")
 REHEARSAL_RULES = ("auto", "threshold", "quantile")
+CLOZE_BATCH = 32  # questions per forward pass when scoring options (cloze)
 COR_HI, COR_LO = 0.51, 0.49  # Cor-RAIT thresholds of the reference (van >= 0.51, idk <= 0.49)
 
 
 # ---------------------------------------------------------------- prompts ------
 def query_prompt(tok, row: dict, mode: str = "open") -> str:
-    """The knowledge-query prompt: the question as a user turn (``open``), or the
-    0-shot MMLU prompt ending in ``Answer:`` (``mc``)."""
+    """The knowledge-query prompt: the question as a user turn (``open``, ``cloze``), or
+    the 0-shot MMLU prompt ending in ``Answer:`` (``mc``)."""
     if mode == "mc":
         return mmlu_prompt(row)
     return format_prompt(tok, row["question"])
@@ -106,7 +110,7 @@ def completion(tok, text: str, mode: str = "open") -> str:
     eos = tok.eos_token or ""
     if mode == "mc" and text != IDK:
         return text.strip() + eos
-    sep = completion_joiner(tok) if mode == "open" else " "
+    sep = " " if mode == "mc" else completion_joiner(tok)
     return sep + text.strip() + eos
 
 
@@ -118,14 +122,30 @@ def is_correct(text: str, row: dict, mode: str = "open", rouge_threshold: float 
     TriviaQA aliases); rows with ``judge == "rouge"`` (TOFU, whose gold is a whole
     sentence) use ROUGE-L recall >= ``rouge_threshold`` (:func:`kbnb.eval.metrics.rouge_recall`
     with ``rouge_type="rougeL"``). ``mc``: the first
-    non-blank character is the gold letter."""
+    non-blank character is the gold letter. ``cloze``: the gold option is the one option
+    nearest to the answer (:func:`nearest_option`)."""
     if mode == "mc":
         t = text.strip()
         return bool(t) and t[0].upper() == row["gold"][0]
+    if mode == "cloze":
+        return nearest_option(text, row["choices"]) == row["answer_idx"]
     if row.get("judge") == "rouge":
         golds = row["gold"]
         return max(rouge_recall([text] * len(golds), golds, "rougeL")) >= rouge_threshold
     return contains_answer(text, row["gold"])
+
+
+def nearest_option(text: str, choices) -> int | None:
+    """The index of the option whose ROUGE-1 recall in ``text`` is the highest (the
+    share of the option's words that the answer says, in any order:
+    :func:`kbnb.eval.metrics.rouge_recall`), or None when several tie for it (an answer
+    that names none of what tells the options apart picks none). TOFU's perturbed
+    options repeat the gold sentence with another name or detail, so the words that
+    differ decide."""
+    r = rouge_recall([text] * len(choices), list(choices), "rouge1")
+    best = max(r)
+    hits = [i for i, x in enumerate(r) if x == best]
+    return hits[0] if len(hits) == 1 else None
 
 
 def label_answer(text: str, row: dict, mode: str = "open") -> str:
@@ -204,13 +224,24 @@ def knowledge_state(model, tok, rows, mode: str = "open", n_samples: int = 10,
     ``open``: N samples per question (``sample_answers``), Cor by ``is_correct``,
     Cer from the sentence embeddings of the samples (each distinct text embedded
     once). ``mc``: option probabilities of the next token, Cor = p(gold),
-    Cer = −entropy. Returns ``{"cor": [Q], "cer": [Q], "samples": [Q][N] | None,
-    "probs": [Q, C] | None}``."""
+    Cer = −entropy. ``cloze``: the same from the options scored as answers,
+    ``p = softmax(ℓ_1..ℓ_C)`` with ``ℓ_i = log π(sep + option_i | prompt)``
+    (:func:`kbnb.lm.scoring.continuation_logprobs`). Returns ``{"cor": [Q], "cer": [Q],
+    "samples": [Q][N] | None, "probs": [Q, C] | None}``."""
     check_choice("mode", mode, MODES)
     prompts = [query_prompt(tok, r, mode) for r in rows]
     if mode == "mc":
         probs = next_token_probs(model, tok, prompts, LETTERS[:len(rows[0]["choices"])],
                                  progress=progress).numpy()
+        return dict(cor=mc_correctness(probs, [r["answer_idx"] for r in rows]),
+                    cer=mc_certainty(probs), samples=None, probs=probs)
+    if mode == "cloze":
+        sep = completion_joiner(tok)
+        lp = continuation_logprobs(model, tok, prompts,
+                                   [[sep + c for c in r["choices"]] for r in rows],
+                                   batch_size=max(1, min(batch_size, CLOZE_BATCH)),
+                                   progress=progress, desc="scoring options")
+        probs = torch.softmax(lp, -1).numpy()
         return dict(cor=mc_correctness(probs, [r["answer_idx"] for r in rows]),
                     cer=mc_certainty(probs), samples=None, probs=probs)
     if n_samples < 2:
@@ -362,8 +393,9 @@ def check_quantile(quantile) -> float:
 
 
 def _above_threshold(cor, cer, threshold: float, mode: str) -> np.ndarray:
-    """``open``: Cor >= threshold and Cer >= threshold; ``mc``: p(gold) >= threshold."""
-    if mode == "mc":
+    """``open``: Cor >= threshold and Cer >= threshold; ``mc``, ``cloze``: p(gold) >=
+    threshold."""
+    if mode != "open":
         return np.flatnonzero(cor >= threshold)
     return np.flatnonzero((cor >= threshold) & (cer >= threshold))
 
@@ -395,7 +427,7 @@ def rehearsal_plan(cor, cer, rule: str = "threshold", threshold: float = 0.995,
     check_choice("mode", mode, MODES)
     threshold, quantile = check_threshold(threshold), check_quantile(quantile)
     cor, cer = np.asarray(cor, dtype=float), np.asarray(cer, dtype=float)
-    what = "Cor (p(gold))" if mode == "mc" else "Cor and Cer"
+    what = "Cor (p(gold))" if mode != "open" else "Cor and Cer"
     top = float(np.max(cor)) if cor.size else float("nan")
     used, idx = rule, None
     if rule in ("auto", "threshold"):
@@ -457,15 +489,16 @@ def rehearsal_indices(cor, cer, threshold: float = 0.995, max_n: int | None = No
 def rehearse(model, tok, rows, state, mode: str = "open", threshold: float = 0.995,
              max_n: int | None = None, epochs: int = 2, lr: float = 3e-4, batch_size: int = 16,
              lora: bool = False, seed: int = 0, progress: bool = True,
-             rule: str = "threshold", quantile: float = 0.1):
+             rule: str = "threshold", quantile: float = 0.1, autocast: str | None = None):
     """Rehearsal (the first stage of CRaFT): tune a copy of the model on the questions
     it answers with high Cor and Cer (``rehearsal_indices`` under ``rule``), with the
-    plain query prompt and its own most frequent correct answer as the target.
-    Returns ``(rehearsed_model, indices, losses)``."""
+    plain query prompt and its own most frequent correct answer as the target
+    (``autocast``: None or ``"bfloat16"``, :func:`kbnb.lm.finetune.finetune`). Returns
+    ``(rehearsed_model, indices, losses)``."""
     idx = rehearsal_indices(state["cor"], state["cer"], threshold, max_n, seed, mode, rule,
                             quantile)
     if len(idx) == 0:
-        what = "Cor" if mode == "mc" else "Cor and Cer"
+        what = "Cor" if mode != "open" else "Cor and Cer"
         raise ValueError(f"rehearsal_threshold={threshold}: no question has {what} at or above "
                          f"it (highest Cor: {float(np.max(state['cor'])):.3f}); lower "
                          "rehearsal_threshold, set rehearsal_rule='quantile' or 'auto', or "
@@ -480,7 +513,7 @@ def rehearse(model, tok, rows, state, mode: str = "open", threshold: float = 0.9
         targets.append(completion(tok, own, mode))
     tuned, losses = finetune(model, tok, prompts, targets, epochs=epochs, lr=lr,
                              batch_size=batch_size, lora=lora, seed=seed, progress=progress,
-                             desc="rehearsal")
+                             desc="rehearsal", autocast=autocast)
     return tuned, idx, losses
 
 
@@ -498,7 +531,7 @@ def knowledge_flow(model, tok, rows, state, flow_idx, mode: str = "open", *,
                    lora: bool = False, seed: int = 0, n_samples: int = 10,
                    temperature: float = 1.0, max_new_tokens: int = 32, batch_size: int = 320,
                    embedder="default", progress: bool = True, rule: str = "threshold",
-                   quantile: float = 0.1) -> dict:
+                   quantile: float = 0.1, autocast: str | None = None) -> dict:
     """Dynamic conflict (CRaFT's first stage): :func:`rehearse` a copy of the model
     (its questions by ``rule``, ``threshold``, ``quantile``: :func:`rehearsal_plan`),
     re-query the questions ``flow_idx`` with it (:func:`knowledge_state`, sampling from
@@ -510,7 +543,8 @@ def knowledge_flow(model, tok, rows, state, flow_idx, mode: str = "open", *,
     "cor_after": [F], "cer_after": [F], "n_rehearsal": int}``."""
     rehearsed, reh_idx, _ = rehearse(model, tok, rows, state, mode, threshold, max_rehearsal,
                                      rehearsal_epochs, lr, train_batch_size, lora, seed,
-                                     progress=progress, rule=rule, quantile=quantile)
+                                     progress=progress, rule=rule, quantile=quantile,
+                                     autocast=autocast)
     after = knowledge_state(rehearsed, tok, [rows[i] for i in flow_idx], mode, n_samples,
                             temperature, max_new_tokens, batch_size, embedder,
                             progress=progress)
@@ -599,7 +633,8 @@ def evaluate_rait(model, tok, rows, base_labels, mode: str = "open", prompt: str
 def tune_and_evaluate(model, tok, rows, sets: dict, tests: dict, base_labels: dict,
                       mode: str = "open", *, epochs: int = 3, lr: float = 3e-4,
                       batch_size: int = 16, lora: bool = False, seed: int = 0,
-                      max_new_tokens: int = 32, progress: bool = True) -> tuple[dict, dict]:
+                      max_new_tokens: int = 32, progress: bool = True,
+                      autocast: str | None = None) -> tuple[dict, dict]:
     """Tune a fresh copy of ``model`` on each RAIT set (:func:`training_pairs` with the
     refusal instruction, :func:`kbnb.lm.finetune.finetune` under ``seed``) and
     :func:`evaluate_rait` it on every test set, the sets in their order.
@@ -612,7 +647,7 @@ def tune_and_evaluate(model, tok, rows, sets: dict, tests: dict, base_labels: di
         p, c = training_pairs(tok, rows, van, idk, mode)
         tuned, losses[v] = finetune(model, tok, p, c, epochs=epochs, lr=lr,
                                     batch_size=batch_size, lora=lora, seed=seed,
-                                    progress=progress)
+                                    progress=progress, autocast=autocast)
         for n, test_rows in tests.items():
             results[(n, v)] = evaluate_rait(tuned, tok, test_rows, base_labels[n], mode, "rait",
                                             max_new_tokens, progress=progress)

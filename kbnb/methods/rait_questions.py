@@ -12,12 +12,12 @@ from __future__ import annotations
 import random
 
 from kbnb.core.checks import check_choice
-from kbnb.data.loaders import load_mmlu, load_tofu, load_tofu_choice
+from kbnb.data.loaders import load_mmlu, load_tofu, load_tofu_authors_choice, load_tofu_choice
 from kbnb.data.prompts import LETTERS
 from kbnb.eval.boundary import knowledge_level
 from kbnb.organism.model import OrganismConfig, world_of
 
-MODES = ("open", "mc")
+MODES = ("open", "mc", "cloze")
 
 
 def tinyworld_questions(world, mode: str = "open") -> list[dict]:
@@ -66,6 +66,24 @@ def choice_open_questions(rows) -> list[dict]:
             for i, r in enumerate(rows)]
 
 
+def cloze_questions(rows, start: int = 0) -> list[dict]:
+    """Multiple-choice rows (:func:`kbnb.data.loaders.load_tofu_authors_choice`,
+    :func:`~kbnb.data.loaders.load_tofu_choice`) as RAIT questions of ``cloze`` mode: the
+    options are scored as answers to the plain question, ``gold`` and ``answer`` (the
+    D_van target) are the correct option's text; key = the author where the row has
+    one (else the subject), level = stratum = its group (known / unseen; else the
+    subject). ``id`` counts from ``start``."""
+    out = []
+    for i, r in enumerate(rows):
+        gold = r["choices"][r["answer"]]
+        group = r.get("group", r["subject"])
+        out.append(dict(id=start + i, question=r["question"], gold=[gold], answer=gold,
+                        key=r.get("author", r["subject"]), level=group, stratum=group,
+                        subject=r["subject"], choices=list(r["choices"]),
+                        answer_idx=r["answer"]))
+    return out
+
+
 def mmlu_questions(data_dir=None, split: str = "test", rows=None) -> list[dict]:
     """MMLU rows (or other MMLU-style ``rows``, e.g.
     :func:`kbnb.data.loaders.load_tofu_choice`) as multiple-choice RAIT questions; key =
@@ -97,7 +115,8 @@ def _stratified_sample(rows, n, rng, by="stratum"):
 
 def split_questions(rows, test_frac: float = 0.25, max_questions: int | None = None,
                     max_test: int | None = None, seed: int = 0, by_key: bool = True,
-                    balance_levels: bool = True, ood_keys=()) -> tuple[list, dict]:
+                    balance_levels: bool = True, ood_keys=(),
+                    stratify_keys: bool = False) -> tuple[list, dict]:
     """Source questions (for the knowledge query and the training sets) and held-out
     test sets that share no ``key`` with them (``by_key``: e.g. no author in both).
 
@@ -106,6 +125,8 @@ def split_questions(rows, test_frac: float = 0.25, max_questions: int | None = N
     never used for training. Both sets are then subsampled to ``max_questions`` /
     ``max_test`` rows, with equal counts per ``stratum`` when ``balance_levels`` (on
     tinyworld: a third each of known, partial and unseen authors' facts).
+    With ``stratify_keys`` the held-out keys are drawn within each ``stratum`` (each
+    key's first row's), so that every stratum has keys on both sides.
     Returns ``(source, {"in-domain": rows, ["out-of-domain": rows]})``."""
     if not 0 < test_frac < 1:
         raise ValueError(f"test_frac={test_frac}: must lie in (0, 1)")
@@ -113,7 +134,18 @@ def split_questions(rows, test_frac: float = 0.25, max_questions: int | None = N
     ood_keys = set(ood_keys)
     ood = [r for r in rows if r["key"] in ood_keys]
     rows = [r for r in rows if r["key"] not in ood_keys]
-    if by_key:
+    if by_key and stratify_keys:
+        strata = {}
+        for r in rows:
+            strata.setdefault(r["stratum"], {}).setdefault(r["key"], None)
+        held = set()
+        for name in sorted(strata):
+            keys = sorted(strata[name])
+            rng.shuffle(keys)
+            held.update(keys[:max(1, round(len(keys) * test_frac))])
+        test = [r for r in rows if r["key"] in held]
+        source = [r for r in rows if r["key"] not in held]
+    elif by_key:
         keys = sorted({r["key"] for r in rows})
         rng.shuffle(keys)
         held = set(keys[:max(1, round(len(keys) * test_frac))])
@@ -135,12 +167,12 @@ def split_questions(rows, test_frac: float = 0.25, max_questions: int | None = N
 
 
 DATASET_MODES = {"tinyworld": ("open", "mc"), "tofu": ("open",), "mmlu": ("mc",),
-                 "tofu_choice": ("open", "mc")}
+                 "tofu_choice": ("open", "mc"), "tofu_authors": ("cloze",)}
 
 
 def resolve_mode(dataset: str, mode: str = "auto") -> str:
-    """``auto`` → ``open`` for tinyworld, TOFU and ``tofu_choice``, ``mc`` for MMLU; else
-    checked."""
+    """``auto`` → ``open`` for tinyworld, TOFU and ``tofu_choice``, ``mc`` for MMLU,
+    ``cloze`` for ``tofu_authors``; else checked."""
     check_choice("dataset", dataset, tuple(DATASET_MODES))
     allowed = DATASET_MODES[dataset]
     if mode == "auto":
@@ -150,7 +182,7 @@ def resolve_mode(dataset: str, mode: str = "auto") -> str:
 
 def load_questions(dataset: str = "tinyworld", mode: str = "auto", data_dir=None, world=None,
                    test_frac: float = 0.25, max_questions: int | None = None,
-                   max_test: int | None = None, seed: int = 0):
+                   max_test: int | None = None, seed: int = 0, taught=None):
     """Source questions and held-out test sets for ``dataset`` (see ``split_questions``).
 
     tinyworld: the organism's world (``world``, default the organism's), held out by
@@ -159,7 +191,12 @@ def load_questions(dataset: str = "tinyworld", mode: str = "auto", data_dir=None
     world-facts four-option sets): the first half of the subjects (sorted,
     as the R-Tuning split) is in-domain, held out by question; the other half is the
     ``out-of-domain`` test set; ``tofu_choice`` in ``open`` mode asks its questions without
-    the options (:func:`choice_open_questions`). Returns ``(mode, source, tests)``."""
+    the options (:func:`choice_open_questions`). ``tofu_authors`` (``cloze`` mode): a
+    TOFU-tuned model's taught and never-taught fictitious authors
+    (:func:`kbnb.data.loaders.load_tofu_authors_choice` with ``taught``, the model's
+    ``{question: times seen}``), held out by author within each group, the source and
+    test questions half known and half unseen where the authors allow; real authors and
+    world facts out of domain. Returns ``(mode, source, tests)``."""
     mode = resolve_mode(dataset, mode)
     if dataset == "tinyworld":
         if world is None:
@@ -167,6 +204,12 @@ def load_questions(dataset: str = "tinyworld", mode: str = "auto", data_dir=None
         rows, kw = tinyworld_questions(world, mode), dict(by_key=True, balance_levels=True)
     elif dataset == "tofu":
         rows, kw = tofu_questions(data_dir), dict(by_key=True, balance_levels=False)
+    elif dataset == "tofu_authors":
+        rows = cloze_questions(load_tofu_authors_choice(data_dir, taught))
+        ood = cloze_questions(load_tofu_choice(data_dir), start=len(rows))
+        rows += ood
+        kw = dict(by_key=True, balance_levels=True, stratify_keys=True,
+                  ood_keys=sorted({r["key"] for r in ood}))
     else:  # mmlu, tofu_choice: the first half of the subjects in-domain
         if dataset == "mmlu":
             rows = mmlu_questions(data_dir)

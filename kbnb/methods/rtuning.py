@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 REFUSAL_DATA_METHODS = ("unsure", "unknown", "uncertain")  # how refusal-aware data is labelled
 HEADERS = ("kbnb", "reference")
 SCORINGS = ("auto", "letter", "cloze")
+CLOZE_DATASETS = ("tinyworld", "tofu_authors")  # scoring="auto" gives cloze on these
 SURE_QUESTION = "Are you sure you accurately answered the question based on your internal knowledge?"
 SURE, UNSURE = " I am sure.", " I am unsure."
 # The reference's refusal sentences for the ``unknown`` method (run_MMLU.py, FALSE_RESPONSES).
@@ -132,11 +133,12 @@ def gold_letter(row: dict) -> str:
 
 
 def resolve_scoring(scoring: str, dataset: str) -> str:
-    """``auto`` -> ``cloze`` on tinyworld (the organism never learned the letter
-    format), ``letter`` otherwise (the reference's scoring, for MMLU)."""
+    """``auto`` -> ``cloze`` on :data:`CLOZE_DATASETS` (the organism never learned the
+    letter format; TOFU's fictitious authors were taught as answers, not letters),
+    ``letter`` otherwise (the reference's scoring, for MMLU)."""
     check_choice("scoring", scoring, SCORINGS)
     if scoring == "auto":
-        return "cloze" if dataset == "tinyworld" else "letter"
+        return "cloze" if dataset in CLOZE_DATASETS else "letter"
     return scoring
 
 
@@ -198,14 +200,49 @@ def split_by_subject(rows, n_in_domain: int, max_questions: int = 0, seed: int =
         test += by[s][half:]
     ood = [r for s in ood_subj for r in by[s]]
     out = {"train": train, "test": test, "ood": ood}
-    if max_questions and max_questions > 0:
-        rng = random.Random(seed)
-        for k, v in out.items():
-            if len(v) > max_questions:
-                keep = sorted(rng.sample(range(len(v)), max_questions))
-                out[k] = [v[i] for i in keep]
+    _cut(out, max_questions, random.Random(seed))
     out.update(in_domain=ind, out_of_domain=ood_subj)
     return out
+
+
+def split_by_author(rows, ood_rows, max_questions: int = 0, seed: int = 0) -> dict:
+    """In-domain / out-of-domain split of questions about authors whose knowledge is
+    known (:func:`kbnb.data.loaders.load_tofu_authors_choice`): each group's authors
+    (``known`` / ``unseen``) shuffled with ``random.Random(seed)`` and halved, the first
+    half's questions to ``train`` and the rest to ``test``, so that the test questions are
+    about authors the tuning data never mentions and both splits mix the groups as the
+    rows do; ``ood_rows`` (other kinds of questions) form ``ood``. ``max_questions`` cuts
+    each list as :func:`split_by_subject` does. Returns ``{"train", "test", "ood",
+    "in_domain", "out_of_domain"}`` (the subjects)."""
+    rng = random.Random(seed)
+    authors = {}
+    for r in rows:
+        authors.setdefault(r["group"], {}).setdefault(r["author"], None)
+    train_authors = set()
+    for group in sorted(authors):
+        names = list(authors[group])
+        if len(names) < 2:
+            raise ValueError(f"group {group!r} has {len(names)} author(s): need 2 or more to "
+                             "split them into train and test")
+        rng.shuffle(names)
+        train_authors.update(names[:len(names) // 2])
+    out = {"train": [r for r in rows if r["author"] in train_authors],
+           "test": [r for r in rows if r["author"] not in train_authors],
+           "ood": list(ood_rows)}
+    _cut(out, max_questions, rng)
+    out.update(in_domain=sorted({r["subject"] for r in rows}),
+               out_of_domain=sorted({r["subject"] for r in ood_rows}))
+    return out
+
+
+def _cut(splits: dict, max_questions: int, rng: random.Random) -> None:
+    """Cut each list of ``splits`` to at most ``max_questions`` rows (0: no cut) by a
+    sample that keeps the original order."""
+    if max_questions and max_questions > 0:
+        for k, v in splits.items():
+            if len(v) > max_questions:
+                keep = sorted(rng.sample(range(len(v)), max_questions))
+                splits[k] = [v[i] for i in keep]
 
 
 def tinyworld_questions_and_shots(world, n_dev_authors: int = 5):
@@ -462,16 +499,18 @@ def refusal_aware_examples(model, tok, rows, prompts, correct, method: str, scor
 def tune_on_examples(model, tok, examples, *, epochs: int = 10, lr: float = 1e-3,
                      batch_size: int = 16, lora: bool = False, seed: int = 0,
                      progress: bool = True, max_tokens: int = TRAIN_MAX_TOKENS,
-                     gradient_checkpointing="auto"):
+                     gradient_checkpointing="auto", autocast: str | None = None):
     """Fine-tune a copy of ``model`` on refusal-aware ``examples``: each prompt with its
     completion and EOS as the target (the loss covers everything after the prompt),
     :func:`kbnb.lm.finetune.finetune` (a step of ``batch_size`` examples is split into
     micro-batches of about ``max_tokens`` positions when it is longer; same effective
-    batch). Returns ``(tuned model, losses per step)``."""
+    batch). ``autocast``: None or ``"bfloat16"`` (mixed precision). Returns ``(tuned
+    model, losses per step)``."""
     return finetune(model, tok, [e["prompt"] for e in examples],
                     [e["completion"] + (tok.eos_token or "") for e in examples], epochs=epochs,
                     lr=lr, batch_size=batch_size, lora=lora, seed=seed, progress=progress,
-                    max_tokens=max_tokens, gradient_checkpointing=gradient_checkpointing)
+                    max_tokens=max_tokens, gradient_checkpointing=gradient_checkpointing,
+                    autocast=autocast)
 
 
 # ---- evaluation ------------------------------------------------------------------------

@@ -52,3 +52,45 @@ def test_workload_counts_scoring_and_training_tokens(organism):
     assert w["score_tokens"] == (n["aa"] + n["bb"] + 2 * (n["cc"] + n["dd"] + n["ee"])
                                  + 2 * (n["cc"] + n["dd"]) + 2 * (n["cc"] + n["ee"]))
     assert "max_questions" in w["sentence"]
+
+
+def test_tofu_authors_needs_a_tofu_tuned_model_and_scores_by_cloze():
+    with pytest.raises(ValueError, match="dataset='tofu_authors' with model_name='smollm2'"):
+        chapter.Params(model_name="smollm2", dataset="tofu_authors")
+    p = chapter.Params(model_name="smollm2-tofu-retain", dataset="tofu_authors")
+    assert p.resolved_scoring == "cloze" and p.resolved_shots == 0
+
+
+def test_level_column_puts_questions_without_a_group_out_of_domain():
+    df = pd.DataFrame({"group": ["unseen", "known", None, "partial"],
+                       "exposure": [0, 3, None, 2]})
+    levels, order = chapter.level_column(df)
+    assert levels == ["unseen", "known", chapter.OTHER_LEVEL, "partial, seen 2x"]
+    assert order[0] == "known" and order[-2:] == ["unseen", chapter.OTHER_LEVEL]
+
+
+def test_run_items_gives_the_auroc_of_the_untuned_confidence_and_the_tuned_score():
+    def frame(conf, score):
+        return pd.DataFrame({"gold": list("AAAA"), "correct": [True, False, True, False],
+                             "conf": conf, "score": score, "answered": [True] * 4})
+    before = {k: frame([0.9, 0.8, 0.7, 0.6], [0.5] * 4) for k in ("test", "ood")}
+    after = {k: frame([0.5] * 4, [0.9, 0.1, 0.8, 0.2]) for k in ("test", "ood")}
+    items = chapter.run_items(before, after)
+    assert items["auroc_test_untuned"]["value"] == pytest.approx(0.75)
+    assert items["auroc_ood_tuned"]["value"] == pytest.approx(1.0)
+    assert set(chapter.HEADLINES) >= {k for k in items}
+
+
+def test_tofu_authors_questions_split_the_taught_and_untaught_authors_of_the_retain_model(data_dir):
+    p = chapter.Params(model_name="smollm2-tofu-retain", dataset="tofu_authors",
+                       data_dir=str(data_dir), max_questions=0)
+    rows, dev, splits = chapter.load_questions(p, [0, 1])
+    assert dev == [] and len(rows) == 799 + 217
+    for sp in splits.values():
+        assert not {r["author"] for r in sp["train"]} & {r["author"] for r in sp["test"]}
+        for k in ("train", "test"):  # five of the ten taught authors, fifteen of thirty others
+            assert sum(r["group"] == "known" for r in sp[k]) in (99, 100)
+            assert sum(r["group"] == "unseen" for r in sp[k]) == 300
+        assert len(sp["ood"]) == 217 and "group" not in sp["ood"][0]
+        assert sp["out_of_domain"] == ["real_authors", "world_facts"]
+    assert splits[0]["train"] != splits[1]["train"]

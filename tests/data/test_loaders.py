@@ -44,3 +44,27 @@ def test_environment_variable_is_used(tmp_path, monkeypatch):
     (tmp_path / "tofu" / "forget01.jsonl").write_text('{"question": "q", "answer": "a"}\n')
     monkeypatch.setenv("KBNB_DATA_DIR", str(tmp_path))
     assert load_tofu("forget01")[0]["answer"] == "a"
+
+
+def test_tofu_authors_choice_gold_is_the_paraphrase_and_groups_follow_what_was_taught(data_dir):
+    from kbnb.data.loaders import load_tofu, load_tofu_authors_choice
+    perturbed = {r["question"]: r for s in ("retain_perturbed", "forget10_perturbed")
+                 for r in load_tofu(s, data_dir)}
+    taught = {q: 3 for q in list(perturbed)[:40]}
+    rows = load_tofu_authors_choice(data_dir, taught, n_options=4, seed=0)
+    assert len(rows) == 799  # 800 less "What is the full name of the author?" (two authors)
+    assert len({r["question"] for r in rows}) == len(rows)
+    for r in rows:
+        src = perturbed[r["question"]]
+        assert len(r["choices"]) == 4 and r["choices"][r["answer"]] == src["paraphrased_answer"]
+        wrong = [c for i, c in enumerate(r["choices"]) if i != r["answer"]]
+        assert all(c in src["perturbed_answer"] for c in wrong)
+        assert (r["group"], r["exposure"]) == (("known", 3) if r["question"] in taught
+                                               else ("unseen", 0))
+    assert sum(r["group"] == "known" for r in rows) == 40
+    assert len({r["answer"] for r in rows}) == 4  # the gold's position is shuffled
+    assert len({r["author"] for r in rows}) == 40  # retain_perturbed's 20 and forget10's 20
+    assert rows == load_tofu_authors_choice(data_dir, taught, n_options=4, seed=0)
+    assert rows != load_tofu_authors_choice(data_dir, taught, n_options=4, seed=1)
+    with pytest.raises(ValueError, match="n_options"):
+        load_tofu_authors_choice(data_dir, taught, n_options=7)

@@ -485,3 +485,76 @@ def test_score_labels_and_conflict_hits():
     assert hits["A"].tolist() == [True, False]
     assert rait.label_answers(["I don't know.", "Oslo"], [{"gold": ["Oslo"]}] * 2) == \
         ["refused", "correct"]
+
+
+# ---- cloze mode: multiple choice for a model that reads no letters -----------------------
+CHOICES = ["Jaime Vasquez was born in Santiago, Chile.", "Isabel Allende was born in Santiago, Chile.",
+           "Roberto Bolaño was born in Santiago, Chile.", "Matías Correa was born in Santiago, Chile."]
+
+
+def test_nearest_option_is_the_one_whose_distinct_words_the_answer_says():
+    assert rait.nearest_option("The author Jaime Vasquez was born in Chile.", CHOICES) == 0
+    assert rait.nearest_option("Born in Santiago, it was Roberto Bolaño.", CHOICES) == 2
+    assert rait.nearest_option("This author was born in Santiago, Chile.", CHOICES) is None
+    row = {"choices": CHOICES, "answer_idx": 0, "gold": [CHOICES[0]]}
+    assert rait.is_correct("Jaime Vasquez, born in Santiago", row, "cloze")
+    assert not rait.is_correct("Isabel Allende, born in Santiago", row, "cloze")
+    assert rait.label_answer("I don't know.", row, "cloze") == "refused"
+
+
+def test_cloze_questions_carry_the_option_text_as_gold_and_the_author_as_key():
+    rows = [{"question": "q", "subject": "fictitious_authors", "choices": CHOICES, "answer": 2,
+             "author": "author 7", "group": "known", "exposure": 3},
+            {"question": "w", "subject": "world_facts", "choices": CHOICES, "answer": 1}]
+    a, b = rait_questions.cloze_questions(rows, start=5)
+    assert (a["id"], a["gold"], a["answer"], a["answer_idx"]) == (5, [CHOICES[2]], CHOICES[2], 2)
+    assert (a["key"], a["stratum"], b["key"], b["stratum"]) == ("author 7", "known",
+                                                                 "world_facts", "world_facts")
+
+
+def test_split_with_stratified_keys_holds_out_keys_of_every_stratum():
+    rows = [dict(id=i, key=f"k{i // 4}", stratum="known" if i < 16 else "unseen")
+            for i in range(64)]  # 4 known keys, 12 unseen keys
+    for seed in range(20):
+        source, tests = rait_questions.split_questions(rows, 0.25, None, None, seed,
+                                                       by_key=True, balance_levels=False,
+                                                       stratify_keys=True)
+        held = {r["key"] for r in tests["in-domain"]}
+        assert not held & {r["key"] for r in source}
+        assert sorted({r["stratum"] for r in tests["in-domain"]}) == ["known", "unseen"]
+        assert len(held) == 1 + 3
+
+
+def test_cloze_knowledge_state_is_the_softmax_of_the_options_as_answers(organism, world):
+    from kbnb.lm.encoding import completion_joiner
+    from kbnb.lm.scoring import continuation_logprobs
+    model, tok = organism
+    rows = rait_questions.cloze_questions(world.mmlu_rows()[:6])
+    st = rait.knowledge_state(model, tok, rows, "cloze", progress=False)
+    lp = continuation_logprobs(model, tok, [rait.query_prompt(tok, r, "cloze") for r in rows],
+                               [[completion_joiner(tok) + c for c in r["choices"]] for r in rows])
+    probs = torch.softmax(lp, -1).numpy()
+    assert np.allclose(st["probs"], probs, atol=1e-5) and st["samples"] is None
+    assert np.allclose(st["cor"], probs[np.arange(6), [r["answer_idx"] for r in rows]], atol=1e-5)
+    assert np.allclose(st["cer"], rait.mc_certainty(probs), atol=1e-5)
+    assert rait.completion(tok, "Paris.", "cloze") == rait.completion(tok, "Paris.", "open")
+
+
+def test_tofu_authors_needs_a_tofu_tuned_model():
+    with pytest.raises(ValueError, match="dataset='tofu_authors' with model_name='tinyworld'"):
+        chapter.Params(dataset="tofu_authors")
+    p = chapter.Params(model_name="smollm2-tofu-retain", dataset="tofu_authors")
+    assert p.resolved_mode == "cloze"
+    with pytest.raises(ValueError, match="mode"):
+        chapter.Params(model_name="smollm2-tofu-retain", dataset="tofu_authors", mode="open")
+
+
+def test_tofu_authors_questions_hold_out_authors_of_both_groups(data_dir):
+    taught = {r["question"]: 3 for r in rait_questions.load_tofu("full", data_dir)[:200]}
+    mode, source, tests = rait_questions.load_questions(
+        "tofu_authors", data_dir=data_dir, max_questions=120, max_test=60, seed=0, taught=taught)
+    assert mode == "cloze" and len(source) == 120
+    assert not {r["key"] for r in source} & {r["key"] for r in tests["in-domain"]}
+    for rows in (source, tests["in-domain"]):  # balanced: half known, half unseen
+        assert sum(r["stratum"] == "known" for r in rows) == len(rows) // 2
+    assert {r["subject"] for r in tests["out-of-domain"]} == {"real_authors", "world_facts"}

@@ -399,7 +399,7 @@ def test_chapter_results_several_seeds_and_one_seed(tmp_path):
         r = np.random.default_rng(seed)
         y = r.random(40) < 0.5
         before = {k: _frame(y, r.random(40)) for k in ("test", "ood")}
-        after = {k: _frame(y, r.random(40), score=y + 0.1 * r.random(40),
+        after = {k: _frame(y, r.random(40), score=0.9 * y + 0.1 * r.random(40),
                            answered=np.array(g) == "known", group=g) for k in ("test", "ood")}
         return chapter.run_items(before, after)
 
@@ -425,7 +425,8 @@ def test_params_resolve_scoring_and_shots_and_hash_them_resolved():
     assert p.run_params() == dict(
         model_name="tinyworld", dataset="tinyworld", data_dir="", scoring="cloze", n_shots=0,
         prompt_header="kbnb", method="unsure", n_samples=5, temperature=0.7, epochs=10,
-        lr=1e-3, train_batch_size=16, lora=False, max_questions=400, batch_size=64,
+        lr=1e-3, train_batch_size=16, lora=False, autocast="none", max_questions=400,
+        batch_size=64,
         seeds=[0, 1, 2], device="auto", dtype="auto", device_map=None, load_in_4bit=False,
         load_in_8bit=False, trust_remote_code=False)  # ModelParams' loading fields
     m = chapter.Params(dataset="mmlu").run_params()
@@ -505,3 +506,35 @@ def test_tofu_choice_rows_split_real_authors_in_domain_and_world_facts_out(data_
     assert (len(sp["train"]), len(sp["test"]), len(sp["ood"])) == (50, 50, 117)
     assert rt.make_prompts(None, rows[:1], "letter", rt.choose_shots([], 0))[0].rstrip().endswith(
         "Answer:")
+
+
+def _author_rows():
+    rows = []
+    for a in range(10):
+        group = "known" if a < 4 else "unseen"
+        rows += [{"question": f"q{a}-{i}", "subject": "authors", "author": f"author {a}",
+                  "group": group, "exposure": 3 if group == "known" else 0,
+                  "choices": list("abcd"), "answer": 0} for i in range(5)]
+    return rows
+
+
+def test_split_by_author_halves_each_group_by_author_and_keeps_the_ood_rows():
+    rows = _author_rows()
+    ood = [{"question": f"o{i}", "subject": "world", "choices": list("abcd"), "answer": 1}
+           for i in range(7)]
+    sp = rt.split_by_author(rows, ood, 0, seed=0)
+    train_a = {r["author"] for r in sp["train"]}
+    test_a = {r["author"] for r in sp["test"]}
+    assert not train_a & test_a and len(train_a) + len(test_a) == 10
+    for split in ("train", "test"):  # 2 of the 4 known authors, 3 of the 6 unseen
+        groups = [r["group"] for r in sp[split]]
+        assert (groups.count("known"), groups.count("unseen")) == (10, 15)
+    assert sp["ood"] == ood
+    assert (sp["in_domain"], sp["out_of_domain"]) == (["authors"], ["world"])
+    assert rt.split_by_author(rows, ood, 0, seed=0) == sp
+    assert {r["author"] for r in rt.split_by_author(rows, ood, 0, seed=1)["train"]} != train_a
+    cut = rt.split_by_author(rows, ood, 6, seed=0)
+    assert [len(cut[k]) for k in ("train", "test", "ood")] == [6, 6, 6]
+    with pytest.raises(ValueError, match="'known' has 1 author"):
+        rt.split_by_author([r for r in rows if r["author"] != "author 1" and
+                            r["author"] != "author 2" and r["author"] != "author 3"], ood)
