@@ -37,9 +37,9 @@ class Params(ModelParams):
     """The parameters of ``notebooks/rait.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # "tinyworld" (the embedded organism), a hub id or a local path
-    dataset: str = choice("tinyworld", tuple(rait_questions.DATASET_MODES))  # tinyworld | tofu | mmlu | tofu_choice | tofu_authors (a TOFU-tuned model's taught and never-taught authors)
+    dataset: str = choice("tinyworld", tuple(rait_questions.DATASET_MODES))  # tinyworld | tofu | mmlu | tofu_choice | tofu_authors
     data_dir: str = param("")  # folder with tofu/ and mmlu/ (JSON lines); "": $KBNB_DATA_DIR or the hub
-    mode: str = choice("auto", ("auto", *rait_questions.MODES))  # auto | open | mc (multiple choice: tinyworld, mmlu, tofu_choice) | cloze (options scored as answers: tofu_authors)
+    mode: str = choice("auto", ("auto", *rait_questions.MODES))  # auto | open | mc (multiple choice) | cloze (options scored as answers)
     seeds: list = seeds_param((0, 1, 2, 3, 4))  # five runs (three could not decide): split, sampling, tuning
     output_dir: str = param("runs", run=False)  # results go to output_dir/rait-<hash of the parameters>/
     max_questions: int = integer(160, 1)  # source questions per seed (the sets come from them)
@@ -65,7 +65,7 @@ class Params(ModelParams):
     train_epochs: int = integer(3, 0)  # epochs of RAIT tuning
     lr: float = number(3e-4, 0, lo_open=True)  # learning rate of rehearsal and RAIT tuning (AdamW)
     lora: bool = flag(False)  # LoRA adapters instead of full fine-tuning (for large models)
-    autocast: str = choice("none", ("none", "bfloat16"))  # none | bfloat16 (mixed-precision tuning: about 1.8x faster for SmolLM2 on a CPU)
+    autocast: str = choice("none", ("none", "bfloat16"))  # none | bfloat16 (mixed-precision tuning, ~1.8x faster on a CPU)
     train_batch_size: int = integer(16, 1)  # examples per optimisation step
 
     def validate(self) -> None:

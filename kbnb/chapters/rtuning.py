@@ -32,8 +32,8 @@ class Params(ModelParams):
     """The parameters of ``notebooks/rtuning.ipynb`` (same names and defaults)."""
 
     model_name: str = param("tinyworld")  # the embedded organism, or a hub id / local path
-    dataset: str = choice("tinyworld", DATASETS)  # tinyworld | mmlu | tofu_choice (TOFU's 4-option sets) | tofu_authors (a TOFU-tuned model's taught and never-taught authors)
-    data_dir: str = param("")  # folder with mmlu/ or tofu/ (datasets mmlu, tofu_*); empty: $KBNB_DATA_DIR or the hub
+    dataset: str = choice("tinyworld", DATASETS)  # tinyworld | mmlu | tofu_choice | tofu_authors
+    data_dir: str = param("")  # folder with mmlu/ or tofu/; empty: $KBNB_DATA_DIR or the hub
     scoring: str = choice("auto", rtuning.SCORINGS)  # auto (tinyworld: cloze, mmlu: letter) | letter (next token) | cloze
     n_shots: int = integer(-1, -1)  # answered examples per question (letter only); -1: 5 mmlu, 0 tinyworld
     prompt_header: str = choice("kbnb", rtuning.HEADERS)  # kbnb (one space after "about") | reference (two spaces)
@@ -44,7 +44,7 @@ class Params(ModelParams):
     lr: float = number(1e-3, 0, lo_open=True)  # fine-tuning learning rate (about 2e-5 full or 1e-4 LoRA on a 7B model)
     train_batch_size: int = integer(16, 1)  # examples per fine-tuning step
     lora: bool = flag(False)  # True: tune LoRA adapters (peft) instead of all weights, for large models
-    autocast: str = choice("none", ("none", "bfloat16"))  # none | bfloat16 (mixed-precision tuning: about 1.8x faster for SmolLM2 on a CPU)
+    autocast: str = choice("none", ("none", "bfloat16"))  # none | bfloat16 (mixed-precision tuning, ~1.8x faster on a CPU)
     max_questions: int = integer(400, 0)  # at most this many questions per split (train, test, ood); 0: all
     batch_size: int = integer(64, 1)  # prompts per forward pass when querying and scoring
     seeds: list = seeds_param()  # one run each: question sample, sampling, data order, training
