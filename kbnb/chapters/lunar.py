@@ -98,6 +98,7 @@ class Params(ModelParams):
     n_ref: object = integer(None, 1, none=True)  # reference prompts D_ref for the steering vectors; None: all
     ref_set: str = choice("auto", lunar_sets.REF_SETS)  # D_ref: auto (organism's / harmful) | harmful | invented
     retain_authors: object = integer(None, 1, none=True)  # tofu: D_r from the first N retain authors; None: all
+    val_authors: object = integer(None, 1, none=True)  # tofu: retain authors held out to choose the layer; None: held-out rows
     layer: object = param(None)  # layer to edit; None: chosen by selection among candidate_layers
     selection: str = choice("edit", SELECTIONS)  # edit: each layer's edit on validation rows | steering (official)
     candidate_layers: object = param(None)  # list of layers scored for selection; None: every layer
@@ -126,6 +127,8 @@ class Params(ModelParams):
             out["ref_set"] = self.ref_set
         if self.retain_authors is not None:
             out["retain_authors"] = self.retain_authors
+        if self.val_authors is not None:
+            out["val_authors"] = self.val_authors
         return out
 
     def eval_args(self) -> dict:
@@ -143,6 +146,8 @@ class Params(ModelParams):
             del p["ref_set"]
         if self.retain_authors is None:
             del p["retain_authors"]
+        if self.val_authors is None:
+            del p["val_authors"]
         return p
 
 

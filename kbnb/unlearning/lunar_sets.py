@@ -35,7 +35,7 @@ GENERIC_REFUSALS = (
 def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_retain: int = 300,
               n_eval: int = 90, n_ref: int | None = None, data_dir=None, seed: int = 0,
               world=None, ref_set: str = "auto", retain_authors: int | None = None,
-              n_val: int = 45) -> dict:
+              n_val: int = 45, val_authors: int | None = None) -> dict:
     """The sets LUNAR needs, as lists of rows with ``question`` and ``answer``.
 
     Returns ``{"forget", "retain", "retain_eval", "ref", "ref_eval", "refusals",
@@ -52,7 +52,10 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
     ``auto``: the organism's own for ``tinyworld``, ``harmful`` for ``tofu``.
     ``retain_authors`` (``tofu`` only): draw D_r and the retain evaluation from the first
     N retain authors (20 rows each, TOFU's order), e.g. the ten a TOFU-tuned model
-    learned (:mod:`kbnb.lm.tuned`); None: the whole retain split.
+    learned (:mod:`kbnb.lm.tuned`); None: the whole retain split. ``val_authors``
+    (``tofu`` only): hold out that many of those retain authors, drawn per seed, for the
+    validation rows, so that the layer is chosen on authors no evaluation asks about and
+    D_r and the retain evaluation come from the others; None: row-level hold-out below.
 
     Validation rows for choosing the layer by the edit's effect (``score_edit_layers``),
     questions no evaluation asks: ``forget_val`` = up to ``n_val`` forget facts, spread over
@@ -60,7 +63,7 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
     (``templates``; not the held-out ``paraphrased_question``, which the paraphrase attack
     asks), on TOFU its ``paraphrased_question`` (the only other phrasing it has, so there
     the paraphrase attack asks the same questions); empty when the rows have neither.
-    ``retain_val`` = ``n_val`` retain rows
+    ``retain_val`` = ``n_val`` retain rows (of the ``val_authors`` held-out authors when given)
     outside both ``retain`` and ``retain_eval`` (topped up from ``retain`` when the split
     has too few left; ``retain_val_source`` says which). Drawn with their own random
     stream, so the other sets are those of earlier versions.
@@ -82,6 +85,8 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
         raise ValueError(f"retain_authors={retain_authors!r}: must be an integer >= 1 or None")
     if not isinstance(n_val, int) or isinstance(n_val, bool) or n_val < 1:
         raise ValueError(f"n_val={n_val!r}: must be an integer >= 1")
+    if val_authors is not None and dataset != "tofu":
+        raise ValueError(f"val_authors={val_authors!r}: only for dataset='tofu' (None otherwise)")
     if dataset == "tinyworld":
         if world is None:
             world = world_of(OrganismConfig())
@@ -96,6 +101,8 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
         retain_all = load_tofu(RETAIN_OF[forget_split], data_dir)
         if retain_authors is not None:
             retain_all = retain_all[:retain_authors * QUESTIONS_PER_AUTHOR]
+        if val_authors is not None:
+            retain_all, val_pool = hold_out_authors(retain_all, val_authors, seed)
         refusals = list(GENERIC_REFUSALS)
     source = ref_set if ref_set != "auto" else ("organism" if dataset == "tinyworld" else "harmful")
     if source == "organism":
@@ -114,7 +121,26 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
     ref_eval = rng.sample(ref, min(n_eval, len(ref)))
     out = {"forget": list(forget), "retain": sample[:n_retain], "retain_eval": sample[n_retain:],
            "ref": ref, "ref_eval": ref_eval, "refusals": refusals}
-    return {**out, **validation_sets(out, retain_all, paraphrased, n_val, seed)}
+    val = validation_sets(out, retain_all, paraphrased, n_val, seed,
+                          pool=val_pool if val_authors is not None else None)
+    return {**out, **val}
+
+
+def hold_out_authors(rows: list, k: int, seed: int) -> tuple[list, list]:
+    """``(kept, held)``: the rows of TOFU retain authors (20 per author, TOFU's order)
+    split by author, ``k`` authors drawn with the seed's own stream held out.
+
+    >>> kept, held = hold_out_authors([{"i": i} for i in range(60)], 1, 0)
+    >>> len(kept), len(held)
+    (40, 20)
+    """
+    n_authors = len(rows) // QUESTIONS_PER_AUTHOR
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k < n_authors:
+        raise ValueError(f"val_authors={k!r}: must be an integer from 1 to {n_authors - 1} "
+                         f"(the retain split has {n_authors} authors here)")
+    held = set(random.Random(f"lunar-validation-authors-{seed}").sample(range(n_authors), k))
+    by = [(i // QUESTIONS_PER_AUTHOR in held, r) for i, r in enumerate(rows)]
+    return [r for h, r in by if not h], [r for h, r in by if h]
 
 
 def other_phrasing(row: dict) -> str | None:
@@ -125,16 +151,19 @@ def other_phrasing(row: dict) -> str | None:
     return rest[len(rest) // 2] if rest else None
 
 
-def validation_sets(sets: dict, retain_all, paraphrased: dict, n_val: int, seed: int) -> dict:
-    """``forget_val``, ``retain_val`` and ``retain_val_source`` of :func:`load_sets`."""
+def validation_sets(sets: dict, retain_all, paraphrased: dict, n_val: int, seed: int,
+                    pool: list | None = None) -> dict:
+    """``forget_val``, ``retain_val`` and ``retain_val_source`` of :func:`load_sets`;
+    ``pool``: the held-out authors' rows to draw ``retain_val`` from (None: the rows of
+    ``retain_all`` outside the fitting and evaluation samples)."""
     forget_val = [{**r, "question": paraphrased[r["question"]]}
                   for r in select_prompts(sets["forget"], n_val)
                   if paraphrased.get(r["question"])]
     used = {id(r) for r in sets["retain"]} | {id(r) for r in sets["retain_eval"]}  # same objects
-    rest = [r for r in retain_all if id(r) not in used]
+    rest = [r for r in retain_all if id(r) not in used] if pool is None else pool
     rng = random.Random(f"lunar-validation-{seed}")
     retain_val = rng.sample(rest, min(n_val, len(rest)))
-    source = "held-out retain rows"
+    source = "held-out retain rows" if pool is None else "retain rows of held-out authors"
     if len(retain_val) < n_val:
         retain_val += sets["retain"][:n_val - len(retain_val)]
         source = "held-out retain rows, topped up from the fitting rows D_r"

@@ -75,3 +75,18 @@ def test_an_older_record_lends_its_stamp_to_its_chapters(tmp_path):
                       / "RECORD.json").read_text())
     assert doc["chapters"]["lunar"] == {"seconds": 1.0, "run_dir": "r", "commit": "abc",
                                         "date": "then", "library_files": {"kbnb/x.py": "1"}}
+
+
+def test_only_the_models_of_the_chosen_chapters_are_built_and_the_others_kept(tmp_path):
+    params = {"rtuning": {"model_name": "smollm2-tofu-retain"},
+              "unlearning": {"model_name": "smollm2-tofu", "retain_model": "smollm2-tofu-retain"},
+              "lunar": {"model_name": "smollm2-tofu"}, "results": {"chapters_dir": "x"}}
+    assert real.models_of(params, ["rtuning"]) == ["smollm2-tofu-retain"]
+    assert real.models_of(params, ["unlearning", "results"]) == list(real.MODELS)
+    assert real.models_of({"a": {"model_name": "my/model"}}, ["a"]) == ["my/model"]
+    dest = tmp_path / "results" / "smollm2"
+    dest.mkdir(parents=True)
+    (dest / "RECORD.json").write_text(json.dumps({"models": {"a": 1, "b": 2}}))
+    doc = json.loads((real.record("book/real", "results/smollm2", root=tmp_path, only=[],
+                                  models={"b": 3}) / "RECORD.json").read_text())
+    assert doc["models"] == {"a": 1, "b": 3}

@@ -366,3 +366,27 @@ def test_edit_selection_scores_each_layer_and_leaves_the_model_alone(organism):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     with pytest.raises(ValueError, match="validation rows"):
         lunar_pipeline.score_edit_layers(model, tok, {**sets, "forget_val": []}, V, [4])
+
+
+def test_tofu_validation_rows_come_from_held_out_authors(data_dir):
+    """Issue 33: with ``val_authors`` the layer is chosen on retain authors that neither D_r
+    nor the retain evaluation asks about; each seed draws its own authors."""
+    from kbnb.data.loaders import load_tofu
+    from kbnb.unlearning.lunar_sets import load_sets
+    first_ten = load_tofu("full", data_dir)[:200]
+    author = {r["question"]: i // 20 for i, r in enumerate(first_ten)}
+    by_seed = {}
+    for seed in (0, 1, 2):
+        sets = load_sets("tofu", "forget01", n_retain=120, n_eval=40, n_val=40, data_dir=data_dir,
+                         ref_set="invented", retain_authors=10, val_authors=2, seed=seed)
+        val = {author[r["question"]] for r in sets["retain_val"]}
+        used = {author[r["question"]] for k in ("retain", "retain_eval") for r in sets[k]}
+        assert len(val) == 2 and len(sets["retain_val"]) == 40 and not val & used
+        assert len(sets["retain"]) == 120 and len(sets["retain_eval"]) == 40
+        assert sets["retain_val_source"] == "retain rows of held-out authors"
+        by_seed[seed] = val
+    assert len({frozenset(v) for v in by_seed.values()}) > 1
+    with pytest.raises(ValueError, match="val_authors=10: must be an integer from 1 to 9"):
+        load_sets("tofu", "forget01", data_dir=data_dir, retain_authors=10, val_authors=10)
+    with pytest.raises(ValueError, match="val_authors=2: only for dataset='tofu'"):
+        load_sets("tinyworld", "forget05", val_authors=2)
