@@ -370,14 +370,15 @@ def record_and_check(ch, runs: dict, van: dict, lun: dict, tk: dict,
         return res[s0]["per_item"][key] if one else ch.per_seed(seed_key)
 
     v = ch.check("vanilla_knows", "the vanilla model's forget ROUGE-1",
-                 vals(van, "rouge1_forget", "van_forget"), T["vanilla_forget_min"],
+                 vals(van, "rouge1_forget", "van_forget"), T["vanilla_forget_min"], bounds=stats.UNIT,
                  **declared(SMALLEST_EFFECTS, "vanilla_knows"))
     if not one:
         note_constant(v, ch.per_seed("van_forget"))
     ch.check("forget_low", "forget ROUGE-1 after LUNAR", vals(lun, "rouge1_forget", "forget_rouge1"),
-             T["forget_max"], better="lower", **declared(SMALLEST_EFFECTS, "forget_low"))
+             T["forget_max"], better="lower", bounds=stats.UNIT,
+             **declared(SMALLEST_EFFECTS, "forget_low"))
     ch.check("retain_kept", "retain ROUGE-1 after LUNAR",
-             vals(lun, "rouge1_retain_eval", "retain_rouge1"), T["retain_min"],
+             vals(lun, "rouge1_retain_eval", "retain_rouge1"), T["retain_min"], bounds=stats.UNIT,
              **declared(SMALLEST_EFFECTS, "retain_kept"))
     if one:
         r_l, r_v = lun[s0]["per_item"]["rouge1_retain_eval"], van[s0]["per_item"]["rouge1_retain_eval"]

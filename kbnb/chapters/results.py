@@ -252,6 +252,19 @@ def table_html(rows: list[dict], digits: int = 3, recorded_runs: dict | None = N
 BUILD_MODEL = "tinyworld organism (this build)"  # this build's points in the forest plot
 
 
+def build_model(rows) -> str:
+    """The name of this build's points in the forest plot: :data:`BUILD_MODEL` when every
+    row's run is on an organism (``tinyworld…``), else the models the runs name (a build
+    with ``book/params-real.yml``: ``"smollm2-tofu, smollm2-tofu-retain (this build)"``)."""
+    names = set()
+    for source in {r["source"] for r in rows if r.get("source")}:
+        params = json.loads(Path(source).read_text()).get("params", {})
+        names.add(str(params.get("model_name", "tinyworld")))
+    if all(n.startswith("tinyworld") for n in names):
+        return BUILD_MODEL
+    return ", ".join(sorted(names)) + " (this build)"
+
+
 def _page_checks(rows) -> dict[str, dict]:
     """``{"<chapter title>: <claim>": check dict}`` of the rows the table shows that have
     a check, read from each row's metrics.json; ``{}`` when that file lacks the check, and
@@ -275,7 +288,7 @@ def forest_checks(rows: list[dict], recorded: dict | None = None) -> dict[str, d
     """``{model: {"<chapter title>: <claim>": check dict}}`` for the forest plot: this
     build's (:data:`BUILD_MODEL`, from :func:`collect`'s rows) and each recording's
     (:func:`recorded`; named by its ``RECORD.json`` model, "… (recorded)")."""
-    out = {BUILD_MODEL: _page_checks(rows)}
+    out = {build_model(rows): _page_checks(rows)}
     for name, run in (recorded or {}).items():
         model = str(run["record"].get("model") or name).split(" (")[0] + " (recorded)"
         out[model] = _page_checks(run["rows"].values())

@@ -365,7 +365,7 @@ def chapter_results(ch, items_by_seed: dict, target_share: float = TARGET_SHARE)
         if name in last:
             new = ch.per_seed(name) if several else last[name]["per_item"]
             ch.check(f"{name}_target", what, new, target_share, better="higher",
-                     **declared(SMALLEST_EFFECTS, f"{name}_target"))
+                     bounds=stats.UNIT, **declared(SMALLEST_EFFECTS, f"{name}_target"))
 
 
 # ---- the precondition: an untuned model above chance ---------------------------------------

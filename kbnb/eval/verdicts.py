@@ -22,6 +22,7 @@ here.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -36,7 +37,7 @@ from kbnb.eval.comparisons import (
     paired_compare,
 )
 from kbnb.eval.metrics_file import format_number
-from kbnb.eval.stats import check_values
+from kbnb.eval.stats import check_bounds, check_values, ci95
 
 STATUSES = ("PASS", "MISS", "UNCLEAR", "EXCLUDED")  # every status a check can have
 # the status in words, on the chapters' checks tables, the results page and the recordings
@@ -148,10 +149,21 @@ def verdict(effect: str, result, better: str = "higher", unit: str = "", *,
                    size, source)
 
 
+def _inside_range(res: Comparison, new: np.ndarray, target: float, bounds,
+                  over: str) -> Comparison:
+    """``res`` (``new`` − ``target``, a t interval) with the interval of ``new`` taken on the
+    logit (log) scale of ``bounds`` (:func:`kbnb.eval.stats.ci95`) and shifted by
+    ``target``; shown again only when that interval excludes 0 and p < 0.05."""
+    h = ci95(new, method="t", over=over, bounds=bounds)
+    lo, hi = h["ci95"][0] - target, h["ci95"][1] - target
+    return dataclasses.replace(res, ci95=[lo, hi], ci_method=h["ci_method"] + ", less the target",
+                               shown=bool((lo > 0 or hi < 0) and res.p_value < ALPHA))
+
+
 def check(effect: str, new, baseline, better: str = "higher", unit: str = "", *,
           subject: str | None = None, baseline_name: str | None = None, digits: int = 3,
           smallest_effect: float | None = None, smallest_effect_source: str | None = None,
-          **compare) -> Verdict:
+          bounds=None, **compare) -> Verdict:
     """Turn a target into a paired comparison with its uncertainty, and its verdict.
 
     effect: the quantity, e.g. ``"AP"``. new, baseline: per-item (or per-seed) values of
@@ -162,6 +174,11 @@ def check(effect: str, new, baseline, better: str = "higher", unit: str = "", *,
     (``statistic``, ``method``, ``test``, ``n_boot``, ``seed``, ``over``).
     smallest_effect, smallest_effect_source: the smallest effect that matters and its
     source, as in :func:`verdict` (checked before any computation).
+    bounds: with a fixed target only, the range ``(lo, hi)`` of ``new`` (e.g.
+    :data:`kbnb.eval.stats.UNIT` for a share): a t interval over seeds is then taken on
+    the logit (log) scale of ``new`` and shifted by the target, so that the interval of
+    the difference stays inside ``[lo − target, hi − target]`` (a plain t interval over
+    three seeds of a share at 0.4 reached −1.6 to 0.8); the test stays the t test.
 
     Example: ``check("AP", tuned_cols, untuned_cols, statistic=ap, subject="R-Tuning",
     baseline_name="the untuned model")``. Returns a :class:`Verdict` (``status``,
@@ -169,7 +186,13 @@ def check(effect: str, new, baseline, better: str = "higher", unit: str = "", *,
     """
     check_choice("better", better, ("higher", "lower"))
     check_smallest_effect(smallest_effect, smallest_effect_source)
-    if np.ndim(baseline) == 0 and not isinstance(baseline, tuple):
+    fixed = np.ndim(baseline) == 0 and not isinstance(baseline, tuple)
+    if bounds is not None:
+        bounds = check_bounds(bounds)
+        if not fixed:
+            raise ValueError("bounds= is for a fixed target (a single-number baseline); a "
+                             "difference of paired values has no range to keep")
+    if fixed:
         if compare.get("statistic") is not None:
             raise ValueError("baseline is a single number: compare against a fixed target "
                              "only without statistic=")
@@ -182,6 +205,8 @@ def check(effect: str, new, baseline, better: str = "higher", unit: str = "", *,
             baseline_name = format_number(target, digits, unit)
         new = nv
     res = paired_compare(baseline, new, **compare)
+    if bounds is not None and res.ci_method.startswith("paired t interval"):
+        res = _inside_range(res, new, target, bounds, compare.get("over", "questions"))
     return verdict(effect, res, better=better, unit=unit, subject=subject,
                    baseline=baseline_name, digits=digits, smallest_effect=smallest_effect,
                    smallest_effect_source=smallest_effect_source)

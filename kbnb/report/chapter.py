@@ -223,7 +223,8 @@ class Chapter:
     def check(self, name: str, effect: str, new, baseline, better: str = "higher", *,
               subject: str | None = None, baseline_name: str | None = None, unit: str = "",
               digits: int = 3, smallest_effect: float | None = None,
-              smallest_effect_source: str | None = None, **compare) -> verdicts.Verdict:
+              smallest_effect_source: str | None = None, bounds=None,
+              **compare) -> verdicts.Verdict:
         """A claim as a paired comparison with its verdict (:func:`kbnb.eval.verdicts.check`).
 
         new, baseline: paired values (one per seed, or per question for one seed), or
@@ -232,7 +233,10 @@ class Chapter:
         says "only 1 seed"), else ``"questions"``. smallest_effect,
         smallest_effect_source: the smallest effect that matters (the paper's, in the
         units of new − baseline) and its source; with them an interval inside ±size
-        reads "excluded at the paper's size" instead of "cannot tell".
+        reads "excluded at the paper's size" instead of "cannot tell". bounds: with a
+        fixed target, the range of ``new`` (``stats.UNIT`` for a share or ROUGE), which
+        keeps an interval over seeds inside the difference's range
+        (:func:`kbnb.eval.verdicts.check`).
         """
         self._new_name(name, "check")
         size = dict(smallest_effect=smallest_effect, smallest_effect_source=smallest_effect_source)
@@ -241,7 +245,8 @@ class Chapter:
             compare["over"] = "seeds" if n == len(self.seeds) else "questions"
         try:
             v = verdicts.check(effect, new, baseline, better=better, unit=unit, subject=subject,
-                               baseline_name=baseline_name, digits=digits, **size, **compare)
+                               baseline_name=baseline_name, digits=digits, bounds=bounds,
+                               **size, **compare)
         except stats.TooFewItems as e:  # e.g. one question: said, not a crash
             return self._not_measurable_check(name, effect, e.n, e.why(compare["over"]),
                                               compare["over"], subject, baseline_name, **size)

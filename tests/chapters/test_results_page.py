@@ -154,3 +154,17 @@ def test_the_forest_plot_gathers_the_checks_the_table_shows(tmp_path):
     assert markers == [f"point|{results.BUILD_MODEL}|{label}"]
     # the recording's check has no difference and interval (an older file): named, not drawn
     assert "Not drawn: SmolLM2-135M-Instruct (recorded): " + label in caption
+
+
+def test_the_forest_plot_names_this_builds_model(tmp_path):
+    """A build on the organism is the organism's points; a build with the real parameters
+    (``book/params-real.yml``) is named for the models its runs used, not the organism."""
+    for name, model in (("org", None), ("a", "smollm2-tofu"), ("b", "smollm2-tofu-retain")):
+        _metrics(tmp_path / name / "metrics.json", 0.2, "PASS")
+        if model:
+            doc = json.loads((tmp_path / name / "metrics.json").read_text())
+            doc["params"]["model_name"] = model
+            (tmp_path / name / "metrics.json").write_text(json.dumps(doc))
+    row = {n: results._row(tmp_path / n / "metrics.json", "lunar", "LUNAR", ROW) for n in ("org", "a", "b")}
+    assert results.build_model([row["org"]]) == results.BUILD_MODEL
+    assert results.build_model([row["a"], row["b"]]) == "smollm2-tofu, smollm2-tofu-retain (this build)"

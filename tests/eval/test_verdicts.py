@@ -151,3 +151,23 @@ def test_a_bad_size_names_the_parameter(size, source, match):
     with pytest.raises(ValueError, match=match):  # before any computation
         check("AP", [1.0, 2.0, 3.0], [1.0, 2.0, 4.0], smallest_effect=size,
               smallest_effect_source=source)
+
+
+def test_a_fixed_target_keeps_the_interval_inside_the_range_of_a_share():
+    """Issue 33: three seeds of a share at 0.96, 0.12, 0.08 against 0.8 gave a plain t
+    interval of −1.65 to 0.82 for the difference, which lies in [−0.8, 0.2]. With the
+    share's range the interval is taken on the logit scale and stays inside it."""
+    shares = [0.962, 0.118, 0.083]
+    plain = check("the share marked sure", shares, 0.8, over="seeds")
+    assert plain.result.ci95[0] < -0.8 and plain.result.ci95[1] > 0.2
+    v = check("the share marked sure", shares, 0.8, over="seeds", bounds=(0, 1))
+    lo, hi = v.result.ci95
+    assert -0.8 <= lo < v.result.diff < hi <= 0.2
+    assert v.result.ci_method == "t interval on the logit scale over seeds, less the target"
+    assert v.result.p_value == plain.result.p_value and v.status == "UNCLEAR"
+    clear = check("the share marked sure", [0.95, 0.97, 0.96], 0.8, over="seeds", bounds=(0, 1))
+    assert clear.status == "PASS" and 0 < clear.result.ci95[0] and clear.result.ci95[1] <= 0.2
+    per_question = check("exact match", [1.0, 0.0] * 20, 0.3, bounds=(0, 1))
+    assert per_question.result.ci_method == "paired bootstrap over questions"  # in range already
+    with pytest.raises(ValueError, match="bounds= is for a fixed target"):
+        check("AP", [0.1, 0.2], [0.2, 0.3], bounds=(0, 1))
