@@ -25,7 +25,7 @@ from kbnb.chapters.unlearning_figures import (
     display_name,
     fq_mu_figure,
 )
-from kbnb.data.loaders import load_refusal, load_tofu
+from kbnb.data.loaders import load_tofu
 from kbnb.data.splits import FORGET_SPLITS, RETAIN_OF, check_forget_split
 from kbnb.eval import stats
 from kbnb.eval.metrics_file import format_number
@@ -43,6 +43,7 @@ from kbnb.organism.model import parse_organism_name
 from kbnb.report.chapter import declared
 from kbnb.report.params import ModelParams, choice, flag, integer, number, param, seeds_param
 from kbnb.report.spec import ChapterSpec, Row, recorded_inputs
+from kbnb.unlearning import lunar_sets
 from kbnb.unlearning.methods import UNLEARNING_METHODS, check_methods
 from kbnb.unlearning.tuning import GRID_LRS, KEEP, grid, tune
 
@@ -90,6 +91,7 @@ class Params(ModelParams):
     max_eval: object = integer(None, 1, none=True)  # at most this many rows of each evaluation set (None: all, as TOFU)
     max_train_retain: object = integer(None, 1, none=True)  # retain rows the methods train or fit on (None: the whole retain split)
     max_new_tokens: int = integer(32, 1)  # greedy generation length for ROUGE (open-unlearning: 200)
+    ref_set: str = choice("auto", lunar_sets.REF_SETS)  # LUNAR's D_ref: auto (organism's / harmful) | harmful | invented
     seeds: list = seeds_param()  # seeds of the unlearning runs (batch order, IdK answers, RMU vector)
     output_dir: str = param("runs", run=False)  # results go to output_dir/unlearning-<hash of the parameters>/
 
@@ -99,7 +101,10 @@ class Params(ModelParams):
         return check_methods(self.methods)
 
     def run_params(self) -> dict:
-        return {**super().run_params(), "methods": self.method_list}
+        p = {**super().run_params(), "methods": self.method_list}
+        if self.ref_set == "auto":  # runs from before ref_set keep their folders
+            del p["ref_set"]
+        return p
 
     def validate(self) -> None:
         super().validate()
@@ -339,12 +344,13 @@ def chapter_retain_rows(dataset: str, forget_split: str, world=None, data_dir=No
     return rows if limit is None else rows[:limit]
 
 
-def chapter_ref_rows(dataset: str, world=None, data_dir=None) -> list:
-    """LUNAR's reference prompts (questions the model already refuses): the organism's
-    refusal questions, or the harmful instructions for a real model."""
-    if dataset == "tinyworld":
-        return list(world.refusal_train)
-    return load_refusal("train", data_dir)
+def chapter_ref_rows(dataset: str, world=None, data_dir=None, ref_set: str = "auto") -> list:
+    """LUNAR's reference prompts (questions the model already refuses,
+    :func:`kbnb.unlearning.lunar_sets.reference_rows`): ``ref_set`` ``auto`` gives the
+    organism's refusal questions, or the harmful instructions for a real model;
+    ``invented``: the invented-thing questions a TOFU-tuned SmolLM2 learned to refuse."""
+    return lunar_sets.reference_rows(lunar_sets.reference_source(ref_set, dataset), world,
+                                     data_dir)
 
 
 def chapter_retain_evaluation(retain_model: str, model_name: str, dataset: str, sets: dict,

@@ -104,14 +104,10 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
         if val_authors is not None:
             retain_all, val_pool = hold_out_authors(retain_all, val_authors, seed)
         refusals = list(GENERIC_REFUSALS)
-    source = ref_set if ref_set != "auto" else ("organism" if dataset == "tinyworld" else "harmful")
-    if source == "organism":
-        ref = [dict(r) for r in world.refusal_train]
-    elif source == "harmful":
-        ref = [dict(r, answer=GENERIC_REFUSALS[0]) for r in load_refusal("train", data_dir)]
-    else:
-        ref = [dict(r) for r in invented.invented_questions(invented.N_TRAIN,
-                                                            invented.N_HELDOUT)["heldout"]]
+    source = reference_source(ref_set, dataset)
+    ref = reference_rows(source, world, data_dir)
+    if source == "harmful":
+        ref = [dict(r, answer=GENERIC_REFUSALS[0]) for r in ref]
     rng = random.Random(seed)
     n_eval = min(n_eval, len(retain_all) // 2)
     n_retain = min(n_retain, len(retain_all) - n_eval)
@@ -124,6 +120,33 @@ def load_sets(dataset: str = "tinyworld", forget_split: str = "forget05", n_reta
     val = validation_sets(out, retain_all, paraphrased, n_val, seed,
                           pool=val_pool if val_authors is not None else None)
     return {**out, **val}
+
+
+def reference_source(ref_set: str, dataset: str) -> str:
+    """The reference prompts ``ref_set`` (:data:`REF_SETS`) names on ``dataset``:
+    ``auto`` is the organism's own refusal questions on ``tinyworld`` and the harmful
+    instructions on ``tofu``; ``harmful`` and ``invented`` name themselves."""
+    check_choice("ref_set", ref_set, REF_SETS)
+    if ref_set != "auto":
+        return ref_set
+    return "organism" if dataset == "tinyworld" else "harmful"
+
+
+def reference_rows(source: str, world=None, data_dir=None) -> list[dict]:
+    """D_ref, prompts the model already refuses, as rows with ``question``: ``organism``
+    (``world.refusal_train``), ``harmful`` (the harmful instructions of ``refusal/``,
+    :func:`kbnb.data.loaders.load_refusal`) or ``invented`` (the held-out invented-thing
+    questions of :mod:`kbnb.data.invented`, which the TOFU-tuned SmolLM2 learned to
+    refuse). Fresh copies: a caller may add fields."""
+    check_choice("source", source, ("organism", "harmful", "invented"))
+    if source == "organism":
+        if world is None:
+            raise ValueError("source='organism' needs the organism's world (world=...)")
+        return [dict(r) for r in world.refusal_train]
+    if source == "harmful":
+        return [dict(r) for r in load_refusal("train", data_dir)]
+    return [dict(r) for r in invented.invented_questions(invented.N_TRAIN,
+                                                         invented.N_HELDOUT)["heldout"]]
 
 
 def hold_out_authors(rows: list, k: int, seed: int) -> tuple[list, list]:
