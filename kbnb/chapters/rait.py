@@ -65,7 +65,7 @@ class Params(ModelParams):
     train_epochs: int = integer(3, 0)  # epochs of RAIT tuning
     lr: float = number(3e-4, 0, lo_open=True)  # learning rate of rehearsal and RAIT tuning (AdamW)
     lora: bool = flag(False)  # LoRA adapters instead of full fine-tuning (for large models)
-    autocast: str = choice("none", ("none", "bfloat16"))  # none | bfloat16 (mixed-precision tuning, ~1.8x faster on a CPU)
+    autocast: str = choice("none", ("none", "bfloat16"))  # none | bfloat16 (~1.8x faster with AVX-512, ~24x slower on AVX2 only)
     train_batch_size: int = integer(16, 1)  # examples per optimisation step
 
     def validate(self) -> None:

@@ -44,7 +44,7 @@ class Params(ModelParams):
     lr: float = number(1e-3, 0, lo_open=True)  # fine-tuning learning rate (about 2e-5 full or 1e-4 LoRA on a 7B model)
     train_batch_size: int = integer(16, 1)  # examples per fine-tuning step
     lora: bool = flag(False)  # True: tune LoRA adapters (peft) instead of all weights, for large models
-    autocast: str = choice("none", ("none", "bfloat16"))  # none | bfloat16 (mixed-precision tuning, ~1.8x faster on a CPU)
+    autocast: str = choice("none", ("none", "bfloat16"))  # none | bfloat16 (~1.8x faster with AVX-512, ~24x slower on AVX2 only)
     max_questions: int = integer(400, 0)  # at most this many questions per split (train, test, ood); 0: all
     batch_size: int = integer(64, 1)  # prompts per forward pass when querying and scoring
     seeds: list = seeds_param()  # one run each: question sample, sampling, data order, training

@@ -27,6 +27,7 @@ import copy
 import inspect
 import math
 import random
+import warnings
 
 import torch
 from tqdm.auto import tqdm
@@ -120,6 +121,24 @@ def micro_batch_loss(m, batch: dict, n_total: int, tail: bool):
         reduction="sum") / n_total
 
 
+EMULATED_BF16 = (
+    "autocast='bfloat16' on a CPU without native bfloat16 (torch sees "
+    "{cap}; oneDNN has no bfloat16 kernels here): the products are emulated, about 24x "
+    "slower than float32 on a 2-core AVX2 CPU (measured: one MLP step), and a tuned "
+    "SmolLM2 then takes hours per epoch. Pass autocast=None ('none' in a chapter) for "
+    "float32 (a different rounding: not the same model or numbers), or run on a CPU with "
+    "AVX-512 or a GPU.")
+
+
+def bfloat16_native_on_cpu() -> bool:
+    """Whether this CPU runs bfloat16 matrix products natively (oneDNN's bfloat16 kernels:
+    AVX-512 or AMX); False on an AVX2-only CPU, where torch emulates them."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the query: judge by the ISA
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def finetune(model, tok, prompts, completions, epochs: int = 3, lr: float = 1e-4,
              batch_size: int = 16, lora: bool = False, lora_r: int = 8, seed: int = 0,
              weight_decay: float = 0.0, copy_model: bool = True, progress: bool = True,
@@ -141,7 +160,8 @@ def finetune(model, tok, prompts, completions, epochs: int = 3, lr: float = 1e-4
     ``gradient_checkpointing``: ``"auto"`` (on when some step may be split), True or
     False. ``autocast``: None (the weights' dtype) or ``"bfloat16"`` (mixed precision:
     float32 weights and optimiser, bfloat16 matrix products; about 1.8x the tokens per
-    second of float32 on a 2-core CPU for SmolLM2-135M). ``group_by_length``: batches of
+    second of float32 on a 2-core AVX-512 CPU for SmolLM2-135M, but emulated and many
+    times slower on a CPU without it: :data:`EMULATED_BF16` is warned then). ``group_by_length``: batches of
     examples of similar length (shuffled in mega-batches of 8 batches, each sorted by
     length), less padding for examples of mixed lengths."""
     from accelerate import Accelerator
@@ -204,6 +224,9 @@ def finetune(model, tok, prompts, completions, epochs: int = 3, lr: float = 1e-4
     bar = tqdm(total=steps, desc=desc, disable=not progress or not acc.is_local_main_process)
     tail = _takes_logits_to_keep(m)
     dev_type = next(m.parameters()).device.type
+    if autocast == "bfloat16" and dev_type == "cpu" and not bfloat16_native_on_cpu():
+        warnings.warn(EMULATED_BF16.format(cap=torch.backends.cpu.get_cpu_capability()),
+                      stacklevel=2)
 
     def mixed():
         return torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast == "bfloat16")

@@ -1,4 +1,6 @@
 """kbnb.lm.finetune: micro-batches under a token budget, gradient checkpointing."""
+import warnings
+
 import pytest
 import torch
 
@@ -114,3 +116,27 @@ def test_bfloat16_autocast_trains_deterministically(organism, world):
     assert next(m1.parameters()).dtype == torch.float32  # weights stay in float32
     with pytest.raises(ValueError, match="autocast='float8'"):
         finetune(model, tok, prompts, comps, **dict(kw, autocast="float8"))
+
+
+def test_emulated_bfloat16_is_warned_before_training(organism, world, monkeypatch):
+    """On a CPU without native bfloat16 (AVX2 only) autocast is emulated, about 24x slower
+    than float32 (measured on such a machine): said at the start, with the way out."""
+    from kbnb.lm import finetune as ft
+    from kbnb.lm.models import format_prompt
+    model, tok = organism
+    rows = world.mmlu_rows()[:4]
+    prompts = [format_prompt(tok, r["question"]) for r in rows]
+    comps = [" " + r["choices"][r["answer"]] for r in rows]
+    kw = dict(epochs=1, lr=1e-3, batch_size=4, seed=0, progress=False)
+    assert isinstance(ft.bfloat16_native_on_cpu(), bool)  # this machine's answer, either way
+    monkeypatch.setattr(ft, "bfloat16_native_on_cpu", lambda: False)
+    with pytest.warns(UserWarning, match="emulated.*Pass autocast=None"):
+        finetune(model, tok, prompts, comps, autocast="bfloat16", **kw)
+    monkeypatch.setattr(ft, "bfloat16_native_on_cpu", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        finetune(model, tok, prompts, comps, autocast="bfloat16", **kw)
+    monkeypatch.setattr(ft, "bfloat16_native_on_cpu", lambda: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        finetune(model, tok, prompts, comps, autocast=None, **kw)  # float32: nothing to say
