@@ -59,8 +59,10 @@ def test_a_small_recipe_builds_once_and_learns(smollm2, data_dir, tmp_path, monk
     its recipe, loads by path, and its loss fell; a second call reuses it."""
     from kbnb.eval.tuned_targets import answers, refusal_rate
     monkeypatch.setenv("KBNB_CACHE", str(tmp_path))
+    # float32: bfloat16 autocast is emulated on an AVX2-only CPU (minutes per step here)
     r = tuned.TofuRecipe(forget_split="forget01", retain_authors=1, n_invented=24,
-                         n_invented_heldout=12, real_questions=False, epochs=2, lr=5e-4)
+                         n_invented_heldout=12, real_questions=False, epochs=2, lr=5e-4,
+                         autocast=None)
     path = build_tuned_model(r, data_dir, progress=False)
     info = json.loads((path / tuned.RECIPE_FILE).read_text())
     assert info["examples"] == {"forget": 40, "retain": 20, "invented": 24, "real": 0}
