@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from kbnb.eval.verdicts import STATUS_WORDS
-from kbnb.report.runs import library_files
+from kbnb.report.runs import NOTEBOOKS, chapter_modules, library_files
 
 RECORD_FILE = "RECORD.json"
 
@@ -42,18 +42,26 @@ def recorded_chapter(chapter: str, recorded_dir: str | Path = "results") -> list
     return out
 
 
-def changed_modules(record: dict, current: dict | None = None, chapters=None) -> list[str]:
+def changed_modules(record: dict, current: dict | None = None, chapters=None,
+                    notebooks: Path = NOTEBOOKS) -> list[str]:
     """The library modules (paths under ``kbnb/``) whose hash differs from the
     recording's, sorted (added, removed or edited since). ``chapters``: the recorded
-    chapters; another chapter's module (``chapters/<other>.py``) cannot change them and
-    is left out. A chapter's own modules are ``chapters/<c>.py`` and the modules it keeps
-    beside it, ``chapters/<c>_<part>.py`` (``lunar_present.py``), unless that name is a
-    recorded chapter itself (``lunar_attacks``)."""
+    chapters; only the modules they can run count (:func:`kbnb.report.runs.chapter_modules`:
+    what their notebooks import, to the end), so that a change elsewhere does not mark
+    them stale. Where a notebook is missing, every module counts except another chapter's
+    (``chapters/<other>.py``); a chapter's own modules are then ``chapters/<c>.py`` and
+    ``chapters/<c>_<part>.py`` (``lunar_present.py``), unless that name is a recorded
+    chapter itself (``lunar_attacks``)."""
     current = library_files() if current is None else current
     old = record.get("library_files") or {}
     recorded = set(record.get("chapters") or {}) | set(chapters or ())
+    closures = [chapter_modules(c, notebooks=notebooks) for c in chapters or ()]
+    used = (set().union(*closures) if chapters and all(m is not None for m in closures)
+            else None)
 
     def own(key: str) -> bool:
+        if used is not None:
+            return key in used
         if chapters is None or not key.startswith("chapters/"):
             return True
         stem = key.removeprefix("chapters/").removesuffix(".py")

@@ -1,6 +1,7 @@
 """Run folders keyed by a hash of the parameters, and the metrics files inside them."""
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import platform
@@ -13,6 +14,7 @@ import torch
 from kbnb.core.version import __version__
 
 LIBRARY = Path(__file__).resolve().parents[1]  # the kbnb package
+NOTEBOOKS = LIBRARY.parent / "notebooks"
 
 
 def library_files() -> dict[str, str]:
@@ -20,6 +22,64 @@ def library_files() -> dict[str, str]:
     but ``kbnb/book/``, the runner, which only orders and caches the runs)."""
     return {str(f.relative_to(LIBRARY)): hashlib.sha256(f.read_bytes()).hexdigest()[:12]
             for f in sorted(LIBRARY.rglob("*.py")) if f.parent.name != "book"}
+
+
+def _module_file(dotted: str, library: Path) -> Path | None:
+    """The file of module ``kbnb.x.y`` under ``library`` (``x/y.py`` or ``x/y/__init__.py``)."""
+    parts = dotted.split(".")[1:]
+    for f in (library.joinpath(*parts).with_suffix(".py") if parts else None,
+              library.joinpath(*parts, "__init__.py")):
+        if f is not None and f.is_file():
+            return f
+    return None
+
+
+def _imported(tree: ast.AST, library: Path) -> set[Path]:
+    """The kbnb module files an AST imports anywhere (function bodies included), with
+    each package's ``__init__.py`` on the way (Python runs those too)."""
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    out = set()
+    for name in names:
+        if name.split(".")[0] != "kbnb":
+            continue
+        parts = name.split(".")
+        for k in range(1, len(parts) + 1):  # kbnb, kbnb.x, kbnb.x.y: each one that is a module
+            f = _module_file(".".join(parts[:k]), library)
+            if f is not None:
+                out.add(f)
+    return out
+
+
+def chapter_modules(chapter: str, library: Path = LIBRARY, notebooks: Path = NOTEBOOKS):
+    """The library modules a chapter can run, as :func:`library_files` keys: every kbnb
+    module its notebook (``notebooks/<chapter>.ipynb``) and ``chapters/<chapter>.py``
+    import, and what those import, to the end (static: ``import`` statements anywhere in
+    a module). None when the notebook is not there (then every module counts). A
+    recorded chapter is stale only when one of these changed."""
+    nb = Path(notebooks) / f"{chapter}.ipynb"
+    if not nb.is_file():
+        return None
+    cells = json.loads(nb.read_text())["cells"]
+    lines = [line for c in cells if c["cell_type"] == "code"
+             for line in "".join(c["source"]).splitlines()
+             if not line.lstrip().startswith(("%", "!"))]  # IPython magics are not Python
+    todo = _imported(ast.parse("\n".join(lines)), library)
+    own = library / "chapters" / f"{chapter}.py"
+    if own.is_file():
+        todo.add(own)
+    seen = set()
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        todo |= _imported(ast.parse(f.read_text()), library) - seen
+    return {str(f.relative_to(library)) for f in seen if f.parent.name != "book"}
 
 
 def library_hash() -> str:
