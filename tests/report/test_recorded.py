@@ -25,7 +25,8 @@ def test_the_sentence_compares_claims_and_says_what_changed(tmp_path):
     assert "precondition" not in text
     assert "library changed since that recording (1 module(s))" in text
     assert "forget_low: shown (forget_low said PASS.)" in text and "only_there" not in text
-    same = recorded.comparison_sentence("lunar", {}, "tinyworld", tmp_path, current={"chapters/lunar.py": "1"})
+    same = recorded.comparison_sentence("lunar", {}, "tinyworld", tmp_path,
+                                        current={"chapters/lunar.py": "1"})
     assert "library changed" not in same and "only_there: shown" in same
     # a failed precondition: no count of claims shown, each claim said to mean nothing
     _record(tmp_path, {"forget_low": "PASS", "retain_kept": "UNCLEAR"}, {"ref_refusal": {"met": False}})
