@@ -70,7 +70,8 @@ def score(model, tok, forget: list, world: list, batch_size: int = 32) -> dict:
 
 
 def run_pilot(candidates: list[dict], data_dir: str, out: Path, log=print) -> dict:
-    """Build and score each candidate; merge into ``out`` and return its content."""
+    """Build and score each candidate; merge into ``out`` (written after each one) and
+    return its content."""
     recipes = [candidate_recipe(c) for c in candidates]  # every error before any training
     doc = json.loads(out.read_text()) if out.exists() else {"entries": []}
     forget = load_tofu(recipes[0].forget_split, data_dir)[:N_FORGET]
@@ -93,15 +94,19 @@ def run_pilot(candidates: list[dict], data_dir: str, out: Path, log=print) -> di
         doc["entries"] = [e for e in doc["entries"] if e["recipe"] != entry["recipe"]] + [entry]
         log(f"[kbnb.book.pilot] {overrides}: {entry}")
         del model
+        _write(doc, out, len(forget), len(world))  # each candidate kept as soon as scored
+    return doc
+
+
+def _write(doc: dict, out: Path, n_forget: int, n_world: int) -> None:
     i = choose(doc["entries"])
     doc.update(rule=f"forget_rouge >= {tuned_targets.TARGETS['forget_rouge']} on the first "
                f"{N_FORGET} forget rows, then the most world facts kept on the even-numbered "
                "world_facts rows (the odd ones are not looked at)",
-               n_forget=len(forget), n_world_facts=len(world),
+               n_forget=n_forget, n_world_facts=n_world,
                chosen=None if i is None else doc["entries"][i]["overrides"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1))
-    return doc
 
 
 def main(argv=None):
