@@ -27,15 +27,14 @@ import json
 import time
 from pathlib import Path
 
-from kbnb.book.real import RECORD_DIR, find_data
+from kbnb.book.real import MEASURE_SIZES, RECORD_DIR, find_data, measure_sets
 from kbnb.book.runner import ROOT
-from kbnb.data.loaders import load_tofu
 from kbnb.eval import tuned_targets
 from kbnb.lm import tuned
 from kbnb.lm.models import build_tuned_model, load_model
 
 PILOT_FILE = "recipe_pilot.json"
-N_FORGET = 100  # as kbnb.book.real.MEASURE_SIZES
+N_FORGET = MEASURE_SIZES["forget"]
 
 
 def pilot_rows(rows: list) -> list:
@@ -74,8 +73,8 @@ def run_pilot(candidates: list[dict], data_dir: str, out: Path, log=print) -> di
     return its content."""
     recipes = [candidate_recipe(c) for c in candidates]  # every error before any training
     doc = json.loads(out.read_text()) if out.exists() else {"entries": []}
-    forget = load_tofu(recipes[0].forget_split, data_dir)[:N_FORGET]
-    world = pilot_rows(load_tofu("world_facts", data_dir))
+    sets = measure_sets(data_dir, recipes[0])  # the rows make book-real measures
+    forget, world = sets["forget"], pilot_rows(sets["world_facts"])
     if "base" not in doc:
         model, tok = load_model(recipes[0].base, device="cpu")
         doc["base"] = score(model, tok, forget, world)

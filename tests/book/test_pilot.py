@@ -28,7 +28,8 @@ def test_the_choice_keeps_the_forget_target_first_then_world_facts():
 def test_the_pilot_checks_every_candidate_first_and_keeps_each_as_scored(tmp_path, monkeypatch):
     built = []
     rows = [{"question": f"q{i}", "answer": "a"} for i in range(6)]
-    monkeypatch.setattr(pilot, "load_tofu", lambda split, data_dir: rows)
+    monkeypatch.setattr(pilot, "measure_sets", lambda data_dir, recipe: {
+        "forget": rows, "world_facts": rows})
     monkeypatch.setattr(pilot, "load_model", lambda path, device: (path, None))
 
     def build(recipe, data_dir):
